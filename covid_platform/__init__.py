@@ -1,0 +1,1 @@
+"""covid_platform: public-health CSV drops turned into clean PostgreSQL tables by Dagster assets."""

@@ -1,0 +1,78 @@
+"""Clean tables: every staged file of a dataset merged in, later files winning, derived columns recomputed."""
+
+from datetime import timedelta
+
+import dagster as dg
+from psycopg2 import sql
+
+from covid_platform.assets.raw import raw_asset_key
+from covid_platform.datasets import Dataset
+from covid_platform.lib.merge import derived_columns, merge_statement, staged_rows
+from covid_platform.lib.staging import staging_table
+from covid_platform.resources.warehouse import Warehouse
+
+
+def freshness(dataset: Dataset) -> dg.FreshnessPolicy:
+    return dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=dataset.freshness_hours))
+
+
+def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
+    region = ", ".join(dataset.region)
+    derived = ", ".join(derived_columns(dataset))
+
+    @dg.asset(
+        name=dataset.table,
+        deps=[raw_asset_key(dataset)],
+        group_name="clean",
+        kinds={"postgres"},
+        output_required=False,
+        freshness_policy=freshness(dataset),
+        description=f"`covid.{dataset.table}`: one row per ({region}, date), the latest value any file "
+        f"reported. Derived: {derived}. `new_x` = x minus x on the region's previous date present (x on "
+        "its first date; negative revisions kept); `new_x_7d` = mean of `new_x` over the row and the 6 "
+        "rows before it for the region.",
+    )
+    def clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
+        with warehouse.connect() as conn, conn, conn.cursor() as cur:
+            # One merge per table at a time; a second run waits, then merges what is still pending.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"covid.{dataset.table}",))
+            cur.execute(
+                """
+                SELECT file_id, columns FROM covid.ingested_files
+                WHERE dataset = %s AND status = 'staged'
+                ORDER BY file_id
+                FOR UPDATE
+                """,
+                (dataset.name,),
+            )
+            pending = cur.fetchall()
+            if not pending:
+                context.log.info(f"No staged {dataset.name} file to merge: {dataset.table} is unchanged")
+                return
+            cur.execute(merge_statement(dataset, [staged_rows(dataset, fid, columns) for fid, columns in pending]))
+            rows_written = cur.rowcount
+            cur.execute(
+                """
+                UPDATE covid.ingested_files AS f
+                SET status = 'loaded', processed_at = now(), rows_loaded = coalesce(won.rows, 0)
+                FROM (SELECT unnest(%s::bigint[]) AS file_id) AS p
+                LEFT JOIN (SELECT file_id, count(*) AS rows FROM incoming GROUP BY file_id) AS won USING (file_id)
+                WHERE f.file_id = p.file_id
+                """,
+                ([fid for fid, _ in pending],),
+            )
+            cur.execute("SELECT count(*), min(date), max(date) FROM incoming")
+            incoming, first_date, last_date = cur.fetchone()
+            for file_id, _ in pending:
+                cur.execute(sql.SQL("DROP TABLE {}").format(staging_table(file_id)))
+        yield dg.MaterializeResult(
+            metadata={
+                "files_merged": dg.MetadataValue.int(len(pending)),
+                "rows_in_files": dg.MetadataValue.int(incoming),
+                "rows_written": dg.MetadataValue.int(rows_written),
+                "first_date": str(first_date),
+                "last_date": str(last_date),
+            }
+        )
+
+    return clean

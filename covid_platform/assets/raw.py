@@ -1,0 +1,199 @@
+"""Raw assets: one partition per landed file version, archived, staged and gated.
+
+A file that passes every gate is staged for its clean table; one that fails any is quarantined with the
+reason, and the blocking checks stop the run before the clean table is touched.
+"""
+
+import io
+
+import dagster as dg
+from psycopg2 import sql
+
+from covid_platform.datasets import Dataset
+from covid_platform.lib import ledger
+from covid_platform.lib.gates import GATES, GateResult, evaluate, not_evaluated
+from covid_platform.lib.merge import staged_rows
+from covid_platform.lib.staging import FileRejected, HashingReader, StagedFile, stage
+from covid_platform.resources.landing import LandingZone
+from covid_platform.resources.warehouse import Warehouse
+
+KEY_TAG = "covid/key"
+ETAG_TAG = "covid/etag"
+# A file with less than this share of the previous file's rows is reported (non-blocking).
+ROW_DROP_RATIO = 0.5
+WARNINGS = {
+    "cumulative_revisions": "Cumulative counts that decrease from one date to the next within the file "
+    "(revisions; kept as reported).",
+    "row_count_drop": f"The file has under {ROW_DROP_RATIO:.0%} of the rows of the dataset's previous file.",
+}
+
+
+def files_partitions(dataset: Dataset) -> dg.DynamicPartitionsDefinition:
+    return dg.DynamicPartitionsDefinition(name=f"{dataset.name}_files")
+
+
+def raw_asset_key(dataset: Dataset) -> dg.AssetKey:
+    return dg.AssetKey(f"raw_{dataset.name}")
+
+
+def build_raw_asset(dataset: Dataset) -> dg.AssetsDefinition:
+    key = raw_asset_key(dataset)
+    check_specs = [
+        dg.AssetCheckSpec(name, asset=key, blocking=True, description=description)
+        for name, description in GATES.items()
+    ] + [dg.AssetCheckSpec(name, asset=key, description=description) for name, description in WARNINGS.items()]
+
+    @dg.asset(
+        key=key,
+        group_name="raw",
+        partitions_def=files_partitions(dataset),
+        check_specs=check_specs,
+        kinds={"s3", "postgres"},
+        description=f"Files dropped under `{dataset.name}/` in the landing zone, one partition per object "
+        "version: archived under `_archive/`, streamed into a staging table with COPY and gated.",
+    )
+    def raw(context: dg.AssetExecutionContext, landing: LandingZone, warehouse: Warehouse):
+        with warehouse.connect() as conn:
+            obj_key, etag = _object_of(context, conn)
+            entry = ledger.register(conn, obj_key, etag, context.partition_key, dataset.name, context.run_id)
+            if entry.status in ("loaded", "staged", "duplicate"):
+                context.log.info(f"{obj_key} was already {entry.status} (file {entry.file_id}); nothing to redo")
+                yield from _report(entry.file_id, obj_key, etag, entry.status, passed=True)
+                return
+            yield from _ingest(context, conn, landing, dataset, entry.file_id, obj_key, etag)
+
+    return raw
+
+
+def _object_of(context: dg.AssetExecutionContext, conn) -> tuple[str, str]:
+    """The object key and ETag behind this partition: from the sensor's tags, or the ledger for UI runs."""
+    tags = context.run.tags
+    if KEY_TAG in tags and ledger.partition_key(tags[KEY_TAG], tags[ETAG_TAG]) == context.partition_key:
+        return tags[KEY_TAG], tags[ETAG_TAG]
+    entry = ledger.lookup(conn, context.partition_key)
+    if entry is None:
+        raise dg.Failure(
+            f"Partition {context.partition_key} is not in covid.ingested_files and the run has no "
+            f"{KEY_TAG} tag: drop the file again and the sensor will ingest it."
+        )
+    return entry.key, entry.etag
+
+
+def _ingest(context, conn, landing: LandingZone, dataset: Dataset, file_id: int, obj_key: str, etag: str):
+    # Archive first, then parse the archived copy: what was loaded is exactly what was kept.
+    archive_key = f"_archive/{obj_key}/{etag}"
+    landing.copy(obj_key, archive_key, etag=etag)
+    ledger.update(conn, file_id, archive_key=archive_key)
+
+    staged: StagedFile | None = None
+    with landing.open(archive_key) as body:
+        reader = HashingReader(body)
+        try:
+            staged = stage(conn, reader, file_id, dataset.columns)
+            gates = evaluate(conn, dataset, staged)
+        except FileRejected as rejected:
+            gates = [GateResult("csv_readable", False, str(rejected))]
+            gates += [not_evaluated(name, "the file is not readable CSV") for name in list(GATES)[1:]]
+        reader.drain()
+    rows = staged.rows if staged else None
+    ledger.update(conn, file_id, sha256=reader.hexdigest, bytes=reader.bytes, rows=rows)
+    failed = [gate for gate in gates if not gate.passed]
+
+    duplicate_of = None if failed else ledger.loaded_with_same_content(conn, dataset.name, reader.hexdigest, file_id)
+    if failed:
+        reason = failed[0].reason
+        _quarantine(landing, archive_key, obj_key, etag, reason)
+        ledger.update(conn, file_id, status="quarantined", reason=reason)
+        context.log.error(f"{obj_key} quarantined: {reason}")
+        status, warnings = "quarantined", []
+    elif duplicate_of:
+        reason = f"same bytes as file {duplicate_of[0]} ({duplicate_of[1]}), already loaded"
+        ledger.update(conn, file_id, status="duplicate", reason=reason)
+        context.log.info(f"{obj_key}: {reason}")
+        status, warnings = "duplicate", []
+    else:
+        warnings = _warnings(conn, dataset, file_id, staged)
+        ledger.update(conn, file_id, status="staged", columns=staged.positions)
+        status = "staged"
+    if status != "staged" and staged:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staged.table))
+
+    metadata = {
+        "sha256": reader.hexdigest,
+        "size": dg.MetadataValue.int(reader.bytes),
+        "rows_read": dg.MetadataValue.int(rows or 0),
+        "rows_loaded": dg.MetadataValue.int(rows if status == "staged" else 0),
+        "archive_key": archive_key,
+    }
+    if status != "staged":
+        metadata["reason"] = reason
+    yield dg.MaterializeResult(metadata={**_identity(file_id, obj_key, etag, status), **metadata})
+    for gate in gates:
+        yield dg.AssetCheckResult(
+            check_name=gate.name,
+            passed=gate.passed,
+            description=gate.reason or None,
+            metadata={"key": obj_key, **gate.metadata},
+        )
+    for warning in warnings or [GateResult(name, True, "not evaluated: file not staged") for name in WARNINGS]:
+        yield dg.AssetCheckResult(
+            check_name=warning.name,
+            passed=warning.passed,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=warning.reason or None,
+            metadata={"key": obj_key, **warning.metadata},
+        )
+
+
+def _identity(file_id: int, obj_key: str, etag: str, status: str) -> dict:
+    return {"key": obj_key, "etag": etag, "file_id": dg.MetadataValue.int(file_id), "status": status}
+
+
+def _report(file_id: int, obj_key: str, etag: str, status: str, passed: bool):
+    """Results for a partition processed by an earlier run: its gates already passed."""
+    yield dg.MaterializeResult(metadata=_identity(file_id, obj_key, etag, status))
+    for name in (*GATES, *WARNINGS):
+        severity = dg.AssetCheckSeverity.ERROR if name in GATES else dg.AssetCheckSeverity.WARN
+        yield dg.AssetCheckResult(check_name=name, passed=passed, severity=severity,
+                                  description=f"checked when the file was first {status}")
+
+
+def _quarantine(landing: LandingZone, archive_key: str, obj_key: str, etag: str, reason: str) -> None:
+    """Keep the rejected bytes and the reason side by side under `_quarantine/` for the person who fixes it."""
+    landing.copy(archive_key, f"_quarantine/{obj_key}/{etag}")
+    landing.put(f"_quarantine/{obj_key}/{etag}.reason.txt", io.BytesIO(f"{reason}\n".encode()))
+
+
+def _warnings(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> list[GateResult]:
+    region = sql.SQL(", ").join(sql.Identifier(c) for c in dataset.region)
+    decreases = sql.SQL(", ").join(
+        sql.SQL("count(*) FILTER (WHERE {c} < lag_{c})").format(c=sql.SQL(c)) for c in dataset.counts
+    )
+    lags = sql.SQL(", ").join(
+        sql.SQL("{c}, lag({c}) OVER (PARTITION BY {r} ORDER BY date) AS lag_{c}").format(c=sql.SQL(c), r=region)
+        for c in dataset.counts
+    )
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT {} FROM (SELECT {} FROM ({}) AS rows) AS lagged").format(
+                decreases, lags, staged_rows(dataset, file_id, staged.positions)
+            )
+        )
+        counts = dict(zip(dataset.counts, cur.fetchone()))
+    revised = {c: n for c, n in counts.items() if n}
+    revisions = GateResult(
+        "cumulative_revisions",
+        not revised,
+        "; ".join(f"{n} decrease(s) of cumulative '{c}' (kept as reported)" for c, n in revised.items()),
+        {f"decreases_{c}": n for c, n in counts.items()},
+    )
+    previous = ledger.previous_rows(conn, dataset.name, file_id)
+    dropped = previous is not None and staged.rows < ROW_DROP_RATIO * previous
+    row_drop = GateResult(
+        "row_count_drop",
+        not dropped,
+        f"{staged.rows} rows, the previous file had {previous}" if dropped else "",
+        {"rows": staged.rows, "previous_rows": previous or 0},
+    )
+    return [revisions, row_drop]

@@ -1,0 +1,94 @@
+"""The ledger `covid.ingested_files`: what happened to every object version seen in the landing zone."""
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import psycopg2.extensions
+from psycopg2.extras import Json
+
+
+def partition_key(obj_key: str, etag: str) -> str:
+    """A Dagster partition key for one version of one object.
+
+    Readable, but free of commas, spaces and brackets (they break UI backfills) and short; the hash keeps
+    two keys that normalise alike, or two versions of one key, apart.
+    """
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", obj_key).strip("_")[-80:]
+    digest = hashlib.sha1(f"{obj_key}\0{etag}".encode()).hexdigest()[:10]
+    return f"{slug}-{digest}"
+
+
+@dataclass
+class LedgerEntry:
+    file_id: int
+    key: str
+    etag: str
+    status: str
+
+
+def register(
+    conn: psycopg2.extensions.connection, key: str, etag: str, partition: str, dataset: str, run_id: str
+) -> LedgerEntry:
+    """The ledger row for this object version, created on first sight (committed at once)."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO covid.ingested_files (key, etag, partition_key, dataset, status, run_id)
+            VALUES (%s, %s, %s, %s, 'received', %s)
+            ON CONFLICT (partition_key) DO UPDATE SET run_id = EXCLUDED.run_id
+            RETURNING file_id, key, etag, status
+            """,
+            (key, etag, partition, dataset, run_id),
+        )
+        return LedgerEntry(*cur.fetchone())
+
+
+def lookup(conn: psycopg2.extensions.connection, partition: str) -> LedgerEntry | None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT file_id, key, etag, status FROM covid.ingested_files WHERE partition_key = %s", (partition,)
+        )
+        row = cur.fetchone()
+    return LedgerEntry(*row) if row else None
+
+
+def update(conn: psycopg2.extensions.connection, file_id: int, **fields) -> None:
+    """Set ledger columns of one file (names come from this module's callers, never from input)."""
+    if "columns" in fields:
+        fields["columns"] = Json(fields["columns"])
+    assignments = ", ".join(f"{name} = %({name})s" for name in fields)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            f"UPDATE covid.ingested_files SET {assignments}, processed_at = now() WHERE file_id = %(file_id)s",
+            {**fields, "file_id": file_id},
+        )
+
+
+def loaded_with_same_content(conn, dataset: str, sha256: str, file_id: int) -> tuple[int, str] | None:
+    """An earlier file of the dataset with these exact bytes that was (or is being) loaded."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT file_id, key FROM covid.ingested_files
+            WHERE dataset = %s AND sha256 = %s AND status IN ('loaded', 'staged') AND file_id <> %s
+            ORDER BY file_id LIMIT 1
+            """,
+            (dataset, sha256, file_id),
+        )
+        return cur.fetchone()
+
+
+def previous_rows(conn, dataset: str, file_id: int) -> int | None:
+    """Rows of the last file of the dataset loaded before this one."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT rows FROM covid.ingested_files
+            WHERE dataset = %s AND status = 'loaded' AND file_id < %s
+            ORDER BY file_id DESC LIMIT 1
+            """,
+            (dataset, file_id),
+        )
+        row = cur.fetchone()
+    return row[0] if row else None

@@ -1,0 +1,107 @@
+"""The landing-zone sensor: every new object version under a dataset prefix becomes one ingestion run.
+
+The cursor holds the last key listed, so a tick asks S3 only for keys after it (`StartAfter`). Keys that
+S3 lists before the cursor (a late upload under an older name, an overwritten key) are found by a sweep
+that walks the whole zone one page per tick and requests any object version not yet partitioned.
+"""
+
+import json
+import os
+from collections import defaultdict
+
+import dagster as dg
+
+from covid_platform.assets.raw import ETAG_TAG, KEY_TAG, files_partitions
+from covid_platform.datasets import DATASETS, Dataset
+from covid_platform.lib.ledger import partition_key
+from covid_platform.resources.landing import PAGE_SIZE, LandingObject, LandingZone
+
+# Sensor ticks are bounded by the daemon's 60 s evaluation timeout: cap the work of one tick.
+MAX_KEYS_PER_TICK = 1000
+
+
+def ingest_job_name(dataset: Dataset) -> str:
+    return f"ingest_{dataset.name}"
+
+
+def build_ingest_job(dataset: Dataset):
+    return dg.define_asset_job(
+        ingest_job_name(dataset),
+        selection=dg.AssetSelection.assets(f"raw_{dataset.name}").downstream(),
+        partitions_def=files_partitions(dataset),
+        description=f"Ingest one file of {dataset.name}: raw → clean → summaries.",
+    )
+
+
+def _dataset_of(key: str) -> str:
+    return key.split("/", 1)[0] if "/" in key else ""
+
+
+def _skip_platform_keys(key: str) -> str:
+    """Where to continue listing: past the whole `_archive/`-style folder when `key` is in one."""
+    top = _dataset_of(key)
+    return f"{top}0" if top.startswith("_") else key  # '0' sorts right after '/'
+
+
+def _wanted(obj: LandingObject) -> bool:
+    return obj.key.lower().endswith(".csv") and _dataset_of(obj.key) in DATASETS
+
+
+def _request(obj: LandingObject) -> dg.RunRequest:
+    dataset = DATASETS[_dataset_of(obj.key)]
+    return dg.RunRequest(
+        # The ETag in the run key: a new version of a key is a new run; the same version never is.
+        run_key=f"{obj.key}@{obj.etag}",
+        job_name=ingest_job_name(dataset),
+        partition_key=partition_key(obj.key, obj.etag),
+        tags={KEY_TAG: obj.key, ETAG_TAG: obj.etag},
+    )
+
+
+@dg.sensor(
+    name="landing_sensor",
+    minimum_interval_seconds=int(os.environ.get("COVID_SENSOR_INTERVAL_SECONDS", "10")),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    jobs=[build_ingest_job(dataset) for dataset in DATASETS.values()],
+    description="Starts one ingestion per new object version in the landing zone.",
+)
+def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
+    state = json.loads(context.cursor) if context.cursor else {}
+    after = state.get("after", "")
+    fresh = landing.list_after(_skip_platform_keys(after), MAX_KEYS_PER_TICK)
+    found = [obj for obj in fresh if _wanted(obj)]
+    for obj in fresh:
+        if not _wanted(obj) and not _dataset_of(obj.key).startswith("_"):
+            context.log.warning(f"Ignoring {obj.key}: not a .csv under a known dataset ({', '.join(DATASETS)})")
+    if fresh:
+        after = fresh[-1].key
+
+    # The sweep: one page per tick, only for keys the cursor has already passed.
+    sweep = state.get("sweep", "")
+    page = landing.list_after(_skip_platform_keys(sweep), PAGE_SIZE)
+    behind = [obj for obj in page if obj.key <= after and _wanted(obj)]
+    known = _known_partitions(context, {_dataset_of(obj.key) for obj in behind})
+    missed = [obj for obj in behind if partition_key(obj.key, obj.etag) not in known[_dataset_of(obj.key)]]
+    if missed:
+        context.log.info(f"Sweep found {len(missed)} object version(s) behind the cursor: {missed[0].key}, …")
+    sweep = page[-1].key if len(page) == PAGE_SIZE and page[-1].key < after else ""
+
+    objects = {(obj.key, obj.etag): obj for obj in found + missed}.values()
+    partitions: dict[str, list[str]] = defaultdict(list)
+    for obj in objects:
+        partitions[files_partitions(DATASETS[_dataset_of(obj.key)]).name].append(partition_key(obj.key, obj.etag))
+    return dg.SensorResult(
+        run_requests=[_request(obj) for obj in objects],
+        dynamic_partitions_requests=[
+            dg.AddDynamicPartitionsRequest(partitions_def_name=name, partition_keys=keys)
+            for name, keys in partitions.items()
+        ],
+        cursor=json.dumps({"after": after, "sweep": sweep}),
+    )
+
+
+def _known_partitions(context: dg.SensorEvaluationContext, datasets: set[str]) -> dict[str, set[str]]:
+    return {
+        name: set(context.instance.get_dynamic_partitions(files_partitions(DATASETS[name]).name))
+        for name in datasets
+    }
