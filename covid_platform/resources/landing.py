@@ -123,7 +123,7 @@ class LandingZone(dg.ConfigurableResource):
         With `etag`, copy only that version of the object: raises `ObjectChanged` if it was overwritten."""
         if self.is_s3:
             source = {"Bucket": self.bucket, "Key": self.prefix + key}
-            extra = {"CopySourceIfMatch": etag} if etag else None
+            extra = {"CopySourceIfMatch": f"\"{etag}\""} if etag else None
             try:
                 self.client().copy(source, self.bucket, self.prefix + dest_key, ExtraArgs=extra)
             except botocore.exceptions.ClientError as error:

