@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,11 @@ from covid_platform.resources.landing import LandingZone
 SAMPLE = ("us_states", "sample/nyt-us-states-2021-01-01_2021-02-14.csv")
 
 
+def sqlalchemy_url(database_url: str) -> str:
+    """dagster-postgres goes through SQLAlchemy, whose default PostgreSQL driver (psycopg 3) is not installed."""
+    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg2://", database_url)
+
+
 def dev(state_dir: Path) -> int:
     """`dagster dev` (UI + daemon) with an embedded PostgreSQL and a local landing folder unless
     DATABASE_URL / LANDING_URL say otherwise; the sample file is dropped so the first run starts at once."""
@@ -25,9 +31,9 @@ def dev(state_dir: Path) -> int:
     if not env.get("DATABASE_URL"):
         server, urls = embedded.start(state_dir / "pgdata", ("covid", "dagster"))
         env["DATABASE_URL"] = urls["covid"]
-        env.setdefault("DAGSTER_PG_URL", urls["dagster"])
+        env.setdefault("DAGSTER_PG_URL", sqlalchemy_url(urls["dagster"]))
         print(f"Embedded PostgreSQL running in {state_dir / 'pgdata'}")
-    env.setdefault("DAGSTER_PG_URL", env["DATABASE_URL"])
+    env.setdefault("DAGSTER_PG_URL", sqlalchemy_url(env["DATABASE_URL"]))
     env.setdefault("LANDING_URL", (state_dir / "landing").resolve().as_uri())
     env.setdefault("DAGSTER_HOME", str((state_dir / "dagster_home").resolve()))
     home = Path(env["DAGSTER_HOME"])
@@ -41,7 +47,7 @@ def dev(state_dir: Path) -> int:
         LandingZone(url=env["LANDING_URL"], s3=S3Resource()).put(f"{dataset}/{name}", body)
     print(f"Dropped the sample file as {dataset}/{name}; open http://127.0.0.1:3000 to watch it load")
     try:
-        return subprocess.call(["dagster", "dev", "-w", "workspace.yaml"], env=env)
+        return subprocess.call([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"], env=env)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -1,0 +1,139 @@
+"""The clean and summary tables against values computed independently (pandas) from real NYT/JHU slices."""
+
+import gzip
+import io
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from covid_platform_tests.conftest import SHARED_DATA
+from covid_platform_tests.helpers import drop, ingest, nyt_states_slice
+
+
+def expected_daily(frame: pd.DataFrame, region: list[str], rolling: bool) -> pd.DataFrame:
+    """new_x = x − previous x of the region (x on its first date); new_x_7d = mean over the row and 6 before."""
+    frame = frame.sort_values([*region, "date"]).reset_index(drop=True)
+    for count in ("cases", "deaths"):
+        frame[f"new_{count}"] = frame.groupby(region)[count].diff().fillna(frame[count]).astype("int64")
+        if rolling:
+            frame[f"new_{count}_7d"] = (
+                frame.groupby(region)[f"new_{count}"].rolling(7, min_periods=1).mean().reset_index(drop=True)
+            )
+    return frame
+
+
+def expected_national(states: pd.DataFrame) -> pd.DataFrame:
+    totals = states.groupby("date", as_index=False)[["cases", "deaths"]].sum()
+    totals["nation"] = "US"
+    return expected_daily(totals, ["nation"], rolling=True).drop(columns="nation")
+
+
+def read_nyt(data: bytes) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(data), dtype={"fips": str}, parse_dates=["date"])
+
+
+def table(query, statement: str, columns: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(query(statement), columns=columns)
+    frame["date"] = pd.to_datetime(frame["date"])
+    return frame
+
+
+STATE_COLUMNS = ["state", "fips", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d"]
+NATIONAL_COLUMNS = ["date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d"]
+
+
+def assert_tables_match(query, states: pd.DataFrame) -> None:
+    actual = table(query, f"SELECT {', '.join(STATE_COLUMNS)} FROM covid.state_daily ORDER BY state, date",
+                   STATE_COLUMNS)
+    expected = expected_daily(states, ["state"], rolling=True)[STATE_COLUMNS]
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False)
+    national = table(query, f"SELECT {', '.join(NATIONAL_COLUMNS)} FROM covid.national_daily ORDER BY date",
+                     NATIONAL_COLUMNS)
+    pd.testing.assert_frame_equal(national, expected_national(states)[NATIONAL_COLUMNS], check_dtype=False)
+
+
+def test_one_file_fills_state_and_national_tables(landing, resources, query):
+    data = nyt_states_slice("2020-11-01", "2020-12-31")
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, "us_states/nov-dec.csv", data), instance)
+    assert result.success
+    states = read_nyt(data)
+    assert len(states) > 3000  # every state and territory, 61 days
+    assert_tables_match(query, states)
+    assert query("SELECT status, rows, rows_loaded FROM covid.ingested_files") == [("loaded", len(states), len(states))]
+
+
+def test_later_file_replaces_values_and_recomputes_what_depends_on_them(landing, resources, query):
+    first = read_nyt(nyt_states_slice("2020-11-01", "2020-12-10"))
+    second = read_nyt(nyt_states_slice("2020-12-05", "2020-12-31"))
+    # The second file revises the overlap: Texas's counts from 2020-12-05 on grow by 1,000 cases.
+    revised = (second["state"] == "Texas") & (second["date"] <= "2020-12-10")
+    second.loc[revised, "cases"] += 1000
+    with dg.instance_for_test() as instance:
+        for name, frame in (("first.csv", first), ("second.csv", second)):
+            body = frame.assign(date=frame["date"].dt.strftime("%Y-%m-%d")).to_csv(index=False).encode()
+            assert ingest(landing, resources, drop(landing, f"us_states/{name}", body), instance).success
+
+    merged = pd.concat([first[first["date"] < "2020-12-05"], second], ignore_index=True)
+    assert_tables_match(query, merged)
+    # The day after the overlap: new_cases falls by the revision's 1,000 in Texas.
+    (texas,) = query("SELECT new_cases, cases FROM covid.state_daily WHERE state = 'Texas' AND date = '2020-12-11'")
+    (before,) = query("SELECT cases FROM covid.state_daily WHERE state = 'Texas' AND date = '2020-12-10'")
+    assert texas[0] == texas[1] - before[0]
+
+
+def test_files_arriving_out_of_order_give_the_same_tables(landing, resources, query):
+    late = nyt_states_slice("2021-01-01", "2021-01-31", {"Ohio", "Utah"})
+    early = nyt_states_slice("2020-12-01", "2020-12-31", {"Ohio", "Utah"})
+    with dg.instance_for_test() as instance:
+        for name, body in (("jan.csv", late), ("dec.csv", early)):
+            assert ingest(landing, resources, drop(landing, f"us_states/{name}", body), instance).success
+    assert_tables_match(query, pd.concat([read_nyt(early), read_nyt(late)], ignore_index=True))
+
+
+def county_slice(last_date: str, states: set[str]) -> bytes:
+    """Real rows of the JHU county file (NYT layout), including 'Unassigned' counties with no fips."""
+    lines = [b"date,county,state,fips,cases,deaths\n"]
+    with gzip.open(SHARED_DATA / "counties" / "us-counties-jhu-2020-03-22_2021-10-28.csv.gz") as source:
+        next(source)
+        for line in source:
+            fields = line.decode().split(",")
+            if fields[0] > last_date:
+                break
+            if fields[2] in states:
+                lines.append(line)
+    return b"".join(lines)
+
+
+def test_county_daily(landing, resources, query):
+    data = county_slice("2020-04-20", {"Rhode Island", "Delaware", "Vermont"})
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_counties/spring.csv", data), instance).success
+    frame = pd.read_csv(io.BytesIO(data), dtype={"fips": str}, parse_dates=["date"], keep_default_na=False)
+    assert (frame["fips"] == "").any(), "the slice should hold counties without fips"
+    columns = ["state", "county", "fips", "date", "cases", "deaths", "new_cases", "new_deaths"]
+    expected = expected_daily(frame, ["state", "county"], rolling=False)[columns]
+    expected["fips"] = expected["fips"].replace("", None)
+    actual = table(query, f"SELECT {', '.join(columns)} FROM covid.county_daily ORDER BY state, county, date",
+                   columns)
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False)
+
+
+@pytest.mark.parametrize("second_key", ["us_states/again.csv", "us_states/same.csv"])
+def test_the_same_file_twice_never_double_counts(landing, resources, query, second_key):
+    data = nyt_states_slice("2021-01-01", "2021-01-10")
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_states/same.csv", data), instance).success
+        before = query("SELECT * FROM covid.state_daily ORDER BY state, date")
+        national = query("SELECT * FROM covid.national_daily ORDER BY date")
+        assert ingest(landing, resources, drop(landing, second_key, data), instance).success
+    assert query("SELECT * FROM covid.state_daily ORDER BY state, date") == before
+    assert query("SELECT * FROM covid.national_daily ORDER BY date") == national
+    statuses = query("SELECT key, status, reason FROM covid.ingested_files ORDER BY file_id")
+    if second_key == "us_states/same.csv":
+        # Same key, same bytes: the same object version, so the same partition and one ledger row.
+        assert [s[:2] for s in statuses] == [("us_states/same.csv", "loaded")]
+    else:
+        assert [s[:2] for s in statuses] == [("us_states/same.csv", "loaded"), (second_key, "duplicate")]
+        assert "us_states/same.csv" in statuses[1][2]
