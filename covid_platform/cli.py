@@ -4,6 +4,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from importlib import resources
@@ -23,13 +24,12 @@ def sqlalchemy_url(database_url: str) -> str:
     return re.sub(r"^postgres(ql)?://", "postgresql+psycopg2://", database_url)
 
 
-def dev(state_dir: Path) -> int:
+def dev(state_dir: Path, port: int) -> int:
     """`dagster dev` (UI + daemon) with an embedded PostgreSQL and a local landing folder unless
     DATABASE_URL / LANDING_URL say otherwise; the sample file is dropped so the first run starts at once."""
     env = dict(os.environ)
-    server = None
     if not env.get("DATABASE_URL"):
-        server, urls = embedded.start(state_dir / "pgdata", ("covid", "dagster"))
+        _, urls = embedded.start(state_dir / "pgdata", ("covid", "dagster"))
         env["DATABASE_URL"] = urls["covid"]
         env.setdefault("DAGSTER_PG_URL", sqlalchemy_url(urls["dagster"]))
         print(f"Embedded PostgreSQL running in {state_dir / 'pgdata'}")
@@ -45,13 +45,18 @@ def dev(state_dir: Path) -> int:
     sample = resources.files("covid_platform.sample_data").joinpath(f"{dataset}.csv")
     with sample.open("rb") as body:
         LandingZone(url=env["LANDING_URL"], s3=S3Resource()).put(f"{dataset}/{name}", body)
-    print(f"Dropped the sample file as {dataset}/{name}; open http://127.0.0.1:3000 to watch it load")
-    try:
-        return subprocess.call([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"], env=env)
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        del server  # the embedded server stops when this process exits
+    print(f"Dropped the sample file as {dataset}/{name}; open http://127.0.0.1:{port} to watch it load")
+    process = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)], env=env)
+    # `dagster dev` shuts its webserver, daemon and code servers down cleanly on SIGINT; pass a
+    # SIGTERM on as one, then wait, so the embedded server stops only after its clients have gone.
+    signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGINT))
+    while True:
+        try:
+            code = process.wait()
+            break
+        except KeyboardInterrupt:
+            continue  # the terminal sent SIGINT to the whole group: dagster dev is already stopping
+    return code  # an embedded server stops as this process exits
 
 
 def drop(path: Path, dataset: str, name: str | None) -> int:
@@ -69,13 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("dev", help="run the UI and daemon on the embedded defaults")
     run.add_argument("--state-dir", type=Path, default=Path(".covid_platform"))
+    run.add_argument("--port", type=int, default=3000, help="port of the web UI")
     put = commands.add_parser("drop", help="put a CSV file into the landing zone")
     put.add_argument("path", type=Path)
     put.add_argument("dataset", choices=sorted(DATASETS))
     put.add_argument("--name", help="object name under the dataset prefix (default: the file's name)")
     args = parser.parse_args(argv)
     if args.command == "dev":
-        return dev(args.state_dir)
+        return dev(args.state_dir, args.port)
     return drop(args.path, args.dataset, args.name)
 
 

@@ -4,6 +4,7 @@ import os
 import socket
 import uuid
 from pathlib import Path
+from urllib.parse import urlparse
 
 import boto3
 import psycopg2
@@ -47,9 +48,7 @@ def database_url(postgres_admin_url) -> str:
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
-    dsn = psycopg2.extensions.parse_dsn(postgres_admin_url)
-    dsn["dbname"] = name
-    yield psycopg2.extensions.make_dsn(**dsn)
+    yield urlparse(postgres_admin_url)._replace(path=f"/{name}").geturl()
     with admin.cursor() as cur:
         cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     admin.close()
