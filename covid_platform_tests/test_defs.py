@@ -1,0 +1,72 @@
+"""The code location as a user sees it: assets, checks, jobs and sensors, `dg check defs`, dagster.yaml."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+from dagster_postgres import PostgresRunStorage
+
+from covid_platform.cli import sqlalchemy_url
+from covid_platform.definitions import defs
+
+REPO = Path(__file__).resolve().parents[1]
+GATES = ["csv_readable", "required_columns", "not_empty", "keys_present", "dates_valid", "counts_valid", "keys_unique"]
+WARNINGS = ["cumulative_revisions", "row_count_drop"]
+
+
+def test_asset_graph_snapshot():
+    graph = defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert groups == {
+        "raw_us_states": "raw",
+        "raw_us_counties": "raw",
+        "state_daily": "clean",
+        "county_daily": "clean",
+        "national_daily": "summaries",
+    }
+    parents = {key.to_user_string(): sorted(p.to_user_string() for p in graph.get(key).parent_keys)
+               for key in graph.get_all_asset_keys()}
+    assert parents["state_daily"] == ["raw_us_states"]
+    assert parents["county_daily"] == ["raw_us_counties"]
+    assert parents["national_daily"] == ["state_daily"]
+
+
+def test_gates_are_blocking_checks_and_warnings_are_not():
+    for dataset in ("us_states", "us_counties"):
+        specs = {spec.name: spec for spec in defs.resolve_assets_def(f"raw_{dataset}").check_specs}
+        assert sorted(specs) == sorted(GATES + WARNINGS)
+        assert all(specs[name].blocking for name in GATES)
+        assert not any(specs[name].blocking for name in WARNINGS)
+
+
+def test_clean_and_summary_tables_have_a_26_hour_freshness_policy():
+    graph = defs.resolve_asset_graph()
+    for name in ("state_daily", "county_daily", "national_daily"):
+        policy = graph.get(dg.AssetKey(name)).freshness_policy
+        assert policy.fail_window.to_timedelta().total_seconds() == 26 * 3600
+
+
+def test_jobs_and_sensors():
+    repo = defs.get_repository_def()
+    assert {"ingest_us_states", "ingest_us_counties"} <= {job.name for job in repo.get_all_jobs()}
+    sensors = {sensor.name: sensor for sensor in repo.sensor_defs}
+    assert set(sensors) == {"landing_sensor", "ingestion_failure_alert", "freshness_alert"}
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
+    assert sensors["landing_sensor"].minimum_interval_seconds <= 10
+
+
+def test_dg_check_defs(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    dg_cli = Path(os.sys.executable).with_name("dg")
+    done = subprocess.run([dg_cli, "check", "defs"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "All definitions loaded successfully" in done.stdout + done.stderr
+
+
+def test_dagster_yaml_stores_runs_in_postgres(database_url, monkeypatch):
+    monkeypatch.setenv("DAGSTER_PG_URL", sqlalchemy_url(database_url))
+    with dg.DagsterInstance.from_config(str(REPO)) as instance:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert instance.run_retries_enabled
