@@ -29,11 +29,13 @@ def drop(landing: LandingZone, key: str, body: bytes | Path) -> str:
     return key
 
 
-def ingest(landing: LandingZone, resources: dict, key: str, instance: dg.DagsterInstance):
-    """Materialize the file's raw partition and everything downstream, tagged as the sensor tags it."""
+def ingest(landing: LandingZone, resources: dict, key: str, instance: dg.DagsterInstance, etag: str | None = None):
+    """Materialize the file's raw partition and everything downstream, tagged as the sensor tags it.
+
+    `etag`: the version the sensor listed (default: the current one)."""
     dataset = DATASETS[key.split("/", 1)[0]]
-    obj = landing.describe(key)
-    partition = partition_key(key, obj.etag)
+    etag = etag or landing.describe(key).etag
+    partition = partition_key(key, etag)
     instance.add_dynamic_partitions(files_partitions(dataset).name, [partition])
     return dg.materialize(
         ASSETS,
@@ -41,7 +43,7 @@ def ingest(landing: LandingZone, resources: dict, key: str, instance: dg.Dagster
         partition_key=partition,
         instance=instance,
         resources=resources,
-        tags={KEY_TAG: key, ETAG_TAG: obj.etag},
+        tags={KEY_TAG: key, ETAG_TAG: etag},
         raise_on_error=False,
     )
 

@@ -133,6 +133,7 @@ def _ingest(context, conn, landing: LandingZone, dataset: Dataset, file_id: int,
         yield dg.AssetCheckResult(
             check_name=gate.name,
             passed=gate.passed,
+            severity=dg.AssetCheckSeverity.ERROR if gate.evaluated else dg.AssetCheckSeverity.WARN,
             description=gate.reason or None,
             metadata={"key": obj_key, **gate.metadata},
         )

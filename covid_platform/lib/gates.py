@@ -37,10 +37,12 @@ class GateResult:
     passed: bool
     reason: str = ""
     metadata: dict = field(default_factory=dict)
+    evaluated: bool = True
 
 
 def not_evaluated(name: str, because: str) -> GateResult:
-    return GateResult(name, False, f"not evaluated: {because}")
+    """A gate that an earlier failure made moot: shown as a warning, so the UI blames only the real failure."""
+    return GateResult(name, False, f"not evaluated: {because}", evaluated=False)
 
 
 def evaluate(conn: psycopg2.extensions.connection, dataset: Dataset, staged: StagedFile) -> list[GateResult]:
