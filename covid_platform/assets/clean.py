@@ -1,19 +1,14 @@
 """Clean tables: every staged file of a dataset merged in, later files winning, derived columns recomputed."""
 
-from datetime import timedelta
-
 import dagster as dg
 from psycopg2 import sql
 
+from covid_platform.assets.policies import RETRY, freshness
 from covid_platform.assets.raw import raw_asset_key
 from covid_platform.datasets import Dataset
 from covid_platform.lib.merge import derived_columns, merge_statement, staged_rows
 from covid_platform.lib.staging import staging_table
 from covid_platform.resources.warehouse import Warehouse
-
-
-def freshness(dataset: Dataset) -> dg.FreshnessPolicy:
-    return dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=dataset.freshness_hours))
 
 
 def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
@@ -27,6 +22,7 @@ def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
         kinds={"postgres"},
         output_required=False,
         freshness_policy=freshness(dataset),
+        retry_policy=RETRY,
         description=f"`covid.{dataset.table}`: one row per ({region}, date), the latest value any file "
         f"reported. Derived: {derived}. `new_x` = x minus x on the region's previous date present (x on "
         "its first date; negative revisions kept); `new_x_7d` = mean of `new_x` over the row and the 6 "

@@ -9,12 +9,13 @@ import io
 import dagster as dg
 from psycopg2 import sql
 
+from covid_platform.assets.policies import RETRY
 from covid_platform.datasets import Dataset
 from covid_platform.lib import ledger
 from covid_platform.lib.gates import GATES, GateResult, evaluate, not_evaluated
 from covid_platform.lib.merge import staged_rows
 from covid_platform.lib.staging import FileRejected, HashingReader, StagedFile, stage
-from covid_platform.resources.landing import LandingZone
+from covid_platform.resources.landing import LandingZone, ObjectChanged
 from covid_platform.resources.warehouse import Warehouse
 
 KEY_TAG = "covid/key"
@@ -49,6 +50,7 @@ def build_raw_asset(dataset: Dataset) -> dg.AssetsDefinition:
         partitions_def=files_partitions(dataset),
         check_specs=check_specs,
         kinds={"s3", "postgres"},
+        retry_policy=RETRY,
         description=f"Files dropped under `{dataset.name}/` in the landing zone, one partition per object "
         "version: archived under `_archive/`, streamed into a staging table with COPY and gated.",
     )
@@ -82,7 +84,12 @@ def _object_of(context: dg.AssetExecutionContext, conn) -> tuple[str, str]:
 def _ingest(context, conn, landing: LandingZone, dataset: Dataset, file_id: int, obj_key: str, etag: str):
     # Archive first, then parse the archived copy: what was loaded is exactly what was kept.
     archive_key = f"_archive/{obj_key}/{etag}"
-    landing.copy(obj_key, archive_key, etag=etag)
+    try:
+        landing.copy(obj_key, archive_key, etag=etag)
+    except ObjectChanged as gone:
+        ledger.update(conn, file_id, reason=str(gone))
+        # Retrying cannot bring this version back; a newer version of the key gets its own run.
+        raise dg.Failure(str(gone), allow_retries=False) from gone
     ledger.update(conn, file_id, archive_key=archive_key)
 
     staged: StagedFile | None = None

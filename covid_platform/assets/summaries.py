@@ -4,7 +4,7 @@ from importlib import resources
 
 import dagster as dg
 
-from covid_platform.assets.clean import freshness
+from covid_platform.assets.policies import RETRY, freshness
 from covid_platform.datasets import US_STATES
 from covid_platform.resources.warehouse import Warehouse
 
@@ -14,6 +14,7 @@ from covid_platform.resources.warehouse import Warehouse
     group_name="summaries",
     kinds={"postgres"},
     freshness_policy=freshness(US_STATES),
+    retry_policy=RETRY,
 )
 def national_daily(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """`covid.national_daily`: one row per date, `cases`/`deaths` summed over the states present that date;

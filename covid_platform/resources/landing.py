@@ -39,7 +39,7 @@ class LandingZone(dg.ConfigurableResource):
     usual AWS environment (`AWS_ENDPOINT_URL`, keys or an IAM role) through dagster-aws's S3Resource."""
 
     url: str
-    s3: S3Resource = S3Resource()
+    s3: S3Resource
 
     _client = PrivateAttr(default=None)
 
@@ -127,11 +127,11 @@ class LandingZone(dg.ConfigurableResource):
             try:
                 self.client().copy(source, self.bucket, self.prefix + dest_key, ExtraArgs=extra)
             except botocore.exceptions.ClientError as error:
-                if error.response["Error"]["Code"] in ("PreconditionFailed", "412"):
+                if error.response["Error"]["Code"] in ("PreconditionFailed", "412", "NoSuchKey", "404"):
                     raise ObjectChanged(key, etag) from error
                 raise
             return
-        if etag and self.describe(key).etag != etag:
+        if etag and (not (self.root / key).exists() or self.describe(key).etag != etag):
             raise ObjectChanged(key, etag)
         dest = self.root / dest_key
         dest.parent.mkdir(parents=True, exist_ok=True)

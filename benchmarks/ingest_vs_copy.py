@@ -1,0 +1,133 @@
+"""Ingestion throughput and memory against the floor PostgreSQL sets: a bare COPY of the same file.
+
+    .venv/bin/python benchmarks/ingest_vs_copy.py [--copies N]
+
+Builds a county file from ../shared/data/counties (N copies with the county names suffixed, seeded and
+deterministic; the one conflicting duplicate key of the source is dropped), then in one run measures:
+  1. bare COPY of the file into a plain table (the floor),
+  2. the platform's ingestion in-process: raw (archive, COPY to staging, gates) → county_daily (merge),
+and prints each time, the ratio to the bare COPY, and the peak RSS of the ingesting process.
+PostgreSQL: BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres); a scratch database
+is created and dropped.
+"""
+
+import argparse
+import gzip
+import multiprocessing
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import psycopg2
+
+SOURCE = Path(__file__).resolve().parents[2] / "shared/data/counties/us-counties-jhu-2020-03-22_2021-10-28.csv.gz"
+CONFLICT = b"2020-03-22,District of Columbia,District of Columbia,11001,102,2\r\n"  # CRLF, as the file
+
+
+def build_file(path: Path, copies: int) -> int:
+    """Write `copies` copies of the source rows, county names suffixed per copy; returns the row count."""
+    rows = 0
+    with gzip.open(SOURCE) as source, open(path, "wb") as out:
+        header = source.readline()
+        body = [line for line in source if line != CONFLICT]
+        out.write(header)
+        for copy in range(copies):
+            suffix = f" #{copy}".encode() if copy else b""
+            for line in body:
+                date, county, rest = line.split(b",", 2)
+                out.write(b"%s,%s%s,%s" % (date, county, suffix, rest))
+            rows += len(body)
+    return rows
+
+
+def bare_copy(url: str, path: Path) -> float:
+    conn = psycopg2.connect(url)
+    with conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE bare (date date, county text, state text, fips text, cases bigint, deaths bigint)")
+        started = time.perf_counter()
+        with open(path, "rb") as f:
+            cur.copy_expert("COPY bare FROM STDIN WITH (FORMAT csv, HEADER)", f, size=1 << 20)
+    elapsed = time.perf_counter() - started
+    with conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE bare")
+    conn.close()
+    return elapsed
+
+
+def ingest(url: str, landing_dir: str, key: str, out) -> None:
+    """In a child process, so its peak RSS is the platform's alone."""
+    import dagster as dg
+    from dagster_aws.s3 import S3Resource
+
+    from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
+    from covid_platform.definitions import defs
+    from covid_platform.lib.ledger import partition_key
+    from covid_platform.resources.landing import LandingZone
+    from covid_platform.resources.notifier import Notifier
+    from covid_platform.resources.warehouse import Warehouse
+
+    landing = LandingZone(url=Path(landing_dir).as_uri(), s3=S3Resource())
+    etag = landing.describe(key).etag
+    partition = partition_key(key, etag)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("us_counties_files", [partition])
+        started = time.perf_counter()
+        result = dg.materialize(
+            list(defs.assets),
+            selection=dg.AssetSelection.assets("raw_us_counties").downstream(),
+            partition_key=partition,
+            instance=instance,
+            resources={"landing": landing, "warehouse": Warehouse(database_url=url), "notifier": Notifier()},
+            tags={KEY_TAG: key, ETAG_TAG: etag},
+            raise_on_error=False,
+        )
+        elapsed = time.perf_counter() - started
+    out.send((result.success, elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--copies", type=int, default=1)
+    args = parser.parse_args()
+    admin_url = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"covid_bench_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(admin_url)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    url = urlparse(admin_url)._replace(path=f"/{name}").geturl()
+    work = Path(tempfile.mkdtemp(prefix="covid_bench_"))
+    try:
+        key = "us_counties/bench.csv"
+        path = work / key
+        path.parent.mkdir(parents=True)
+        rows = build_file(path, args.copies)
+        size = path.stat().st_size
+        print(f"cores: {os.cpu_count()}  file: {rows:,} rows, {size / 1e6:.0f} MB")
+        floor = bare_copy(url, path)
+        print(f"bare COPY:                 {floor:7.2f} s  (1.00x)")
+        receive, send = multiprocessing.Pipe(duplex=False)
+        child = multiprocessing.get_context("spawn").Process(target=ingest, args=(url, str(work), key, send))
+        child.start()
+        ok, elapsed, peak_mb = receive.recv()
+        child.join()
+        conn = psycopg2.connect(url)
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM covid.county_daily")
+            loaded = cur.fetchone()[0]
+        conn.close()
+        print(f"ingestion raw → clean:     {elapsed:7.2f} s  ({elapsed / floor:.2f}x)  peak RSS {peak_mb:.0f} MB"
+              f"  rows in county_daily: {loaded:,}  success: {ok}")
+    finally:
+        shutil.rmtree(work)
+        admin.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

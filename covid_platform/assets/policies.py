@@ -1,0 +1,16 @@
+"""Policies shared by the assets: retries of transient failures and freshness of the tables."""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from covid_platform.datasets import Dataset
+
+# A dropped connection or an S3 hiccup is retried with backoff; every step is idempotent, so a retry
+# picks up from the ledger. A gate that fails is not an error and is never retried.
+RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def freshness(dataset: Dataset) -> dg.FreshnessPolicy:
+    """Stale when the dataset's last successful load is older than its declared lag."""
+    return dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=dataset.freshness_hours))
