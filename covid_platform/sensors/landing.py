@@ -71,24 +71,25 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) ->
     state = json.loads(context.cursor) if context.cursor else {}
     after = state.get("after", "")
     fresh = landing.list_after(_skip_platform_keys(after), MAX_KEYS_PER_TICK)
-    found = [obj for obj in fresh if _wanted(obj)]
-    for obj in fresh:
-        if not _wanted(obj) and not _dataset_of(obj.key).startswith("_"):
-            context.log.warning(f"Ignoring {obj.key}: not a .csv under a known dataset ({', '.join(DATASETS)})")
     if fresh:
         after = fresh[-1].key
 
-    # The sweep: one page per tick, only for keys the cursor has already passed.
+    # The sweep: one page per tick, for the keys the cursor has already passed.
     sweep = state.get("sweep", "")
-    page = landing.list_after(_skip_platform_keys(sweep), PAGE_SIZE)
-    behind = [obj for obj in page if obj.key <= after and _wanted(obj)]
+    page = [obj for obj in landing.list_after(_skip_platform_keys(sweep), PAGE_SIZE) if obj.key <= after]
+    behind = [obj for obj in page if _wanted(obj)]
     known = _known_partitions(context, {_dataset_of(obj.key) for obj in behind})
     missed = [obj for obj in behind if partition_key(obj.key, obj.etag) not in known[_dataset_of(obj.key)]]
     if missed:
         context.log.info(f"Sweep found {len(missed)} object version(s) behind the cursor: {missed[0].key}, …")
-    sweep = page[-1].key if len(page) == PAGE_SIZE and page[-1].key < after else ""
+    sweep = page[-1].key if len(page) == PAGE_SIZE else ""
 
-    objects = {(obj.key, obj.etag): obj for obj in found + missed}.values()
+    # A misplaced file is named on the tick that lists it and again on each sweep pass, never dropped silently.
+    for obj in fresh + page:
+        if not _wanted(obj) and not _dataset_of(obj.key).startswith("_"):
+            context.log.warning(f"Ignoring {obj.key}: not a .csv under a known dataset ({', '.join(DATASETS)})")
+
+    objects = {(obj.key, obj.etag): obj for obj in fresh + missed if _wanted(obj)}.values()
     partitions: dict[str, list[str]] = defaultdict(list)
     for obj in objects:
         partitions[files_partitions(DATASETS[_dataset_of(obj.key)]).name].append(partition_key(obj.key, obj.etag))
