@@ -1,9 +1,7 @@
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from covid_platform.assets.clean import build_clean_asset
-from covid_platform.assets.raw import build_raw_asset
-from covid_platform.assets.summaries import national_daily
+from covid_platform.assets.factory import build_dataset_assets
 from covid_platform.datasets import DATASETS
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier
@@ -12,11 +10,7 @@ from covid_platform.sensors.alerts import freshness_alert, ingestion_failure_ale
 from covid_platform.sensors.landing import landing_sensor
 
 defs = dg.Definitions(
-    assets=[
-        *(build_raw_asset(dataset) for dataset in DATASETS.values()),
-        *(build_clean_asset(dataset) for dataset in DATASETS.values()),
-        national_daily,
-    ],
+    assets=[asset for dataset in DATASETS.values() for asset in build_dataset_assets(dataset)],
     sensors=[landing_sensor, ingestion_failure_alert, freshness_alert],
     resources={
         # S3 endpoint, region and credentials come from the standard AWS environment variables.

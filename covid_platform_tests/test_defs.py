@@ -21,19 +21,27 @@ def test_asset_graph_snapshot():
     assert groups == {
         "raw_us_states": "raw",
         "raw_us_counties": "raw",
+        "raw_covidtracking": "raw",
+        "raw_jhu_daily_us": "raw",
         "state_daily": "clean",
         "county_daily": "clean",
+        "testing_daily": "clean",
+        "jhu_state_daily": "clean",
         "national_daily": "summaries",
+        "testing_state_summary": "summaries",
+        "testing_outcome_totals": "summaries",
     }
     parents = {key.to_user_string(): sorted(p.to_user_string() for p in graph.get(key).parent_keys)
                for key in graph.get_all_asset_keys()}
     assert parents["state_daily"] == ["raw_us_states"]
     assert parents["county_daily"] == ["raw_us_counties"]
     assert parents["national_daily"] == ["state_daily"]
+    assert parents["testing_state_summary"] == ["testing_daily"]
+    assert parents["testing_outcome_totals"] == ["testing_state_summary"]
 
 
 def test_gates_are_blocking_checks_and_warnings_are_not():
-    for dataset in ("us_states", "us_counties"):
+    for dataset in ("us_states", "us_counties", "covidtracking", "jhu_daily_us"):
         specs = {spec.name: spec for spec in defs.resolve_assets_def(f"raw_{dataset}").check_specs}
         assert sorted(specs) == sorted(GATES + WARNINGS)
         assert all(specs[name].blocking for name in GATES)
@@ -42,14 +50,16 @@ def test_gates_are_blocking_checks_and_warnings_are_not():
 
 def test_clean_and_summary_tables_have_a_26_hour_freshness_policy():
     graph = defs.resolve_asset_graph()
-    for name in ("state_daily", "county_daily", "national_daily"):
+    for name in ("state_daily", "county_daily", "national_daily", "testing_daily", "testing_state_summary"):
         policy = graph.get(dg.AssetKey(name)).freshness_policy
         assert policy.fail_window.to_timedelta().total_seconds() == 26 * 3600
 
 
 def test_jobs_and_sensors():
     repo = defs.get_repository_def()
-    assert {"ingest_us_states", "ingest_us_counties"} <= {job.name for job in repo.get_all_jobs()}
+    assert {"ingest_us_states", "ingest_us_counties", "ingest_covidtracking", "ingest_jhu_daily_us"} <= {
+        job.name for job in repo.get_all_jobs()
+    }
     sensors = {sensor.name: sensor for sensor in repo.sensor_defs}
     assert set(sensors) == {"landing_sensor", "ingestion_failure_alert", "freshness_alert"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())

@@ -6,14 +6,14 @@ from psycopg2 import sql
 from covid_platform.assets.policies import RETRY, freshness
 from covid_platform.assets.raw import raw_asset_key
 from covid_platform.datasets import Dataset
-from covid_platform.lib.merge import derived_columns, merge_statement, staged_rows
-from covid_platform.lib.staging import staging_table
+from covid_platform.lib.merge import derived_columns, merge_statement, staged_rows, table_ddl
+from covid_platform.lib.staging import StagedFile, staging_table
 from covid_platform.resources.warehouse import Warehouse
 
 
 def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
     region = ", ".join(dataset.region)
-    derived = ", ".join(derived_columns(dataset))
+    derived = ", ".join(derived_columns(dataset)) or "none"
 
     @dg.asset(
         name=dataset.table,
@@ -25,8 +25,9 @@ def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
         retry_policy=RETRY,
         description=f"`covid.{dataset.table}`: one row per ({region}, date), the latest value any file "
         f"reported. Derived: {derived}. `new_x` = x minus x on the region's previous date present (x on "
-        "its first date; negative revisions kept); `new_x_7d` = mean of `new_x` over the row and the 6 "
-        "rows before it for the region.",
+        "its first date, null when x or the previous x is null; negative revisions kept); `*_7d` = mean "
+        "over the row and the 6 rows before it for the region; 7-day ratios sum both sides over the 7 "
+        "calendar days ending on the row's date.",
     )
     def clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
         with warehouse.connect() as conn, conn, conn.cursor() as cur:
@@ -45,7 +46,9 @@ def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
             if not pending:
                 context.log.info(f"No staged {dataset.name} file to merge: {dataset.table} is unchanged")
                 return
-            cur.execute(merge_statement(dataset, [staged_rows(dataset, fid, columns) for fid, columns in pending]))
+            staged = [staged_rows(dataset, fid, StagedFile.from_ledger(fid, columns)) for fid, columns in pending]
+            cur.execute(table_ddl(dataset))
+            cur.execute(merge_statement(dataset, staged))
             rows_written = cur.rowcount
             cur.execute(
                 """

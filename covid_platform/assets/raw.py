@@ -96,7 +96,7 @@ def _ingest(context, conn, landing: LandingZone, dataset: Dataset, file_id: int,
     with landing.open(archive_key) as body:
         reader = HashingReader(body)
         try:
-            staged = stage(conn, reader, file_id, dataset.columns)
+            staged = stage(conn, reader, file_id, dataset, obj_key)
             gates = evaluate(conn, dataset, staged)
         except FileRejected as rejected:
             gates = [GateResult("csv_readable", False, str(rejected))]
@@ -120,7 +120,7 @@ def _ingest(context, conn, landing: LandingZone, dataset: Dataset, file_id: int,
         status, warnings = "duplicate", []
     else:
         warnings = _warnings(conn, dataset, file_id, staged)
-        ledger.update(conn, file_id, status="staged", columns=staged.positions)
+        ledger.update(conn, file_id, status="staged", columns=staged.columns)
         status = "staged"
     if status != "staged" and staged:
         with conn, conn.cursor() as cur:
@@ -185,7 +185,7 @@ def _warnings(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> list[
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL("SELECT {} FROM (SELECT {} FROM ({}) AS rows) AS lagged").format(
-                decreases, lags, staged_rows(dataset, file_id, staged.positions)
+                decreases, lags, staged_rows(dataset, file_id, staged)
             )
         )
         counts = dict(zip(dataset.counts, cur.fetchone()))

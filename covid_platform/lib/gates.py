@@ -10,7 +10,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
-from covid_platform.lib.staging import StagedFile
+from covid_platform.lib.staging import StagedFile, source_value
 
 GATES = {
     "csv_readable": "The file is UTF-8 CSV text whose rows have as many fields as its header.",
@@ -28,7 +28,7 @@ DATE_OK = """CASE WHEN {v} ~ '^[1-9][0-9][0-9][0-9]-(0[1-9]|1[0-2])-(0[1-9]|[12]
   THEN substr({v}, 9, 2)::int <= extract(day FROM make_date(substr({v}, 1, 4)::int, substr({v}, 6, 2)::int, 1)
                                                   + interval '1 month - 1 day')
   ELSE false END"""
-COUNT_OK = "coalesce({v} ~ '^[0-9]+$' AND length({v}) <= 18, false)"
+COUNT_OK = "coalesce({v} ~ '^[0-9]{{1,18}}(\\.0*)?$', false)"  # "12" or "12.0"; no sign, no fraction
 
 
 @dataclass
@@ -49,8 +49,9 @@ def evaluate(conn: psycopg2.extensions.connection, dataset: Dataset, staged: Sta
     """Every gate, in order; once one fails, those that need its guarantee are reported as not evaluated."""
     results = [GateResult("csv_readable", True)]
     if staged.missing:
+        names = [" or ".join(repr(n) for n in (c, *dataset.aliases.get(c, ()))) for c in staged.missing]
         reason = (
-            f"missing required column(s) {', '.join(repr(c) for c in staged.missing)}; "
+            f"missing required column(s) {', '.join(names)}; "
             f"the header has {', '.join(repr(c) for c in staged.header) or 'no columns'}"
         )
         results.append(GateResult("required_columns", False, reason))
@@ -69,17 +70,13 @@ def evaluate(conn: psycopg2.extensions.connection, dataset: Dataset, staged: Sta
     return results
 
 
-def _value(staged: StagedFile, column: str) -> sql.Composed:
-    return sql.SQL("btrim({})").format(sql.Identifier(f"c{staged.positions[column]}"))
-
-
 def _row_gates(conn, dataset: Dataset, staged: StagedFile) -> list[GateResult]:
     """One scan of the staging table counts every kind of bad value and finds the first line of each."""
-    date = _value(staged, "date")
+    date = source_value(staged, "date")
     date_ok = sql.SQL(DATE_OK).format(v=date)
     problems: list[tuple[str, str, sql.Composable, str]] = []  # (gate, column, bad-row condition, expected)
     for column in dataset.key:
-        condition = sql.SQL("{} = '' OR {} IS NULL").format(_value(staged, column), _value(staged, column))
+        condition = sql.SQL("{} = '' OR {} IS NULL").format(source_value(staged, column), source_value(staged, column))
         problems.append(("keys_present", column, condition, "a value (key columns cannot be empty)"))
     problems.append(("dates_valid", "date", sql.SQL("NOT ({})").format(date_ok), "a date written YYYY-MM-DD"))
     problems.append(
@@ -91,7 +88,10 @@ def _row_gates(conn, dataset: Dataset, staged: StagedFile) -> list[GateResult]:
         )
     )
     for column in dataset.counts:
-        condition = sql.SQL("NOT {}").format(sql.SQL(COUNT_OK).format(v=_value(staged, column)))
+        value = source_value(staged, column)
+        condition = sql.SQL("NOT {}").format(sql.SQL(COUNT_OK).format(v=value))
+        if dataset.nullable_counts:
+            condition = sql.SQL("{} <> '' AND {}").format(value, condition)
         problems.append(("counts_valid", column, condition, "a non-negative whole number"))
 
     aggregates = sql.SQL(", ").join(
@@ -108,9 +108,7 @@ def _row_gates(conn, dataset: Dataset, staged: StagedFile) -> list[GateResult]:
             if not count:
                 continue
             cur.execute(
-                sql.SQL("SELECT {} FROM {} WHERE line = %s").format(
-                    sql.Identifier(f"c{staged.positions[column]}"), staged.table
-                ),
+                sql.SQL("SELECT {} FROM {} WHERE line = %s").format(source_value(staged, column), staged.table),
                 (line,),
             )
             value = cur.fetchone()[0]
@@ -127,8 +125,8 @@ def _row_gates(conn, dataset: Dataset, staged: StagedFile) -> list[GateResult]:
 
 
 def _keys_unique(conn, dataset: Dataset, staged: StagedFile) -> GateResult:
-    keys = sql.SQL(", ").join(_value(staged, c) for c in dataset.key)
-    values = sql.SQL(", ").join(_value(staged, c) for c in (*dataset.attributes, *dataset.counts))
+    keys = sql.SQL(", ").join(source_value(staged, c) for c in dataset.key)
+    values = sql.SQL(", ").join(source_value(staged, c) for c in (*dataset.attributes, *dataset.counts))
     query = sql.SQL(
         """
         SELECT {keys}, min(line), max(line), count(*) OVER ()

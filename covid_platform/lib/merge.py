@@ -1,13 +1,13 @@
 """Merge staged files into a dataset's clean table and recompute the derived columns they affect.
 
 For each region a file touches, only rows from its earliest changed date onward are rewritten; the rows
-just before it (1 for `new_x`, 7 with the 7-row average) are read to seed the window functions.
+just before it (1 for the differences, 7 with 7-row or 7-day windows) are read to seed the window functions.
 """
 
 from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
-from covid_platform.lib.staging import staging_table
+from covid_platform.lib.staging import StagedFile, source_value, staging_table
 
 MERGE = """
 CREATE TEMP TABLE incoming ON COMMIT DROP AS
@@ -25,23 +25,24 @@ LEFT JOIN LATERAL (
     ORDER BY t.date DESC OFFSET {seed_rows} - 1 LIMIT 1
 ) AS seed ON true;
 
-INSERT INTO {table} AS t ({region}, {attributes}, date, {counts}, {derived}, file_id)
-SELECT {region}, {attributes}, date, {counts}, {derived}, file_id
+INSERT INTO {table} AS t ({columns})
+SELECT {columns}
 FROM (
-    SELECT *, {averages}
+    SELECT *, {windowed}
     FROM (
         SELECT *, {differences}
         FROM (
-            SELECT {t_region}, {t_attributes}, t.date, {t_counts}, t.file_id
+            SELECT {t_base}, t.file_id
             FROM {table} AS t JOIN changed AS c ON {region_match_c} AND t.date >= c.window_start
             WHERE NOT EXISTS (
                 SELECT 1 FROM incoming AS i WHERE {region_match_i} AND i.date = t.date)
             UNION ALL
-            SELECT {region}, {attributes}, date, {counts}, file_id FROM incoming
+            SELECT {base}, file_id FROM incoming
         ) AS merged
         WINDOW by_region AS (PARTITION BY {region} ORDER BY date)
     ) AS with_differences
-    WINDOW last_7_rows AS (PARTITION BY {region} ORDER BY date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW)
+    WINDOW last_7_rows AS (PARTITION BY {region} ORDER BY date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW),
+           last_7_days AS (PARTITION BY {region} ORDER BY date RANGE BETWEEN interval '6 days' PRECEDING AND CURRENT ROW)
 ) AS recomputed
 JOIN changed USING ({region})
 WHERE date >= changed.from_date
@@ -53,76 +54,87 @@ def _ids(names) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(n) for n in names)
 
 
-def _prefixed(alias: str, names) -> sql.Composed:
-    return sql.SQL(", ").join(sql.Identifier(alias, n) for n in names)
-
-
 def _match(left: str, right: str, names) -> sql.Composed:
     return sql.SQL(" AND ").join(
         sql.SQL("{} = {}").format(sql.Identifier(left, n), sql.Identifier(right, n)) for n in names
     )
 
 
+def base_columns(dataset: Dataset) -> list[str]:
+    return [*dataset.region, *dataset.attributes, "date", *dataset.counts]
+
+
 def derived_columns(dataset: Dataset) -> list[str]:
-    columns = [f"new_{c}" for c in dataset.counts]
-    if dataset.rolling_7d:
-        columns += [f"new_{c}_7d" for c in dataset.counts]
-    return columns
+    return [*dataset.new.values(), *dataset.rolling_columns, *dataset.ratios_7d]
 
 
-def staged_rows(dataset: Dataset, file_id: int, positions: dict[str, int]) -> sql.Composed:
+def table_ddl(dataset: Dataset) -> sql.Composed:
+    """The clean table; counts and differences are NOT NULL unless the dataset allows empty counts."""
+    not_null = sql.SQL("" if dataset.nullable_counts else " NOT NULL")
+    columns = [sql.SQL("{} text NOT NULL").format(sql.Identifier(c)) for c in dataset.region]
+    columns += [sql.SQL("{} text").format(sql.Identifier(c)) for c in dataset.attributes]
+    columns.append(sql.SQL("date date NOT NULL"))
+    columns += [sql.SQL("{} bigint{}").format(sql.Identifier(c), not_null) for c in dataset.counts]
+    columns += [sql.SQL("{} bigint{}").format(sql.Identifier(c), not_null) for c in dataset.new.values()]
+    columns += [sql.SQL("{} double precision{}").format(sql.Identifier(c), not_null) for c in dataset.rolling_columns]
+    columns += [sql.SQL("{} double precision").format(sql.Identifier(c)) for c in dataset.ratios_7d]
+    columns.append(sql.SQL("file_id bigint NOT NULL"))  # the ledger row of the file the values came from
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
+        sql.Identifier("covid", dataset.table), sql.SQL(", ").join(columns), _ids(dataset.key)
+    )
+
+
+def staged_rows(dataset: Dataset, file_id: int, staged: StagedFile) -> sql.Composed:
     """Typed rows of one staged file (the gates have already proven every cast safe)."""
 
-    def value(column: str) -> sql.Composed:
-        return sql.SQL("btrim({})").format(sql.Identifier(f"c{positions[column]}"))
+    def value(column: str) -> sql.Composable:
+        return source_value(staged, column)
 
     columns = [sql.SQL("{} AS {}").format(value(c), sql.Identifier(c)) for c in dataset.region]
     columns += [sql.SQL("nullif({}, '') AS {}").format(value(c), sql.Identifier(c)) for c in dataset.attributes]
     columns.append(sql.SQL("{}::date AS date").format(value("date")))
-    columns += [sql.SQL("{}::bigint AS {}").format(value(c), sql.Identifier(c)) for c in dataset.counts]
+    # "12.0" is 12: the counts gate admits only zeros after a decimal point.
+    columns += [
+        sql.SQL("split_part(nullif({}, ''), '.', 1)::bigint AS {}").format(value(c), sql.Identifier(c))
+        for c in dataset.counts
+    ]
     columns.append(sql.SQL("{}::bigint AS file_id").format(sql.Literal(file_id)))
     return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(columns), staging_table(file_id))
 
 
 def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Composed:
-    counts = dataset.counts
     differences = [
-        sql.SQL("{c} - coalesce(lag({c}) OVER by_region, 0) AS {n}").format(
-            c=sql.Identifier(c), n=sql.Identifier(f"new_{c}")
-        )
-        for c in counts
+        # On a region's first date there is no previous row (lag(date) is null): the difference is x itself.
+        sql.SQL("CASE WHEN lag(date) OVER by_region IS NULL THEN {c} ELSE {c} - lag({c}) OVER by_region END AS {n}")
+        .format(c=sql.Identifier(count), n=sql.Identifier(new))
+        for count, new in dataset.new.items()
     ]
-    if dataset.rolling_7d:
-        averages = [
-            sql.SQL("avg({n}) OVER last_7_rows AS {a}").format(
-                n=sql.Identifier(f"new_{c}"), a=sql.Identifier(f"new_{c}_7d")
-            )
-            for c in counts
-        ]
-    else:
-        averages = [sql.SQL("NULL AS no_average")]
+    windowed = [
+        sql.SQL("avg({n}) OVER last_7_rows AS {a}").format(n=sql.Identifier(n), a=sql.Identifier(f"{n}_7d"))
+        for n in dataset.rolling_7d
+    ]
+    windowed += [
+        sql.SQL("(sum({n}) OVER last_7_days / nullif(sum({d}) OVER last_7_days, 0))::double precision AS {r}")
+        .format(n=sql.Identifier(num), d=sql.Identifier(den), r=sql.Identifier(ratio))
+        for ratio, (num, den) in dataset.ratios_7d.items()
+    ]
     derived = derived_columns(dataset)
-    updates = [
-        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-        for c in (*dataset.attributes, *counts, *derived, "file_id")
-    ]
+    base = base_columns(dataset)
+    non_key = [c for c in (*base, *derived, "file_id") if c not in dataset.key]
     return sql.SQL(MERGE).format(
         key=_ids(dataset.key),
         region=_ids(dataset.region),
-        attributes=_ids(dataset.attributes),
-        counts=_ids(counts),
-        derived=_ids(derived),
-        t_region=_prefixed("t", dataset.region),
-        t_attributes=_prefixed("t", dataset.attributes),
-        t_counts=_prefixed("t", counts),
-        f_region=_prefixed("f", dataset.region),
+        f_region=sql.SQL(", ").join(sql.Identifier("f", n) for n in dataset.region),
+        base=_ids(base),
+        t_base=sql.SQL(", ").join(sql.Identifier("t", n) for n in base),
+        columns=_ids([*base, *derived, "file_id"]),
         region_match_f=_match("t", "f", dataset.region),
         region_match_c=_match("t", "c", dataset.region),
         region_match_i=_match("i", "t", dataset.region),
-        seed_rows=sql.Literal(7 if dataset.rolling_7d else 1),
+        seed_rows=sql.Literal(7 if windowed else 1),
         table=sql.Identifier("covid", dataset.table),
         staged=sql.SQL(" UNION ALL ").join(staged),
-        differences=sql.SQL(", ").join(differences),
-        averages=sql.SQL(", ").join(averages),
-        updates=sql.SQL(", ").join(updates),
+        differences=sql.SQL(", ").join(differences) if differences else sql.SQL("NULL AS no_difference"),
+        windowed=sql.SQL(", ").join(windowed or [sql.SQL("NULL AS no_window")]),
+        updates=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in non_key),
     )

@@ -4,11 +4,14 @@ import csv
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import BinaryIO
 
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
+
+from covid_platform.datasets import Dataset
 
 MAX_HEADER_BYTES = 64 * 1024
 BOM = b"\xef\xbb\xbf"
@@ -64,12 +67,30 @@ class HashingReader:
 
 @dataclass
 class StagedFile:
-    table: sql.Identifier
+    table: sql.Composed
     header: list[str]
     positions: dict[str, int]
-    """Required column name → staging column number (c1, c2, …)."""
+    """Dataset column → staging column number (c1, c2, …)."""
     missing: list[str]
     rows: int
+    file_date: str | None = None
+    """The date of every row, for sources that name it in the file name (YYYY-MM-DD)."""
+
+    @property
+    def columns(self) -> dict:
+        """What the merge needs to read the staging table again (kept in the ledger)."""
+        return {"positions": self.positions, "file_date": self.file_date}
+
+    @classmethod
+    def from_ledger(cls, file_id: int, columns: dict) -> "StagedFile":
+        return cls(staging_table(file_id), [], columns["positions"], [], 0, columns["file_date"])
+
+
+def source_value(staged: StagedFile, column: str) -> sql.Composable:
+    """The trimmed text of `column` in the staging table (the file name's date for `date` if it has one)."""
+    if column == "date" and staged.file_date:
+        return sql.Literal(staged.file_date)
+    return sql.SQL("btrim({})").format(sql.Identifier(f"c{staged.positions[column]}"))
 
 
 def staging_table(file_id: int) -> sql.Composed:
@@ -89,17 +110,32 @@ def parse_header(line: bytes) -> list[str]:
     return [field.strip() for field in fields]
 
 
+def date_from_file_name(key: str, fmt: str) -> str:
+    stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    try:
+        return datetime.strptime(stem, fmt).date().isoformat()
+    except ValueError as error:
+        example = date(2020, 12, 31).strftime(fmt)
+        raise FileRejected(f"file name {stem!r} does not hold the date this dataset expects (like {example})") from error
+
+
 def stage(
-    conn: psycopg2.extensions.connection, reader: HashingReader, file_id: int, required: tuple[str, ...]
+    conn: psycopg2.extensions.connection, reader: HashingReader, file_id: int, dataset: Dataset, key: str
 ) -> StagedFile:
     """COPY the file into `covid_staging.file_<file_id>` (all text, one column per header field) and commit.
 
     Raises FileRejected when the bytes are not a CSV that COPY can read. The caller drains the reader.
     """
+    file_date = date_from_file_name(key, dataset.date_in_file_name) if dataset.date_in_file_name else None
     header = parse_header(reader.readline())
     lowered = [name.lower() for name in header]
-    positions = {name: lowered.index(name) + 1 for name in required if name in lowered}
-    missing = [name for name in required if name not in lowered]
+    positions, missing = {}, []
+    for column in dataset.source_columns:
+        found = [i for i, name in enumerate(lowered, start=1) if name in dataset.header_names(column)]
+        if found:
+            positions[column] = found[0]
+        else:
+            missing.append(column)
     table = staging_table(file_id)
     columns = [sql.Identifier(f"c{i}") for i in range(1, len(header) + 1)]
     with conn.cursor() as cur:
@@ -122,7 +158,7 @@ def stage(
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(table))
         rows = cur.fetchone()[0]
     conn.commit()
-    return StagedFile(table, header, positions, missing, rows)
+    return StagedFile(table, header, positions, missing, rows, file_date)
 
 
 def copy_error_reason(error: psycopg2.Error, header: list[str]) -> str:

@@ -1,5 +1,17 @@
--- covid.national_daily rebuilt from covid.state_daily (one row per date; ~1,100 dates, so a full
--- rebuild in one transaction costs milliseconds and readers keep the old rows until it commits).
+-- covid.national_daily: one row per date, cases and deaths summed over the states present that date;
+-- new_x and new_x_7d defined as in state_daily, over the national series.
+-- Rebuilt from covid.state_daily (about 1,100 dates, milliseconds) in one transaction: readers keep the
+-- old rows until it commits.
+CREATE TABLE IF NOT EXISTS covid.national_daily (
+    date          date   PRIMARY KEY,
+    cases         bigint NOT NULL,
+    deaths        bigint NOT NULL,
+    new_cases     bigint NOT NULL,
+    new_deaths    bigint NOT NULL,
+    new_cases_7d  double precision NOT NULL,
+    new_deaths_7d double precision NOT NULL
+);
+
 DELETE FROM covid.national_daily;
 
 INSERT INTO covid.national_daily (date, cases, deaths, new_cases, new_deaths, new_cases_7d, new_deaths_7d)

@@ -25,39 +25,5 @@ CREATE TABLE IF NOT EXISTS covid.ingested_files (
 );
 CREATE INDEX IF NOT EXISTS ingested_files_content ON covid.ingested_files (dataset, sha256);
 
-CREATE TABLE IF NOT EXISTS covid.state_daily (
-    state         text   NOT NULL,
-    fips          text,
-    date          date   NOT NULL,
-    cases         bigint NOT NULL,
-    deaths        bigint NOT NULL,
-    new_cases     bigint NOT NULL,
-    new_deaths    bigint NOT NULL,
-    new_cases_7d  double precision NOT NULL,
-    new_deaths_7d double precision NOT NULL,
-    file_id       bigint NOT NULL,  -- the ledger row of the file these values came from
-    PRIMARY KEY (state, date)
-);
-
-CREATE TABLE IF NOT EXISTS covid.county_daily (
-    state      text   NOT NULL,
-    county     text   NOT NULL,
-    fips       text,
-    date       date   NOT NULL,
-    cases      bigint NOT NULL,
-    deaths     bigint NOT NULL,
-    new_cases  bigint NOT NULL,
-    new_deaths bigint NOT NULL,
-    file_id    bigint NOT NULL,
-    PRIMARY KEY (state, county, date)
-);
-
-CREATE TABLE IF NOT EXISTS covid.national_daily (
-    date          date   PRIMARY KEY,
-    cases         bigint NOT NULL,
-    deaths        bigint NOT NULL,
-    new_cases     bigint NOT NULL,
-    new_deaths    bigint NOT NULL,
-    new_cases_7d  double precision NOT NULL,
-    new_deaths_7d double precision NOT NULL
-);
+-- Clean tables are created from the dataset declarations (lib/merge.py: table_ddl), summary tables by
+-- their own SQL files.
