@@ -23,6 +23,16 @@ class DatasetError(ValueError):
 
 
 @dataclass(frozen=True)
+class SocrataPull:
+    """A scheduled pull of a Socrata CSV endpoint into the dataset's landing prefix."""
+
+    url: str
+    """Default endpoint; `<DATASET>_URL` overrides it."""
+    columns: tuple[str, ...]
+    cron: str = "0 6 * * *"
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str
     """Landing prefix, and the suffix of the dataset's raw asset (`raw_<name>`)."""
@@ -30,8 +40,10 @@ class Dataset:
     """Clean table in the `covid` schema: one row per region and date."""
     region: tuple[str, ...]
     """Columns naming the region; with `date` they are the row key and may not be empty."""
-    counts: tuple[str, ...]
+    counts: tuple[str, ...] = ()
     """Cumulative counts, non-negative integers ("12" or "12.0")."""
+    values: tuple[str, ...] = ()
+    """Other non-negative integers (per-period counts), stored as reported."""
     new: Mapping[str, str] = field(default_factory=dict)
     """count → column holding its daily difference: x minus x on the region's previous date (x on its first
     date; null when x or the previous value is null; negative revisions kept)."""
@@ -48,10 +60,17 @@ class Dataset:
     """Counts may be empty (stored as null) instead of failing the counts gate."""
     date_in_file_name: str | None = None
     """For one-file-per-day sources: the `strptime` format of the file name (without .csv); no date column."""
+    wide: str | None = None
+    """For wide files (one column per date): the `strptime` format of those columns' names; their cells are
+    the dataset's single `values` column, one row per (region, date column)."""
+    wide_total: str | None = None
+    """For wide files: a column holding each row's total of the date columns, compared in a warning check."""
     summaries: tuple[str, ...] = ()
     """Summary tables rebuilt after each load, each by `covid_platform/sql/<name>.sql`."""
     freshness_hours: float = 26
     """Maximum age of the last successful load before the dataset's tables count as stale."""
+    pull: SocrataPull | None = None
+    """For API sources: what a scheduled asset pulls into the landing zone (the sensor then loads it)."""
 
     def __post_init__(self):
         def fail(field_name: str, problem: str):
@@ -65,9 +84,13 @@ class Dataset:
                 fail(field_name, f"{value!r} is not a valid table name")
         if not self.region:
             fail("region", "at least one column names the region")
-        if not self.counts:
-            fail("counts", "at least one count is needed")
-        columns = self.source_columns + tuple(self.new.values()) + self.rolling_columns + tuple(self.ratios_7d)
+        if not (self.counts or self.values):
+            fail("counts", "at least one count or value column is needed")
+        if self.wide and len(self.values) != 1:
+            fail("values", "a wide dataset stores its date columns' cells in exactly one values column")
+        if self.wide_total and not self.wide:
+            fail("wide_total", "only a wide dataset has date columns to total")
+        columns = self.stored_columns + tuple(self.new.values()) + self.rolling_columns + tuple(self.ratios_7d)
         for name in columns:
             if not NAME.match(name) or name in ("file_id", "line"):
                 fail("columns", f"{name!r} is not a usable column name")
@@ -86,15 +109,27 @@ class Dataset:
         for column in self.aliases:
             if column not in self.source_columns:
                 fail("aliases", f"{column!r} is not a column of the files ({', '.join(self.source_columns)})")
+        if self.pull:
+            missing = [c for c in self.source_columns if c.lower() not in {p.lower() for p in self.pull.columns}]
+            if missing:
+                fail("pull", f"the pulled columns lack {missing}")
         for summary in self.summaries:
             if not resources.files("covid_platform.sql").joinpath(f"{summary}.sql").is_file():
                 fail("summaries", f"no SQL file covid_platform/sql/{summary}.sql")
 
     @property
+    def stored_columns(self) -> tuple[str, ...]:
+        """The columns taken from the files, in the clean table's order."""
+        return (*self.region, *self.attributes, "date", *self.counts, *self.values)
+
+    @property
     def source_columns(self) -> tuple[str, ...]:
-        """Every column a file must carry (under its name or an alias)."""
-        date = () if self.date_in_file_name else ("date",)
-        return (*date, *self.region, *self.attributes, *self.counts)
+        """The columns a file must carry by name (or alias); a date from the file name or from wide
+        columns' names, and a wide file's values, are not among them."""
+        from_elsewhere = {"date"} if self.date_in_file_name or self.wide else set()
+        if self.wide:
+            from_elsewhere |= set(self.values)
+        return tuple(c for c in self.stored_columns if c not in from_elsewhere)
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -151,4 +186,33 @@ JHU_DAILY_US = Dataset(
     date_in_file_name="%m-%d-%Y",
 )
 
-DATASETS: dict[str, Dataset] = {d.name: d for d in (US_STATES, US_COUNTIES, COVIDTRACKING, JHU_DAILY_US)}
+CPS_SCHOOLS = Dataset(
+    name="cps_schools",
+    table="school_cases",
+    region=("school_id",),
+    attributes=("school",),
+    aliases={"school_id": ("CPS_School_ID",)},
+    values=("new_cases",),
+    wide="%Y%m%d",
+    wide_total="gTotal",
+    summaries=("school_summary",),
+)
+
+PCR_TESTING = Dataset(
+    name="pcr_testing",
+    table="pcr_testing_daily",
+    region=("state", "overall_outcome"),
+    attributes=("state_name", "state_fips", "fema_region"),
+    counts=("total_results_reported",),
+    values=("new_results_reported",),
+    summaries=("pcr_outcome_totals", "pcr_state_results", "pcr_smoothed", "pcr_state_totals"),
+    pull=SocrataPull(
+        url="https://healthdata.gov/resource/j8mb-icvb.csv",
+        columns=("state", "state_name", "state_fips", "fema_region", "overall_outcome", "date",
+                 "new_results_reported", "total_results_reported"),
+    ),
+)
+
+DATASETS: dict[str, Dataset] = {
+    d.name: d for d in (US_STATES, US_COUNTIES, COVIDTRACKING, JHU_DAILY_US, CPS_SCHOOLS, PCR_TESTING)
+}

@@ -1,8 +1,9 @@
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from covid_platform.assets.factory import build_dataset_assets
+from covid_platform.assets.factory import build_dataset_assets, build_dataset_schedules
 from covid_platform.datasets import DATASETS
+from covid_platform.resources.http_source import HttpSources
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
@@ -11,11 +12,13 @@ from covid_platform.sensors.landing import landing_sensor
 
 defs = dg.Definitions(
     assets=[asset for dataset in DATASETS.values() for asset in build_dataset_assets(dataset)],
+    schedules=[schedule for dataset in DATASETS.values() for schedule in build_dataset_schedules(dataset)],
     sensors=[landing_sensor, ingestion_failure_alert, freshness_alert],
     resources={
         # S3 endpoint, region and credentials come from the standard AWS environment variables.
         "landing": LandingZone(url=dg.EnvVar("LANDING_URL"), s3=S3Resource()),
         "warehouse": Warehouse(database_url=dg.EnvVar("DATABASE_URL")),
         "notifier": Notifier(),
+        "http": HttpSources(),
     },
 )

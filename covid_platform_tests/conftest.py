@@ -11,6 +11,7 @@ import psycopg2
 import pytest
 from dagster_aws.s3 import S3Resource
 
+from covid_platform.resources.http_source import HttpSources
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
@@ -114,4 +115,4 @@ def landing(s3_endpoint, bucket) -> LandingZone:
 
 @pytest.fixture
 def resources(landing, warehouse) -> dict:
-    return {"landing": landing, "warehouse": warehouse, "notifier": Notifier()}
+    return {"landing": landing, "warehouse": warehouse, "notifier": Notifier(), "http": HttpSources(backoff_seconds=0.1)}

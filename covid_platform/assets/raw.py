@@ -26,7 +26,12 @@ WARNINGS = {
     "cumulative_revisions": "Cumulative counts that decrease from one date to the next within the file "
     "(revisions; kept as reported).",
     "row_count_drop": f"The file has under {ROW_DROP_RATIO:.0%} of the rows of the dataset's previous file.",
+    "wide_total_matches": "Each row's total column equals the sum of its date columns (wide files).",
 }
+
+
+def warnings_of(dataset: Dataset) -> dict[str, str]:
+    return {name: text for name, text in WARNINGS.items() if name != "wide_total_matches" or dataset.wide_total}
 
 
 def files_partitions(dataset: Dataset) -> dg.DynamicPartitionsDefinition:
@@ -42,7 +47,10 @@ def build_raw_asset(dataset: Dataset) -> dg.AssetsDefinition:
     check_specs = [
         dg.AssetCheckSpec(name, asset=key, blocking=True, description=description)
         for name, description in GATES.items()
-    ] + [dg.AssetCheckSpec(name, asset=key, description=description) for name, description in WARNINGS.items()]
+    ] + [
+        dg.AssetCheckSpec(name, asset=key, description=description)
+        for name, description in warnings_of(dataset).items()
+    ]
 
     @dg.asset(
         key=key,
@@ -60,7 +68,7 @@ def build_raw_asset(dataset: Dataset) -> dg.AssetsDefinition:
             entry = ledger.register(conn, obj_key, etag, context.partition_key, dataset.name, context.run_id)
             if entry.status in ("loaded", "staged", "duplicate"):
                 context.log.info(f"{obj_key} was already {entry.status} (file {entry.file_id}); nothing to redo")
-                yield from _report(entry.file_id, obj_key, etag, entry.status, passed=True)
+                yield from _report(dataset, entry.file_id, obj_key, etag, entry.status)
                 return
             yield from _ingest(context, conn, landing, dataset, entry.file_id, obj_key, etag)
 
@@ -144,7 +152,9 @@ def _ingest(context, conn, landing: LandingZone, dataset: Dataset, file_id: int,
             description=gate.reason or None,
             metadata={"key": obj_key, **gate.metadata},
         )
-    for warning in warnings or [GateResult(name, True, "not evaluated: file not staged") for name in WARNINGS]:
+    for warning in warnings or [
+        GateResult(name, True, "not evaluated: file not staged") for name in warnings_of(dataset)
+    ]:
         yield dg.AssetCheckResult(
             check_name=warning.name,
             passed=warning.passed,
@@ -158,12 +168,12 @@ def _identity(file_id: int, obj_key: str, etag: str, status: str) -> dict:
     return {"key": obj_key, "etag": etag, "file_id": dg.MetadataValue.int(file_id), "status": status}
 
 
-def _report(file_id: int, obj_key: str, etag: str, status: str, passed: bool):
+def _report(dataset: Dataset, file_id: int, obj_key: str, etag: str, status: str):
     """Results for a partition processed by an earlier run: its gates already passed."""
     yield dg.MaterializeResult(metadata=_identity(file_id, obj_key, etag, status))
-    for name in (*GATES, *WARNINGS):
+    for name in (*GATES, *warnings_of(dataset)):
         severity = dg.AssetCheckSeverity.ERROR if name in GATES else dg.AssetCheckSeverity.WARN
-        yield dg.AssetCheckResult(check_name=name, passed=passed, severity=severity,
+        yield dg.AssetCheckResult(check_name=name, passed=True, severity=severity,
                                   description=f"checked when the file was first {status}")
 
 
@@ -174,12 +184,26 @@ def _quarantine(landing: LandingZone, archive_key: str, obj_key: str, etag: str,
 
 
 def _warnings(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> list[GateResult]:
-    region = sql.SQL(", ").join(sql.Identifier(c) for c in dataset.region)
+    results = [_revisions(conn, dataset, file_id, staged), _row_drop(conn, dataset, file_id, staged)]
+    if dataset.wide_total:
+        results.append(_wide_total(conn, dataset, staged))
+    return results
+
+
+def _revisions(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> GateResult:
+    if not dataset.counts:
+        return GateResult("cumulative_revisions", True, metadata={"cumulative_counts": 0})
+    by_region = sql.SQL("PARTITION BY {} ORDER BY date").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in dataset.region)
+    )
     decreases = sql.SQL(", ").join(
-        sql.SQL("count(*) FILTER (WHERE {c} < lag_{c})").format(c=sql.SQL(c)) for c in dataset.counts
+        sql.SQL("count(*) FILTER (WHERE {c} < {p})").format(c=sql.Identifier(c), p=sql.Identifier(f"previous_{c}"))
+        for c in dataset.counts
     )
     lags = sql.SQL(", ").join(
-        sql.SQL("{c}, lag({c}) OVER (PARTITION BY {r} ORDER BY date) AS lag_{c}").format(c=sql.SQL(c), r=region)
+        sql.SQL("{c}, lag({c}) OVER ({w}) AS {p}").format(
+            c=sql.Identifier(c), w=by_region, p=sql.Identifier(f"previous_{c}")
+        )
         for c in dataset.counts
     )
     with conn.cursor() as cur:
@@ -190,18 +214,50 @@ def _warnings(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> list[
         )
         counts = dict(zip(dataset.counts, cur.fetchone()))
     revised = {c: n for c, n in counts.items() if n}
-    revisions = GateResult(
+    return GateResult(
         "cumulative_revisions",
         not revised,
         "; ".join(f"{n} decrease(s) of cumulative '{c}' (kept as reported)" for c, n in revised.items()),
         {f"decreases_{c}": n for c, n in counts.items()},
     )
+
+
+def _row_drop(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> GateResult:
     previous = ledger.previous_rows(conn, dataset.name, file_id)
     dropped = previous is not None and staged.rows < ROW_DROP_RATIO * previous
-    row_drop = GateResult(
+    return GateResult(
         "row_count_drop",
         not dropped,
         f"{staged.rows} rows, the previous file had {previous}" if dropped else "",
         {"rows": staged.rows, "previous_rows": previous or 0},
     )
-    return [revisions, row_drop]
+
+
+def _wide_total(conn, dataset: Dataset, staged: StagedFile) -> GateResult:
+    """Rows whose total column disagrees with the sum of their date columns."""
+    total = staged.positions.get(dataset.wide_total)
+    if total is None:
+        return GateResult("wide_total_matches", False, f"no {dataset.wide_total!r} column to compare with")
+    cells = sql.SQL(" + ").join(
+        sql.SQL("coalesce(nullif(btrim({}), ''), '0')::numeric").format(sql.Identifier(f"c{p}"))
+        for p in staged.wide_dates.values()
+    )
+    region = sql.SQL(" || '/' || ").join(
+        sql.SQL("btrim({})").format(sql.Identifier(f"c{staged.positions[c]}")) for c in dataset.region
+    )
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT {region}, btrim({total}), {cells} FROM {table} "
+                "WHERE btrim({total})::numeric <> {cells} ORDER BY line"
+            ).format(region=region, total=sql.Identifier(f"c{total}"), cells=cells, table=staged.table)
+        )
+        disagree = cur.fetchall()
+    listed = ", ".join(f"{region} ({total} vs {int(summed)})" for region, total, summed in disagree[:10])
+    return GateResult(
+        "wide_total_matches",
+        not disagree,
+        f"{len(disagree)} row(s) whose {dataset.wide_total} differs from the sum of the date columns: {listed}"
+        if disagree else "",
+        {"rows_disagreeing": len(disagree)},
+    )

@@ -1,5 +1,6 @@
 """Summary tables, each rebuilt from a dataset's clean table by one SQL file in `covid_platform/sql/`."""
 
+import re
 from importlib import resources
 
 import dagster as dg
@@ -13,8 +14,8 @@ def _sql(name: str) -> str:
     return resources.files("covid_platform.sql").joinpath(f"{name}.sql").read_text()
 
 
-def build_summary_asset(dataset: Dataset, name: str, upstream: str) -> dg.AssetsDefinition:
-    """`name`'s table rebuilt from `upstream` (the clean table, or an earlier summary of the dataset)."""
+def build_summary_asset(dataset: Dataset, name: str, upstream: list[str]) -> dg.AssetsDefinition:
+    """`name`'s table rebuilt from `upstream` (the clean table, or other summaries of the dataset)."""
     statement = _sql(name)
     description = "\n".join(
         line.removeprefix("-- ") for line in statement.splitlines() if line.startswith("--")
@@ -22,7 +23,7 @@ def build_summary_asset(dataset: Dataset, name: str, upstream: str) -> dg.Assets
 
     @dg.asset(
         name=name,
-        deps=[upstream],
+        deps=upstream,
         group_name="summaries",
         kinds={"postgres"},
         freshness_policy=freshness(dataset),
@@ -41,6 +42,11 @@ def build_summary_asset(dataset: Dataset, name: str, upstream: str) -> dg.Assets
 
 
 def build_summary_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
-    """A dataset's summaries in order: each one reads the clean table or the summary declared before it."""
-    upstream = [dataset.table, *dataset.summaries]
-    return [build_summary_asset(dataset, name, upstream[i]) for i, name in enumerate(dataset.summaries)]
+    """A dataset's summaries; each depends on the dataset's tables its SQL reads (lineage from the SQL)."""
+    return [build_summary_asset(dataset, name, _reads(dataset, name)) for name in dataset.summaries]
+
+
+def _reads(dataset: Dataset, name: str) -> list[str]:
+    statement = _sql(name)
+    tables = (dataset.table, *dataset.summaries)
+    return [t for t in tables if t != name and re.search(rf"\bcovid\.{t}\b", statement)]

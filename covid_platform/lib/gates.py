@@ -10,7 +10,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
-from covid_platform.lib.staging import StagedFile, source_value
+from covid_platform.lib.staging import StagedFile, source_rows
 
 GATES = {
     "csv_readable": "The file is UTF-8 CSV text whose rows have as many fields as its header.",
@@ -22,9 +22,9 @@ GATES = {
     "keys_unique": "No two rows share a key with different values.",
 }
 
-# A YYYY-MM-DD string that names a real day (PostgreSQL 15 has no pg_input_is_valid, and a bad cast
+# A YYYY-MM-DD string (optionally at midnight, as Socrata's floating timestamps are) that names a real day (PostgreSQL 15 has no pg_input_is_valid, and a bad cast
 # would abort the whole scan). CASE guarantees the regex is tested before the arithmetic.
-DATE_OK = """CASE WHEN {v} ~ '^[1-9][0-9][0-9][0-9]-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$'
+DATE_OK = """CASE WHEN {v} ~ '^[1-9][0-9][0-9][0-9]-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])(T00:00:00(\\.0+)?)?$'
   THEN substr({v}, 9, 2)::int <= extract(day FROM make_date(substr({v}, 1, 4)::int, substr({v}, 6, 2)::int, 1)
                                                   + interval '1 month - 1 day')
   ELSE false END"""
@@ -71,12 +71,13 @@ def evaluate(conn: psycopg2.extensions.connection, dataset: Dataset, staged: Sta
 
 
 def _row_gates(conn, dataset: Dataset, staged: StagedFile) -> list[GateResult]:
-    """One scan of the staging table counts every kind of bad value and finds the first line of each."""
-    date = source_value(staged, "date")
+    """One scan of the staged rows counts every kind of bad value and finds the first line of each."""
+    rows = source_rows(dataset, staged)
+    date = sql.Identifier("date")
     date_ok = sql.SQL(DATE_OK).format(v=date)
     problems: list[tuple[str, str, sql.Composable, str]] = []  # (gate, column, bad-row condition, expected)
     for column in dataset.key:
-        condition = sql.SQL("{} = '' OR {} IS NULL").format(source_value(staged, column), source_value(staged, column))
+        condition = sql.SQL("coalesce({}, '') = ''").format(sql.Identifier(column))
         problems.append(("keys_present", column, condition, "a value (key columns cannot be empty)"))
     problems.append(("dates_valid", "date", sql.SQL("NOT ({})").format(date_ok), "a date written YYYY-MM-DD"))
     problems.append(
@@ -87,8 +88,8 @@ def _row_gates(conn, dataset: Dataset, staged: StagedFile) -> list[GateResult]:
             "a date that is not in the future",
         )
     )
-    for column in dataset.counts:
-        value = source_value(staged, column)
+    for column in (*dataset.counts, *dataset.values):
+        value = sql.Identifier(column)
         condition = sql.SQL("NOT {}").format(sql.SQL(COUNT_OK).format(v=value))
         if dataset.nullable_counts:
             condition = sql.SQL("{} <> '' AND {}").format(value, condition)
@@ -99,21 +100,23 @@ def _row_gates(conn, dataset: Dataset, staged: StagedFile) -> list[GateResult]:
         for _, _, condition, _ in problems
     )
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT {} FROM {}").format(aggregates, staged.table))
+        cur.execute(sql.SQL("SELECT {} FROM ({}) AS s").format(aggregates, rows))
         found = cur.fetchone()
         reasons: dict[str, list[str]] = {}
         bad_rows: dict[str, int] = {}
-        for i, (gate, column, _, expected) in enumerate(problems):
+        for i, (gate, column, condition, expected) in enumerate(problems):
             count, line = found[2 * i], found[2 * i + 1]
             if not count:
                 continue
             cur.execute(
-                sql.SQL("SELECT {} FROM {} WHERE line = %s").format(source_value(staged, column), staged.table),
+                sql.SQL("SELECT {} FROM ({}) AS s WHERE line = %s AND {} LIMIT 1").format(
+                    sql.Identifier(column), rows, condition
+                ),
                 (line,),
             )
             value = cur.fetchone()[0]
             shown = "an empty field" if value in (None, "") else repr(value)
-            others = f" ({count - 1} more row(s) like it)" if count > 1 else ""
+            others = f" ({count - 1} more like it)" if count > 1 else ""
             reasons.setdefault(gate, []).append(
                 f"column '{column}', line {line}: expected {expected}, got {shown}{others}"
             )
@@ -125,18 +128,18 @@ def _row_gates(conn, dataset: Dataset, staged: StagedFile) -> list[GateResult]:
 
 
 def _keys_unique(conn, dataset: Dataset, staged: StagedFile) -> GateResult:
-    keys = sql.SQL(", ").join(source_value(staged, c) for c in dataset.key)
-    values = sql.SQL(", ").join(source_value(staged, c) for c in (*dataset.attributes, *dataset.counts))
+    keys = sql.SQL(", ").join(sql.Identifier(c) for c in dataset.key)
+    values = sql.SQL(", ").join(sql.Identifier(c) for c in (*dataset.attributes, *dataset.counts, *dataset.values))
     query = sql.SQL(
         """
         SELECT {keys}, min(line), max(line), count(*) OVER ()
-        FROM {table}
+        FROM ({rows}) AS s
         GROUP BY {keys}
-        HAVING count(DISTINCT ({values}, '')) > 1
+        HAVING count(DISTINCT ({values}, ''::text)) > 1  -- a row even for a single value column
         ORDER BY min(line)
         LIMIT 1
         """
-    ).format(keys=keys, values=values, table=staged.table)
+    ).format(keys=keys, values=values, rows=source_rows(dataset, staged))
     with conn.cursor() as cur:
         cur.execute(query)
         row = cur.fetchone()

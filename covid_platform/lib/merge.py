@@ -7,7 +7,7 @@ just before it (1 for the differences, 7 with 7-row or 7-day windows) are read t
 from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
-from covid_platform.lib.staging import StagedFile, source_value, staging_table
+from covid_platform.lib.staging import StagedFile, source_rows
 
 MERGE = """
 CREATE TEMP TABLE incoming ON COMMIT DROP AS
@@ -61,7 +61,7 @@ def _match(left: str, right: str, names) -> sql.Composed:
 
 
 def base_columns(dataset: Dataset) -> list[str]:
-    return [*dataset.region, *dataset.attributes, "date", *dataset.counts]
+    return list(dataset.stored_columns)
 
 
 def derived_columns(dataset: Dataset) -> list[str]:
@@ -74,7 +74,7 @@ def table_ddl(dataset: Dataset) -> sql.Composed:
     columns = [sql.SQL("{} text NOT NULL").format(sql.Identifier(c)) for c in dataset.region]
     columns += [sql.SQL("{} text").format(sql.Identifier(c)) for c in dataset.attributes]
     columns.append(sql.SQL("date date NOT NULL"))
-    columns += [sql.SQL("{} bigint{}").format(sql.Identifier(c), not_null) for c in dataset.counts]
+    columns += [sql.SQL("{} bigint{}").format(sql.Identifier(c), not_null) for c in (*dataset.counts, *dataset.values)]
     columns += [sql.SQL("{} bigint{}").format(sql.Identifier(c), not_null) for c in dataset.new.values()]
     columns += [sql.SQL("{} double precision{}").format(sql.Identifier(c), not_null) for c in dataset.rolling_columns]
     columns += [sql.SQL("{} double precision").format(sql.Identifier(c)) for c in dataset.ratios_7d]
@@ -86,20 +86,16 @@ def table_ddl(dataset: Dataset) -> sql.Composed:
 
 def staged_rows(dataset: Dataset, file_id: int, staged: StagedFile) -> sql.Composed:
     """Typed rows of one staged file (the gates have already proven every cast safe)."""
-
-    def value(column: str) -> sql.Composable:
-        return source_value(staged, column)
-
-    columns = [sql.SQL("{} AS {}").format(value(c), sql.Identifier(c)) for c in dataset.region]
-    columns += [sql.SQL("nullif({}, '') AS {}").format(value(c), sql.Identifier(c)) for c in dataset.attributes]
-    columns.append(sql.SQL("{}::date AS date").format(value("date")))
+    columns = [sql.Identifier(c) for c in dataset.region]
+    columns += [sql.SQL("nullif({c}, '') AS {c}").format(c=sql.Identifier(c)) for c in dataset.attributes]
+    columns.append(sql.SQL("date::date AS date"))
     # "12.0" is 12: the counts gate admits only zeros after a decimal point.
     columns += [
-        sql.SQL("split_part(nullif({}, ''), '.', 1)::bigint AS {}").format(value(c), sql.Identifier(c))
-        for c in dataset.counts
+        sql.SQL("split_part(nullif({c}, ''), '.', 1)::bigint AS {c}").format(c=sql.Identifier(c))
+        for c in (*dataset.counts, *dataset.values)
     ]
     columns.append(sql.SQL("{}::bigint AS file_id").format(sql.Literal(file_id)))
-    return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(columns), staging_table(file_id))
+    return sql.SQL("SELECT {} FROM ({}) AS s").format(sql.SQL(", ").join(columns), source_rows(dataset, staged))
 
 
 def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Composed:

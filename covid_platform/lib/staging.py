@@ -3,7 +3,7 @@
 import csv
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import BinaryIO
 
@@ -75,22 +75,43 @@ class StagedFile:
     rows: int
     file_date: str | None = None
     """The date of every row, for sources that name it in the file name (YYYY-MM-DD)."""
+    wide_dates: dict[str, int] = field(default_factory=dict)
+    """For wide files: date (YYYY-MM-DD) → staging column number of that date's column."""
 
     @property
     def columns(self) -> dict:
         """What the merge needs to read the staging table again (kept in the ledger)."""
-        return {"positions": self.positions, "file_date": self.file_date}
+        return {"positions": self.positions, "file_date": self.file_date, "wide_dates": self.wide_dates}
 
     @classmethod
     def from_ledger(cls, file_id: int, columns: dict) -> "StagedFile":
-        return cls(staging_table(file_id), [], columns["positions"], [], 0, columns["file_date"])
+        return cls(staging_table(file_id), [], columns["positions"], [], 0, columns["file_date"],
+                   columns["wide_dates"])
 
 
-def source_value(staged: StagedFile, column: str) -> sql.Composable:
-    """The trimmed text of `column` in the staging table (the file name's date for `date` if it has one)."""
-    if column == "date" and staged.file_date:
-        return sql.Literal(staged.file_date)
-    return sql.SQL("btrim({})").format(sql.Identifier(f"c{staged.positions[column]}"))
+def source_rows(dataset: Dataset, staged: StagedFile) -> sql.Composed:
+    """The staged file as rows of trimmed text named by the dataset's columns, plus `line`, whatever the
+    layout: a wide file yields one row per (line, date column)."""
+    wide = dataset.values[0] if dataset.wide else None
+    columns = [sql.SQL("line")]
+    for column in dataset.stored_columns:
+        if column == "date" and staged.file_date:
+            value = sql.Literal(staged.file_date)
+        elif column == "date" and wide:
+            value = sql.SQL("wide.date")
+        elif column == wide:
+            value = sql.SQL("btrim(wide.value)")
+        else:
+            value = sql.SQL("btrim({})").format(sql.Identifier(f"c{staged.positions[column]}"))
+        columns.append(sql.SQL("{} AS {}").format(value, sql.Identifier(column)))
+    source = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(columns), staged.table)
+    if not wide:
+        return source
+    cells = sql.SQL(", ").join(
+        sql.SQL("({}, {})").format(sql.Literal(day), sql.Identifier(f"c{position}"))
+        for day, position in staged.wide_dates.items()
+    )
+    return source + sql.SQL(" CROSS JOIN LATERAL (VALUES {}) AS wide (date, value)").format(cells)
 
 
 def staging_table(file_id: int) -> sql.Composed:
@@ -128,6 +149,8 @@ def stage(
     """
     file_date = date_from_file_name(key, dataset.date_in_file_name) if dataset.date_in_file_name else None
     header = parse_header(reader.readline())
+    if not any(header):
+        raise FileRejected("the file is empty" if reader.bytes == 0 else "line 1: the header names no columns")
     lowered = [name.lower() for name in header]
     positions, missing = {}, []
     for column in dataset.source_columns:
@@ -136,6 +159,17 @@ def stage(
             positions[column] = found[0]
         else:
             missing.append(column)
+    wide_dates = {}
+    if dataset.wide:
+        for i, name in enumerate(header, start=1):
+            try:
+                wide_dates[datetime.strptime(name, dataset.wide).date().isoformat()] = i
+            except ValueError:
+                continue
+        if not wide_dates:
+            missing.append(f"date columns named like {date(2020, 12, 31).strftime(dataset.wide)}")
+        if dataset.wide_total and dataset.wide_total.lower() in lowered:
+            positions[dataset.wide_total] = lowered.index(dataset.wide_total.lower()) + 1
     table = staging_table(file_id)
     columns = [sql.Identifier(f"c{i}") for i in range(1, len(header) + 1)]
     with conn.cursor() as cur:
@@ -150,15 +184,14 @@ def stage(
             table, sql.SQL(", ").join(columns)
         )
         try:
-            if header:
-                cur.copy_expert(copy.as_string(conn), reader, size=1 << 20)
+            cur.copy_expert(copy.as_string(conn), reader, size=1 << 20)
         except psycopg2.DataError as error:
             conn.rollback()
             raise FileRejected(copy_error_reason(error, header)) from error
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(table))
         rows = cur.fetchone()[0]
     conn.commit()
-    return StagedFile(table, header, positions, missing, rows, file_date)
+    return StagedFile(table, header, positions, missing, rows, file_date, wide_dates)
 
 
 def copy_error_reason(error: psycopg2.Error, header: list[str]) -> str:

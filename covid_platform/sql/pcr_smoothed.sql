@@ -1,0 +1,18 @@
+-- covid.pcr_smoothed: one row per date, new_results_7d = the national new_results_reported (all states
+-- and outcomes) summed over the 7 calendar days ending on that date, divided by 7 (a day with no report
+-- counts as 0; gaps never stretch the window).
+CREATE TABLE IF NOT EXISTS covid.pcr_smoothed (
+    date            date PRIMARY KEY,
+    new_results_7d  double precision NOT NULL
+);
+
+DELETE FROM covid.pcr_smoothed;
+
+INSERT INTO covid.pcr_smoothed (date, new_results_7d)
+SELECT date,
+       sum(results) OVER (ORDER BY date RANGE BETWEEN interval '6 days' PRECEDING AND CURRENT ROW) / 7.0
+FROM (
+    SELECT date, sum(new_results_reported) AS results
+    FROM covid.pcr_testing_daily
+    GROUP BY date
+) AS national;

@@ -1,0 +1,93 @@
+"""cps_schools: the wide Chicago Public Schools file (a column per report date) unpivoted into
+covid.school_cases, summarised in covid.school_summary; gTotal compared with the date columns."""
+
+import io
+
+import dagster as dg
+import pandas as pd
+
+from covid_platform_tests.conftest import SHARED_DATA
+from covid_platform_tests.helpers import drop, ingest
+
+CPS = SHARED_DATA / "cps" / "allCpsCovidData_2021-03-28.csv"
+
+
+def long_form(frame: pd.DataFrame) -> pd.DataFrame:
+    dates = [c for c in frame.columns if c.isdigit() and len(c) == 8]
+    long = frame.melt(id_vars=["CPS_School_ID", "School"], value_vars=dates, var_name="date", value_name="new_cases")
+    long["date"] = pd.to_datetime(long["date"], format="%Y%m%d")
+    long = long.rename(columns={"CPS_School_ID": "school_id", "School": "school"})
+    long["school_id"] = long["school_id"].astype(str)
+    return long.sort_values(["school_id", "date"]).reset_index(drop=True)
+
+
+def summary(long: pd.DataFrame) -> pd.DataFrame:
+    latest = long["date"].max()
+    rows = []
+    for school_id, group in long.groupby("school_id"):
+        rows.append({
+            "school_id": school_id,
+            "school": group.sort_values("date")["school"].iloc[-1],
+            "total_cases": group["new_cases"].sum(),
+            "cases_last_7d": group.loc[group["date"] > latest - pd.Timedelta(days=7), "new_cases"].sum(),
+            "cases_last_14d": group.loc[group["date"] > latest - pd.Timedelta(days=14), "new_cases"].sum(),
+        })
+    return pd.DataFrame(rows)
+
+
+def frame_of(query, statement: str, columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(query(statement), columns=columns)
+
+
+def test_wide_file_is_unpivoted_and_summarised(landing, resources, query):
+    source = pd.read_csv(CPS, dtype={"CPS_School_ID": str})
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, "cps_schools/2021-03-28.csv", CPS), instance)
+    assert result.success
+    expected = long_form(source)
+    actual = frame_of(query, "SELECT school_id, school, date, new_cases FROM covid.school_cases "
+                             "ORDER BY school_id, date", ["school_id", "school", "date", "new_cases"])
+    actual["date"] = pd.to_datetime(actual["date"])
+    pd.testing.assert_frame_equal(actual, expected[["school_id", "school", "date", "new_cases"]], check_dtype=False)
+
+    columns = ["school_id", "school", "total_cases", "cases_last_7d", "cases_last_14d"]
+    actual_summary = frame_of(query, f"SELECT {', '.join(columns)} FROM covid.school_summary ORDER BY school_id",
+                              columns)
+    pd.testing.assert_frame_equal(actual_summary, summary(expected)[columns], check_dtype=False)
+
+    # The warning check reports exactly the schools whose gTotal is not the sum of their date columns.
+    dates = [c for c in source.columns if c.isdigit()]
+    disagree = source[source["gTotal"] != source[dates].sum(axis=1)]
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "wide_total_matches"]
+    assert check.passed == disagree.empty
+    assert check.metadata["rows_disagreeing"].value == len(disagree)
+
+
+def test_a_later_file_replaces_the_dates_it_holds(landing, resources, query):
+    source = pd.read_csv(CPS, dtype={"CPS_School_ID": str})
+    later = source.copy()
+    later["20210227"] = later["20210227"] + 1  # a revised last period
+    later["20210228"] = 2  # and a new one
+    later["School"] = later["School"].str.title()  # names spelled differently in the later version
+    with dg.instance_for_test() as instance:
+        for name, frame in (("a.csv", source), ("b.csv", later)):
+            body = frame.to_csv(index=False).encode()
+            assert ingest(landing, resources, drop(landing, f"cps_schools/{name}", body), instance).success
+    expected = long_form(later)
+    actual = frame_of(query, "SELECT school_id, school, date, new_cases FROM covid.school_cases "
+                             "ORDER BY school_id, date", ["school_id", "school", "date", "new_cases"])
+    actual["date"] = pd.to_datetime(actual["date"])
+    pd.testing.assert_frame_equal(actual, expected[["school_id", "school", "date", "new_cases"]], check_dtype=False)
+    (admin,) = query("SELECT school, cases_last_7d FROM covid.school_summary WHERE school_id = '999999'")
+    assert admin[0] == "Administrative"
+
+
+def test_a_wide_file_without_date_columns_is_quarantined(landing, resources, query):
+    body = io.BytesIO()
+    pd.read_csv(CPS, usecols=["School", "CPS_School_ID", "gTotal"]).to_csv(body, index=False)
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, "cps_schools/flat.csv", body.getvalue()), instance)
+    assert not result.success
+    ((status, reason),) = query("SELECT status, reason FROM covid.ingested_files")
+    assert status == "quarantined"
+    assert "date columns named like 20201231" in reason
