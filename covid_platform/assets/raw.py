@@ -65,7 +65,7 @@ def build_raw_asset(dataset: Dataset) -> dg.AssetsDefinition:
     def raw(context: dg.AssetExecutionContext, landing: LandingZone, warehouse: Warehouse):
         with warehouse.connect() as conn:
             obj_key, etag = _object_of(context, conn)
-            entry = ledger.register(conn, obj_key, etag, context.partition_key, dataset.name, context.run_id)
+            entry = ledger.register(conn, obj_key, etag, context.partition_key, dataset.name, context.run.run_id)
             if entry.status in ("loaded", "staged", "duplicate"):
                 context.log.info(f"{obj_key} was already {entry.status} (file {entry.file_id}); nothing to redo")
                 yield from _report(dataset, entry.file_id, obj_key, etag, entry.status)

@@ -28,7 +28,6 @@ def build_ingest_job(dataset: Dataset):
     return dg.define_asset_job(
         ingest_job_name(dataset),
         selection=dg.AssetSelection.assets(f"raw_{dataset.name}").downstream(),
-        partitions_def=files_partitions(dataset),
         # One process per run, not per step: a step subprocess costs seconds of start-up per file.
         executor_def=dg.in_process_executor,
         description=f"Ingest one file of {dataset.name}: raw → clean → summaries.",

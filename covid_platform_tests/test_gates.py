@@ -1,0 +1,260 @@
+"""The blocking gates of `raw_us_states`, each failed by a real NYT slice damaged in one way.
+
+Every bad file must: fail the run, be quarantined in the ledger with a reason that points at the problem,
+fail its gate's asset check (and only that gate at ERROR severity), be kept under `_archive/` and
+`_quarantine/` with a `.reason.txt`, and leave the clean tables exactly as they were.
+Files that only look unusual (permuted/extra columns, a BOM, exact duplicate rows) must load, and a real
+revision of a cumulative count only warns.
+"""
+
+import random
+from dataclasses import dataclass
+
+import dagster as dg
+import pytest
+
+from covid_platform.lib.gates import GATES
+from covid_platform_tests.helpers import drop, ingest, nyt_states_slice
+
+STATES = {"Ohio", "Texas", "Vermont"}
+# Loaded first so the clean tables are not empty when a bad file arrives.
+GOOD = nyt_states_slice("2021-01-01", "2021-01-03", STATES)
+# The file each case damages. Lines (the header is line 1): 2-4 are 2021-01-04 (Ohio, Texas, Vermont),
+# 5-7 are 2021-01-05, 8-10 are 2021-01-06.
+BASE = nyt_states_slice("2021-01-04", "2021-01-06", STATES)
+HEADER = ["date", "state", "fips", "cases", "deaths"]
+PREFIX = "drops/"
+
+
+# --- damaging a file --------------------------------------------------------------------------------
+
+
+def split_lines(data: bytes) -> list[str]:
+    """Lines without their CRLF ends."""
+    return data.decode().removesuffix("\r\n").split("\r\n")
+
+
+def join_lines(lines: list[str | bytes]) -> bytes:
+    return b"".join((line.encode() if isinstance(line, str) else line) + b"\r\n" for line in lines)
+
+
+def set_field(data: bytes, line: int, column: str, value: str) -> bytes:
+    """The file with one field of one line (1-based, header = 1) replaced."""
+    lines = split_lines(data)
+    fields = lines[line - 1].split(",")
+    fields[HEADER.index(column)] = value
+    lines[line - 1] = ",".join(fields)
+    return join_lines(lines)
+
+
+def field(data: bytes, line: int, column: str) -> str:
+    return split_lines(data)[line - 1].split(",")[HEADER.index(column)]
+
+
+def without_column(data: bytes, column: str) -> bytes:
+    i = HEADER.index(column)
+    kept = [[f for j, f in enumerate(line.split(",")) if j != i] for line in split_lines(data)]
+    return join_lines([",".join(fields) for fields in kept])
+
+
+def with_bytes_in_line(data: bytes, line: int, old: bytes, new: bytes) -> bytes:
+    lines = data.split(b"\r\n")
+    assert old in lines[line - 1]
+    lines[line - 1] = lines[line - 1].replace(old, new, 1)
+    return b"\r\n".join(lines)
+
+
+def binary_blob(size: int = 4096, seed: int = 20210104) -> bytes:
+    """Seeded random bytes with NULs sprinkled in (a zip or image dropped by mistake)."""
+    rng = random.Random(seed)
+    blob = bytearray(rng.randbytes(size))
+    for i in range(0, size, 64):
+        blob[i] = 0
+    return bytes(blob)
+
+
+# --- the cases --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Bad:
+    data: bytes
+    gate: str
+    reason_has: tuple[str, ...]
+
+
+BAD_FILES = {
+    "missing_deaths_column": Bad(
+        without_column(BASE, "deaths"), "required_columns",
+        ("missing required column(s) 'deaths'", "'date', 'state', 'fips', 'cases'"),
+    ),
+    "header_only": Bad(join_lines(split_lines(BASE)[:1]), "not_empty", ("no data rows",)),
+    "zero_bytes": Bad(b"", "csv_readable", ("the file is empty",)),
+    "impossible_date": Bad(
+        set_field(BASE, 6, "date", "2021-02-30"), "dates_valid", ("column 'date'", "line 6", "'2021-02-30'")
+    ),
+    "unparseable_date": Bad(
+        set_field(BASE, 5, "date", "01/05/2021"), "dates_valid",
+        ("column 'date'", "line 5", "YYYY-MM-DD", "'01/05/2021'"),
+    ),
+    "future_date": Bad(
+        set_field(BASE, 10, "date", "2999-01-01"), "dates_valid",
+        ("column 'date'", "line 10", "not in the future", "'2999-01-01'"),
+    ),
+    "negative_count": Bad(
+        set_field(BASE, 7, "cases", "-" + field(BASE, 7, "cases")), "counts_valid",
+        ("column 'cases'", "line 7", "non-negative whole number", f"'-{field(BASE, 7, 'cases')}'"),
+    ),
+    "fractional_count": Bad(
+        set_field(BASE, 4, "deaths", "12.5"), "counts_valid", ("column 'deaths'", "line 4", "'12.5'")
+    ),
+    "empty_state": Bad(
+        set_field(BASE, 8, "state", ""), "keys_present", ("column 'state'", "line 8", "an empty field")
+    ),
+    # Vermont's 2021-01-06 row relabelled 2021-01-04: same key as line 4, different counts.
+    "conflicting_duplicate_key": Bad(
+        set_field(BASE, 10, "date", "2021-01-04"), "keys_unique",
+        ("state='Vermont'", "date='2021-01-04'", "lines 4 and 10", "different values"),
+    ),
+    "extra_field": Bad(
+        set_field(BASE, 9, "deaths", field(BASE, 9, "deaths") + ",7"), "csv_readable",
+        ("line 9", "expected 5 fields", "extra data"),
+    ),
+    "invalid_utf8": Bad(
+        with_bytes_in_line(BASE, 3, b"Texas", b"Tex\xff\xfeas"), "csv_readable", ("line 3", "UTF8"),
+    ),
+    "binary_blob": Bad(binary_blob(), "csv_readable", ("line 1",)),
+}
+
+
+# --- reading the outcome ----------------------------------------------------------------------------
+
+
+def ledger_row(query, key: str) -> tuple[str, str | None]:
+    (row,) = query("SELECT status, reason FROM covid.ingested_files WHERE key = %s", (key,))
+    return row
+
+
+def clean_tables(query) -> dict[str, list[tuple]]:
+    return {
+        "state_daily": query("SELECT * FROM covid.state_daily ORDER BY state, date"),
+        "national_daily": query("SELECT * FROM covid.national_daily ORDER BY date"),
+    }
+
+
+def checks(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
+
+
+def s3_body(s3_client, bucket: str, key: str) -> bytes:
+    return s3_client.get_object(Bucket=bucket, Key=PREFIX + key)["Body"].read()
+
+
+def load_good(landing, resources, instance, query) -> None:
+    assert ingest(landing, resources, drop(landing, "us_states/good.csv", GOOD), instance).success
+    assert query("SELECT count(*) FROM covid.state_daily") == [(9,)]
+
+
+def rows_of(data: bytes) -> list[tuple]:
+    """(state, fips, date, cases, deaths) of an undamaged slice, in state_daily's order."""
+    rows = [line.split(",") for line in split_lines(data)[1:]]
+    return sorted((state, fips, date, int(cases), int(deaths)) for date, state, fips, cases, deaths in rows)
+
+
+STATE_VALUES = "SELECT state, fips, date::text, cases, deaths FROM covid.state_daily ORDER BY state, date"
+
+
+# --- blocking gates ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_bad_file_is_quarantined_by_its_gate(name, landing, resources, query, s3_client, bucket):
+    bad = BAD_FILES[name]
+    key = f"us_states/{name}.csv"
+    with dg.instance_for_test() as instance:
+        load_good(landing, resources, instance, query)
+        before = clean_tables(query)
+        drop(landing, key, bad.data)
+        etag = landing.describe(key).etag
+        result = ingest(landing, resources, key, instance)
+
+    # (a) the run stops
+    assert result.success is False
+
+    # (b) the ledger says why, in words that point at the problem
+    status, reason = ledger_row(query, key)
+    assert status == "quarantined"
+    for fragment in bad.reason_has:
+        assert fragment in reason, f"{fragment!r} not in reason {reason!r}"
+
+    # (c) the gate's check failed, and it is the only one blamed at ERROR severity
+    evaluations = checks(result)
+    assert set(GATES) <= set(evaluations)
+    assert evaluations[bad.gate].passed is False
+    assert evaluations[bad.gate].severity == dg.AssetCheckSeverity.ERROR
+    assert evaluations[bad.gate].description == reason
+    blamed = {n for n, e in evaluations.items() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR}
+    assert blamed == {bad.gate}
+
+    # (d) the rejected bytes and the reason are kept side by side in quarantine
+    assert s3_body(s3_client, bucket, f"_quarantine/{key}/{etag}") == bad.data
+    assert s3_body(s3_client, bucket, f"_quarantine/{key}/{etag}.reason.txt").decode() == f"{reason}\n"
+
+    # (e) the clean tables are untouched
+    assert clean_tables(query) == before
+
+    # (f) the file was archived before it was parsed
+    assert s3_body(s3_client, bucket, f"_archive/{key}/{etag}") == bad.data
+
+
+# --- files that are unusual but fine ----------------------------------------------------------------
+
+
+def permuted_with_extra_column(data: bytes) -> bytes:
+    order = ["state", "deaths", "date", "fips", "cases"]
+    lines = [dict(zip(HEADER, line.split(","))) for line in split_lines(data)]
+    out = ["source," + ",".join(order)]
+    out += [f"nyt,{','.join(row[c] for c in order)}" for row in lines[1:]]
+    return join_lines(out)
+
+
+def with_exact_duplicates(data: bytes) -> bytes:
+    lines = split_lines(data)
+    return join_lines(lines + [lines[3], lines[8]])  # lines 4 and 9 again, same values
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [permuted_with_extra_column, lambda data: b"\xef\xbb\xbf" + data, with_exact_duplicates],
+    ids=["permuted_and_extra_column", "utf8_bom", "exact_duplicate_rows"],
+)
+def test_unusual_but_valid_file_loads(damage, landing, resources, query):
+    key = "us_states/unusual.csv"
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, key, damage(BASE)), instance)
+    assert result.success
+    assert ledger_row(query, key) == ("loaded", None)
+    assert all(e.passed for e in checks(result).values() if e.check_name in GATES)
+    assert query(STATE_VALUES) == rows_of(BASE)
+
+
+# --- non-blocking warning ---------------------------------------------------------------------------
+
+
+def test_cumulative_revision_warns_but_loads(landing, resources, query):
+    # Florida revised its cumulative cases down by 40,527 on 2021-06-04.
+    data = nyt_states_slice("2021-06-01", "2021-06-07", {"Florida"})
+    assert int(field(data, 5, "cases")) - int(field(data, 4, "cases")) == -40527
+    key = "us_states/florida.csv"
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, key, data), instance)
+
+    assert result.success
+    assert ledger_row(query, key) == ("loaded", None)
+    revisions = checks(result)["cumulative_revisions"]
+    assert revisions.passed is False
+    assert revisions.severity == dg.AssetCheckSeverity.WARN
+    assert "1 decrease(s) of cumulative 'cases'" in revisions.description
+    assert "deaths" not in revisions.description
+    assert query(STATE_VALUES) == rows_of(data)
+    assert query("SELECT new_cases FROM covid.state_daily WHERE date = '2021-06-04'") == [(-40527,)]

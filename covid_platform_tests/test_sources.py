@@ -1,0 +1,267 @@
+"""covidtracking and jhu_daily_us against values computed independently (pandas) from real slices.
+
+covidtracking: one quoted, 41-column, newest-first file per drop; `covid.testing_daily` with daily
+differences and a 7-calendar-day positivity, and its two summaries. jhu_daily_us: one snapshot file per
+day, the date taken from the file name; `covid.jhu_state_daily` with daily differences.
+"""
+
+import csv
+import io
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from covid_platform_tests.conftest import SHARED_DATA
+from covid_platform_tests.helpers import drop, ingest
+
+COVIDTRACKING = SHARED_DATA / "covidtracking" / "all-states-history_2020-12-10.csv"
+JHU_DAILY = SHARED_DATA / "jhu_daily_us"
+
+
+def frame_of(query, statement: str, columns: list[str]) -> pd.DataFrame:
+    """Rows of a SELECT as a frame: dates as datetimes, other non-text columns as floats (NULL → NaN)."""
+    frame = pd.DataFrame(query(statement), columns=columns)
+    for column in columns:
+        if column == "date":
+            frame[column] = pd.to_datetime(frame[column])
+        elif column not in ("state", "outcome"):
+            frame[column] = pd.to_numeric(frame[column]).astype("float64")
+    return frame
+
+
+def with_differences(frame: pd.DataFrame, counts: dict[str, str]) -> pd.DataFrame:
+    """new_x = x − x on the state's previous date present (x on its first date; NaN if either is NaN)."""
+    frame = frame.sort_values(["state", "date"]).reset_index(drop=True)
+    by_state = frame.groupby("state")
+    first = by_state.cumcount() == 0
+    for count, new in counts.items():
+        frame[new] = (frame[count] - by_state[count].shift()).where(~first, frame[count])
+    return frame
+
+
+def assert_same(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
+    numeric = [c for c in expected.columns if c not in ("state", "date", "outcome")]
+    expected = expected.astype({c: "float64" for c in numeric}).reset_index(drop=True)
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False, check_exact=False, rtol=1e-9)
+
+
+def ledger(query) -> list[tuple]:
+    return query("SELECT key, status, reason FROM covid.ingested_files ORDER BY file_id")
+
+
+# --- covidtracking ------------------------------------------------------------------------------------
+
+
+def covidtracking_slice(keep) -> bytes:
+    """The original header and the original bytes of every line whose (state, date) `keep` accepts."""
+    lines = COVIDTRACKING.read_bytes().decode().splitlines(keepends=True)
+    header = next(csv.reader([lines[0]]))
+    state, date = header.index("state"), header.index("date")
+    kept = [lines[0]]
+    for line in lines[1:]:
+        fields = next(csv.reader([line]))
+        if keep(fields[state], fields[date]):
+            kept.append(line if line.endswith("\n") else line + "\n")
+    return "".join(kept).encode()
+
+
+def read_covidtracking(data: bytes) -> pd.DataFrame:
+    frame = pd.read_csv(io.BytesIO(data), parse_dates=["date"])
+    return frame.rename(columns={"totalTestResults": "total_tests"})[
+        ["state", "date", "positive", "negative", "total_tests"]
+    ]
+
+
+DAILY_COLUMNS = ["state", "date", "positive", "negative", "total_tests",
+                 "new_positive", "new_negative", "new_tests", "positivity_7d"]
+
+
+def expected_testing_daily(frame: pd.DataFrame) -> pd.DataFrame:
+    """positivity_7d = Σ new_positive / Σ new_tests over the 7 calendar days ending on the date (NaN-skipping
+    sums, NaN when every value is NaN), NaN when the tests' sum is 0 or NaN."""
+    frame = with_differences(
+        frame, {"positive": "new_positive", "negative": "new_negative", "total_tests": "new_tests"}
+    )
+    sums = (
+        frame.set_index("date")
+        .groupby("state")[["new_positive", "new_tests"]]
+        .rolling("7D", min_periods=1)
+        .sum()
+        .reset_index(drop=True)  # groupby sorts by state, as `frame` is sorted: the rows line up
+    )
+    frame["positivity_7d"] = sums["new_positive"] / sums["new_tests"].replace(0, np.nan)
+    return frame[DAILY_COLUMNS]
+
+
+def expected_state_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    latest = frame.sort_values(["state", "date"]).groupby("state").tail(1).reset_index(drop=True)
+    latest = latest[["state", "date", "positive", "negative", "total_tests"]].copy()
+    latest["positivity"] = latest["positive"] / (latest["positive"] + latest["negative"]).replace(0, np.nan)
+    return latest
+
+
+def clean_testing_daily(query) -> pd.DataFrame:
+    return frame_of(query, f"SELECT {', '.join(DAILY_COLUMNS)} FROM covid.testing_daily ORDER BY state, date",
+                    DAILY_COLUMNS)
+
+
+# States whose spring 2020 rows hold the cases worth testing: AS reports 0 tests and no positives until
+# 03-30 (a zero denominator, then a window whose positives are all empty); MP has no negatives until 04-02; OR
+# no totalTestResults until 03-29; PR no negatives from 05-06 on (its latest row too). AL's first four days
+# end on a row with positive = negative = 0, its latest: the summary's zero denominator.
+SPRING_STATES = {"AS", "MP", "OR", "PR", "NY", "WA"}
+
+
+def spring_row(state: str, date: str) -> bool:
+    return (state in SPRING_STATES and "2020-03-20" <= date <= "2020-05-20") or (
+        state == "AL" and date <= "2020-03-10"
+    )
+
+
+def test_covidtracking_daily_and_summaries(landing, resources, query):
+    data = covidtracking_slice(spring_row)
+    with dg.instance_for_test() as instance:
+        key = drop(landing, "covidtracking/all-states-history.csv", data)
+        result = ingest(landing, resources, key, instance)
+    assert result.success
+    frame = read_covidtracking(data)
+    assert len(frame) == 6 * 62 + 4
+    assert ledger(query) == [(key, "loaded", None)]
+
+    expected = expected_testing_daily(frame)
+    # The slice holds each case the nulls and zeros can make (else the comparison below would prove less).
+    sums = expected.set_index("date").groupby("state")[["new_positive", "new_tests"]].rolling("7D").sum()
+    assert (sums["new_positive"].isna() & (sums["new_tests"] > 0)).any(), "a window with no positive values"
+    assert (sums["new_tests"] == 0).any(), "a window whose tests sum to 0"
+    assert sums["new_tests"].isna().any(), "a window with no test values"
+    assert expected["new_negative"].isna().sum() > expected["negative"].isna().sum(), "a value after a null"
+    assert_same(clean_testing_daily(query), expected)
+
+    summary_columns = ["state", "date", "positive", "negative", "total_tests", "positivity"]
+    summary = frame_of(
+        query, f"SELECT {', '.join(summary_columns)} FROM covid.testing_state_summary ORDER BY state",
+        summary_columns,
+    )
+    expected_summary = expected_state_summary(frame)
+    assert expected_summary["positivity"].isna().sum() == 2, "AL (0 / 0) and PR (no negatives) have none"
+    assert_same(summary, expected_summary)
+
+    totals = frame_of(query, "SELECT outcome, results FROM covid.testing_outcome_totals ORDER BY outcome",
+                      ["outcome", "results"])
+    expected_totals = pd.DataFrame(
+        {"outcome": ["negative", "positive"],
+         "results": [expected_summary["negative"].sum(), expected_summary["positive"].sum()]}
+    )
+    assert_same(totals, expected_totals)
+
+
+# Dates removed from NY's and WA's rows: single days, a 3-day and a 4-day hole, and 8 days in a row (the
+# window of the day after holds that day alone, and its differences span 9 days).
+MISSING = {
+    "NY": {"2020-04-05", "2020-04-10", "2020-04-11", "2020-04-12", "2020-04-20",
+           *(f"2020-05-0{day}" for day in range(1, 9))},
+    "WA": {"2020-04-08", "2020-04-15", "2020-04-16", "2020-04-17", "2020-04-18", "2020-04-25"},
+}
+
+
+def gapped_row(state: str, date: str) -> bool:
+    return state in MISSING and "2020-04-01" <= date <= "2020-05-20" and date not in MISSING[state]
+
+
+@pytest.mark.parametrize("files", [1, 2], ids=["one_file", "two_overlapping_files"])
+def test_covidtracking_positivity_spans_calendar_days_across_gaps(landing, resources, query, files):
+    data = covidtracking_slice(gapped_row)
+    if files == 1:
+        drops = {"covidtracking/gapped.csv": data}
+    else:  # the second file's earliest rows need the first file's rows from before a gap
+        def between(first: str, last: str) -> bytes:
+            return covidtracking_slice(lambda state, date: gapped_row(state, date) and first <= date <= last)
+
+        drops = {
+            "covidtracking/early.csv": between("2020-04-01", "2020-04-28"),
+            "covidtracking/late.csv": between("2020-04-24", "2020-05-20"),
+        }
+    with dg.instance_for_test() as instance:
+        for key, body in drops.items():
+            assert ingest(landing, resources, drop(landing, key, body), instance).success
+
+    expected = expected_testing_daily(read_covidtracking(data))
+    # A window of the 7 rows before would give other values on many dates: the gaps matter.
+    by_rows = expected.groupby("state")[["new_positive", "new_tests"]].rolling(7, min_periods=1).sum()
+    seven_rows = (by_rows["new_positive"] / by_rows["new_tests"]).reset_index(drop=True)
+    assert (~np.isclose(seven_rows, expected["positivity_7d"], equal_nan=True)).sum() > 10
+    assert_same(clean_testing_daily(query), expected)
+    # After NY's 8 missing days, the window of 05-09 holds that day alone, whose differences span 9 days.
+    ny = expected.set_index(["state", "date"]).loc[("NY", pd.Timestamp("2020-05-09"))]
+    assert ny["positivity_7d"] == pytest.approx(ny["new_positive"] / ny["new_tests"])
+
+
+# --- jhu_daily_us -------------------------------------------------------------------------------------
+
+JHU_COLUMNS = ["state", "date", "confirmed", "deaths", "total_test_results", "new_confirmed", "new_deaths"]
+
+
+def read_jhu(day: str) -> pd.DataFrame:
+    """One day's real file (MM-DD-2020) as the table's columns, the date taken from the file name."""
+    frame = pd.read_csv(JHU_DAILY / f"{day}.csv")
+    frame = frame.rename(columns={"Province_State": "state", "Confirmed": "confirmed", "Deaths": "deaths",
+                                  "Total_Test_Results": "total_test_results"})
+    frame["date"] = pd.to_datetime(day, format="%m-%d-%Y")
+    return frame[["state", "date", "confirmed", "deaths", "total_test_results"]]
+
+
+def expected_jhu(days: list[str]) -> pd.DataFrame:
+    frame = pd.concat([read_jhu(day) for day in days], ignore_index=True)
+    return with_differences(frame, {"confirmed": "new_confirmed", "deaths": "new_deaths"})[JHU_COLUMNS]
+
+
+def jhu_state_daily(query) -> pd.DataFrame:
+    return frame_of(query, f"SELECT {', '.join(JHU_COLUMNS)} FROM covid.jhu_state_daily ORDER BY state, date",
+                    JHU_COLUMNS)
+
+
+def test_jhu_daily_files_loaded_one_by_one_out_of_order(landing, resources, query):
+    days = ["12-03-2020", "12-01-2020", "12-02-2020", "12-06-2020", "12-04-2020", "12-07-2020",
+            "12-05-2020"]
+    with dg.instance_for_test() as instance:
+        for day in days:
+            key = drop(landing, f"jhu_daily_us/{day}.csv", JHU_DAILY / f"{day}.csv")
+            assert ingest(landing, resources, key, instance).success, day
+    assert [(key, status) for key, status, _ in ledger(query)] == [
+        (f"jhu_daily_us/{day}.csv", "loaded") for day in days
+    ]
+    expected = expected_jhu(sorted(days))
+    assert len(expected) == 7 * 58
+    assert expected["total_test_results"].isna().any(), "cruise ships report no tests"
+    assert_same(jhu_state_daily(query), expected)
+    # "2722016.0" in the file is the whole number 2722016.
+    assert query("SELECT total_test_results FROM covid.jhu_state_daily WHERE state = 'Alabama' "
+                 "AND date = '2020-12-01'") == [(2722016,)]
+
+
+def test_jhu_older_header_names_load_the_same_values(landing, resources, query):
+    original = (JHU_DAILY / "12-10-2020.csv").read_bytes()
+    header, rest = original.split(b"\n", 1)
+    names = header.decode().split(",")
+    renamed = {"Total_Test_Results": "People_Tested", "Case_Fatality_Ratio": "Mortality_Rate"}
+    assert set(renamed) <= set(names)
+    drifted = ",".join(renamed.get(name, name) for name in names).encode() + b"\n" + rest
+    with dg.instance_for_test() as instance:
+        for key, body in (("jhu_daily_us/12-09-2020.csv", JHU_DAILY / "12-09-2020.csv"),
+                          ("jhu_daily_us/12-10-2020.csv", drifted)):
+            assert ingest(landing, resources, drop(landing, key, body), instance).success
+    # Expected from the original files: the renamed headers change nothing.
+    assert_same(jhu_state_daily(query), expected_jhu(["12-09-2020", "12-10-2020"]))
+
+
+def test_jhu_file_name_without_a_date_is_quarantined(landing, resources, query):
+    key = drop(landing, "jhu_daily_us/latest.csv", JHU_DAILY / "12-10-2020.csv")
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, key, instance)
+    assert not result.success
+    ((ledger_key, status, reason),) = ledger(query)
+    assert (ledger_key, status) == (key, "quarantined")
+    assert "latest" in reason and "12-31-2020" in reason, reason  # the name, and a name it would accept
+    assert query("SELECT to_regclass('covid.jhu_state_daily')") == [(None,)]  # the merge never ran
