@@ -69,6 +69,9 @@ class Dataset:
     """Summary tables rebuilt after each load, each by `covid_platform/sql/<name>.sql`."""
     freshness_hours: float = 26
     """Maximum age of the last successful load before the dataset's tables count as stale."""
+    max_bad_row_share: float = 0.01
+    """Rows with bad values are set aside in `covid.rejected_rows` and the rest loads, unless they are more
+    than this share of the file: then the whole file is quarantined."""
     pull: SocrataPull | None = None
     """For API sources: what a scheduled asset pulls into the landing zone (the sensor then loads it)."""
 
@@ -109,6 +112,8 @@ class Dataset:
         for column in self.aliases:
             if column not in self.source_columns:
                 fail("aliases", f"{column!r} is not a column of the files ({', '.join(self.source_columns)})")
+        if not 0 <= self.max_bad_row_share < 1:
+            fail("max_bad_row_share", f"{self.max_bad_row_share} is not a share in [0, 1)")
         if self.pull:
             missing = [c for c in self.source_columns if c.lower() not in {p.lower() for p in self.pull.columns}]
             if missing:

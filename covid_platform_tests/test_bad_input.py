@@ -1,12 +1,14 @@
-"""The blocking gates of `raw_us_states`, each failed by a real NYT slice damaged in one way.
+"""A corpus of bad input: real NYT slices, each damaged in one way.
 
-Every bad file must: fail the run, be quarantined in the ledger with a reason that points at the problem,
-fail its gate's asset check (and only that gate at ERROR severity), be kept under `_archive/` and
-`_quarantine/` with a `.reason.txt`, and leave the clean tables exactly as they were.
-Files that only look unusual (permuted/extra columns, a BOM, exact duplicate rows) must load, and a real
-revision of a cumulative count only warns.
+A file-level defect (or bad rows over 1% of the file) must: fail the run, be quarantined in the ledger with a
+reason that points at the problem, fail its gate's asset check (and only that gate at ERROR severity), be
+kept under `_archive/` and `_quarantine/` with a `.reason.txt`, and leave every covid table as it was.
+Bad rows under 1% of a file are set aside in `covid.rejected_rows` with their reason and line, the rest
+loads, and the gate that saw them warns. Files that only look unusual (permuted/extra columns, a BOM, CRLF,
+gzip, quoted fields with commas and newlines, exact duplicate rows, odd key names) load.
 """
 
+import gzip
 import random
 from dataclasses import dataclass
 
@@ -83,15 +85,51 @@ class Bad:
     reason_has: tuple[str, ...]
 
 
+def truncated(data: bytes) -> bytes:
+    """Cut inside the last record, after its third field: no line end, two fields short."""
+    last = data.rstrip(b"\r\n").rsplit(b"\r\n", 1)[1]
+    cut = data.rstrip(b"\r\n")[: -len(last)] + b",".join(last.split(b",")[:3])
+    assert not cut.endswith(b"\n")
+    return cut
+
+
+UTF8_DAMAGED = with_bytes_in_line(BASE, 3, b"Texas", b"Tex\xff\xfeas")
+UTF8_BAD_AT = UTF8_DAMAGED.index(b"\xff")
+
 BAD_FILES = {
+    # file-level defects: the whole file is unusable
     "missing_deaths_column": Bad(
         without_column(BASE, "deaths"), "required_columns",
         ("missing required column(s) 'deaths'", "'date', 'state', 'fips', 'cases'"),
     ),
     "header_only": Bad(join_lines(split_lines(BASE)[:1]), "not_empty", ("no data rows",)),
     "zero_bytes": Bad(b"", "csv_readable", ("the file is empty",)),
+    "extra_field": Bad(
+        set_field(BASE, 9, "deaths", field(BASE, 9, "deaths") + ",7"), "csv_readable",
+        ("line 9", "expected 5 fields", "extra data"),
+    ),
+    "invalid_utf8": Bad(
+        UTF8_DAMAGED, "csv_readable",
+        ("line 3", f"not valid UTF-8 at byte offset {UTF8_BAD_AT}", "0xff"),
+    ),
+    "binary_blob": Bad(binary_blob(), "csv_readable", ("line 1", "NUL byte at byte offset 0", "not CSV text")),
+    "truncated_last_record": Bad(
+        truncated(BASE), "csv_readable",
+        ("line 10", "the file is truncated", "no line end", "fewer fields than the header's 5"),
+    ),
+    "unclosed_quote_at_end": Bad(
+        BASE + b'2021-01-07,"Ohio,39', "csv_readable", ("the file is truncated", "an unclosed quote"),
+    ),
+    "oversized_field": Bad(
+        set_field(BASE, 6, "state", "X" * 20_000), "csv_readable",
+        ("line 6", "column 'state'", "a field of at most 10,000 characters"),
+    ),
+    "truncated_gzip": Bad(gzip.compress(BASE)[:-30], "csv_readable", ("not a readable gzip file",)),
+    # bad rows, more than 1% of the file (one row of nine): the file is quarantined
     "impossible_date": Bad(
-        set_field(BASE, 6, "date", "2021-02-30"), "dates_valid", ("column 'date'", "line 6", "'2021-02-30'")
+        set_field(BASE, 6, "date", "2021-02-30"), "dates_valid",
+        ("1 of 9 rows (11.1%) have bad values, more than the 1% a file may have",
+         "line 6, column 'date'", "'2021-02-30'"),
     ),
     "unparseable_date": Bad(
         set_field(BASE, 5, "date", "01/05/2021"), "dates_valid",
@@ -114,16 +152,8 @@ BAD_FILES = {
     # Vermont's 2021-01-06 row relabelled 2021-01-04: same key as line 4, different counts.
     "conflicting_duplicate_key": Bad(
         set_field(BASE, 10, "date", "2021-01-04"), "keys_unique",
-        ("state='Vermont'", "date='2021-01-04'", "lines 4 and 10", "different values"),
+        ("2 of 9 rows (22.2%)", "key (state='Vermont', date='2021-01-04') appears on lines 4 and 10 with different values"),
     ),
-    "extra_field": Bad(
-        set_field(BASE, 9, "deaths", field(BASE, 9, "deaths") + ",7"), "csv_readable",
-        ("line 9", "expected 5 fields", "extra data"),
-    ),
-    "invalid_utf8": Bad(
-        with_bytes_in_line(BASE, 3, b"Texas", b"Tex\xff\xfeas"), "csv_readable", ("line 3", "UTF8"),
-    ),
-    "binary_blob": Bad(binary_blob(), "csv_readable", ("line 1",)),
 }
 
 

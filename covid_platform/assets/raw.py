@@ -12,7 +12,7 @@ from psycopg2 import sql
 from covid_platform.assets.policies import RETRY
 from covid_platform.datasets import Dataset
 from covid_platform.lib import ledger
-from covid_platform.lib.gates import GATES, GateResult, evaluate, not_evaluated
+from covid_platform.lib.gates import GATES, GateResult, evaluate, not_evaluated, reason_of
 from covid_platform.lib.merge import staged_rows
 from covid_platform.lib.staging import FileRejected, HashingReader, StagedFile, stage
 from covid_platform.resources.landing import LandingZone, ObjectChanged
@@ -105,18 +105,19 @@ def _ingest(context, conn, landing: LandingZone, dataset: Dataset, file_id: int,
         reader = HashingReader(body)
         try:
             staged = stage(conn, reader, file_id, dataset, obj_key)
-            gates = evaluate(conn, dataset, staged)
+            gates = evaluate(conn, dataset, staged, file_id, obj_key)
         except FileRejected as rejected:
             gates = [GateResult("csv_readable", False, str(rejected))]
             gates += [not_evaluated(name, "the file is not readable CSV") for name in list(GATES)[1:]]
         reader.drain()
     rows = staged.rows if staged else None
     ledger.update(conn, file_id, sha256=reader.hexdigest, bytes=reader.bytes, rows=rows)
-    failed = [gate for gate in gates if not gate.passed]
+    failed = any(gate.blocking and not gate.passed for gate in gates)
+    rejected = 0 if failed else ledger.rejected_rows(conn, file_id)
 
     duplicate_of = None if failed else ledger.loaded_with_same_content(conn, dataset.name, reader.hexdigest, file_id)
     if failed:
-        reason = failed[0].reason
+        reason = reason_of(gates)
         _quarantine(landing, archive_key, obj_key, etag, reason)
         ledger.update(conn, file_id, status="quarantined", reason=reason)
         context.log.error(f"{obj_key} quarantined: {reason}")
@@ -138,7 +139,8 @@ def _ingest(context, conn, landing: LandingZone, dataset: Dataset, file_id: int,
         "sha256": reader.hexdigest,
         "size": dg.MetadataValue.int(reader.bytes),
         "rows_read": dg.MetadataValue.int(rows or 0),
-        "rows_loaded": dg.MetadataValue.int(rows if status == "staged" else 0),
+        "rows_loaded": dg.MetadataValue.int(rows - rejected if status == "staged" else 0),
+        "rows_rejected": dg.MetadataValue.int(rejected),
         "archive_key": archive_key,
     }
     if status != "staged":
@@ -148,7 +150,7 @@ def _ingest(context, conn, landing: LandingZone, dataset: Dataset, file_id: int,
         yield dg.AssetCheckResult(
             check_name=gate.name,
             passed=gate.passed,
-            severity=dg.AssetCheckSeverity.ERROR if gate.evaluated else dg.AssetCheckSeverity.WARN,
+            severity=dg.AssetCheckSeverity.ERROR if gate.blocking else dg.AssetCheckSeverity.WARN,
             description=gate.reason or None,
             metadata={"key": obj_key, **gate.metadata},
         )

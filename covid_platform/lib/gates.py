@@ -31,22 +31,67 @@ DATE_OK = """CASE WHEN {v} ~ '^[1-9][0-9][0-9][0-9]-(0[1-9]|1[0-2])-(0[1-9]|[12]
 COUNT_OK = "coalesce({v} ~ '^[0-9]{{1,18}}(\\.0*)?$', false)"  # "12" or "12.0"; no sign, no fraction
 
 
+# A field longer than this is not a count, a date or a name: the file is broken (or hostile).
+MAX_FIELD_CHARS = 10_000
+ROW_GATES = ("keys_present", "dates_valid", "counts_valid", "keys_unique")
+
+
 @dataclass
 class GateResult:
     name: str
     passed: bool
     reason: str = ""
     metadata: dict = field(default_factory=dict)
-    evaluated: bool = True
+    blocking: bool = True
+    """A failure that stops the file (ERROR in the UI); otherwise a warning: moot, or bad rows set aside."""
+    detail: str = ""
+    """For row gates: the lines and problems, without the verdict on the file."""
 
 
 def not_evaluated(name: str, because: str) -> GateResult:
     """A gate that an earlier failure made moot: shown as a warning, so the UI blames only the real failure."""
-    return GateResult(name, False, f"not evaluated: {because}", evaluated=False)
+    return GateResult(name, False, f"not evaluated: {because}", blocking=False)
 
 
-def evaluate(conn: psycopg2.extensions.connection, dataset: Dataset, staged: StagedFile) -> list[GateResult]:
-    """Every gate, in order; once one fails, those that need its guarantee are reported as not evaluated."""
+@dataclass
+class Problem:
+    gate: str
+    column: str
+    bad: sql.Composable
+    """Condition on a source row that is true when the row has this problem."""
+    expected: str
+    file_level: bool = False
+    """The whole file is unusable (whatever the share of rows like it)."""
+
+
+@dataclass
+class Found:
+    """One kind of problem found in a file."""
+
+    gate: str
+    line: int
+    """The first line with it."""
+    message: str
+    """What is wrong on that line."""
+    rows: int
+    distinct: int
+
+    @property
+    def detail(self) -> str:
+        if self.gate == "keys_unique":  # the message already names every line of its key
+            return self.message + (f" ({self.distinct - 1} more key(s) like it)" if self.distinct > 1 else "")
+        return f"line {self.line}, {self.message}" + (f" ({self.rows - 1} more like it)" if self.rows > 1 else "")
+
+
+def evaluate(
+    conn: psycopg2.extensions.connection, dataset: Dataset, staged: StagedFile, file_id: int, key: str
+) -> list[GateResult]:
+    """Every gate, in order; once a file-level gate fails, those that need its guarantee are not evaluated.
+
+    Rows with bad values are moved from the staging table to `covid.rejected_rows` with their reasons,
+    unless they are more than the dataset's `max_bad_row_share` of the file: then the row gates that saw
+    them fail and the file is quarantined.
+    """
     results = [GateResult("csv_readable", True)]
     if staged.missing:
         names = [" or ".join(repr(n) for n in (c, *dataset.aliases.get(c, ()))) for c in staged.missing]
@@ -62,92 +107,163 @@ def evaluate(conn: psycopg2.extensions.connection, dataset: Dataset, staged: Sta
         return results + [not_evaluated(name, "the file has no rows") for name in list(GATES)[3:]]
     results.append(GateResult("not_empty", True, metadata={"rows": staged.rows}))
 
-    row_gates = _row_gates(conn, dataset, staged)
-    results += row_gates
-    if not all(gate.passed for gate in row_gates):
-        return results + [not_evaluated("keys_unique", "some rows have invalid values")]
-    results.append(_keys_unique(conn, dataset, staged))
+    with conn:  # the rejected rows leave the staging table and enter covid.rejected_rows together
+        found = _find_bad_rows(conn, dataset, staged)
+        oversized = [f for f in found if f.gate == "csv_readable"]
+        if oversized:
+            results[0] = GateResult("csv_readable", False, oversized[0].detail)
+            return results + [not_evaluated(name, "the file has an oversized field") for name in ROW_GATES]
+        bad_lines = _count_rejects(conn)
+        share = bad_lines / staged.rows
+        too_many = share > dataset.max_bad_row_share
+        if bad_lines and not too_many:
+            _set_aside(conn, staged, file_id, key)
+    verdict = (
+        f"{bad_lines} of {staged.rows} rows ({share:.1%}) have bad values, more than the "
+        f"{dataset.max_bad_row_share:.0%} a file may have"
+        if too_many
+        else f"{bad_lines} row(s) set aside in covid.rejected_rows"
+    )
+    for gate in ROW_GATES:
+        seen = [f for f in found if f.gate == gate]
+        if not seen:
+            results.append(GateResult(gate, True, metadata={"rejected_rows": 0}))
+            continue
+        detail = "; ".join(f.detail for f in seen)
+        results.append(
+            GateResult(gate, False, f"{verdict}: {detail}", {"rejected_rows": sum(f.rows for f in seen)},
+                       blocking=too_many, detail=detail)
+        )
     return results
 
 
-def _row_gates(conn, dataset: Dataset, staged: StagedFile) -> list[GateResult]:
-    """One scan of the staged rows counts every kind of bad value and finds the first line of each."""
-    rows = source_rows(dataset, staged)
+def reason_of(results: list[GateResult]) -> str:
+    """Why a file is quarantined, from the gates that stopped it (row gates share one verdict)."""
+    failed = [gate for gate in results if gate.blocking and not gate.passed]
+    details = [gate.detail for gate in failed if gate.detail]
+    if len(details) > 1:
+        return failed[0].reason.removesuffix(failed[0].detail) + "; ".join(details)
+    return "; ".join(gate.reason for gate in failed)
+
+
+def _problems(dataset: Dataset, staged: StagedFile) -> list[Problem]:
     date = sql.Identifier("date")
     date_ok = sql.SQL(DATE_OK).format(v=date)
-    problems: list[tuple[str, str, sql.Composable, str]] = []  # (gate, column, bad-row condition, expected)
-    for column in dataset.key:
-        condition = sql.SQL("coalesce({}, '') = ''").format(sql.Identifier(column))
-        problems.append(("keys_present", column, condition, "a value (key columns cannot be empty)"))
-    problems.append(("dates_valid", "date", sql.SQL("NOT ({})").format(date_ok), "a date written YYYY-MM-DD"))
+    problems = [
+        Problem("csv_readable", column, sql.SQL("length({}) > {}").format(sql.Identifier(column), sql.Literal(MAX_FIELD_CHARS)),
+                f"a field of at most {MAX_FIELD_CHARS:,} characters", file_level=True)
+        for column in dataset.stored_columns
+    ]
+    problems += [
+        Problem("keys_present", column, sql.SQL("coalesce({}, '') = ''").format(sql.Identifier(column)),
+                "a value (key columns cannot be empty)")
+        for column in dataset.key
+    ]
+    problems.append(Problem("dates_valid", "date", sql.SQL("NOT ({})").format(date_ok), "a date written YYYY-MM-DD"))
     problems.append(
-        (
-            "dates_valid",
-            "date",
-            sql.SQL("CASE WHEN {} THEN {}::date > current_date ELSE false END").format(date_ok, date),
-            "a date that is not in the future",
-        )
+        Problem("dates_valid", "date", sql.SQL("CASE WHEN {} THEN {}::date > current_date ELSE false END")
+                .format(date_ok, date), "a date that is not in the future")
     )
     for column in (*dataset.counts, *dataset.values):
         value = sql.Identifier(column)
         condition = sql.SQL("NOT {}").format(sql.SQL(COUNT_OK).format(v=value))
         if dataset.nullable_counts:
             condition = sql.SQL("{} <> '' AND {}").format(value, condition)
-        problems.append(("counts_valid", column, condition, "a non-negative whole number"))
+        problems.append(Problem("counts_valid", column, condition, "a non-negative whole number"))
+    return problems
 
-    aggregates = sql.SQL(", ").join(
-        sql.SQL("count(*) FILTER (WHERE {c}), min(line) FILTER (WHERE {c})").format(c=condition)
-        for _, _, condition, _ in problems
+
+def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
+    """Fill the temp table `rejects(line, reasons)` with every line that has a problem (one scan of the file,
+    one GROUP BY for conflicting keys), and sum them up per kind of problem."""
+    problems = _problems(dataset, staged)
+    rows = source_rows(dataset, staged)
+    messages = [
+        sql.SQL("CASE WHEN {bad} THEN {text} || CASE WHEN coalesce({v}, '') = '' THEN 'an empty field' "
+                "ELSE quote_literal(left({v}, 60)) END END").format(
+            bad=p.bad, v=sql.Identifier(p.column), text=sql.Literal(f"column '{p.column}': expected {p.expected}, got ")
+        )
+        for p in problems
+    ]
+    key = sql.SQL(", ").join(sql.Identifier(c) for c in dataset.key)
+    values = sql.SQL(", ").join(sql.Identifier(c) for c in (*dataset.attributes, *dataset.counts, *dataset.values))
+    key_text = sql.SQL(" || ', ' || ").join(
+        sql.SQL("{} || '=' || quote_nullable({})").format(sql.Literal(c), sql.Identifier(c)) for c in dataset.key
     )
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT {} FROM ({}) AS s").format(aggregates, rows))
-        found = cur.fetchone()
-        reasons: dict[str, list[str]] = {}
-        bad_rows: dict[str, int] = {}
-        for i, (gate, column, condition, expected) in enumerate(problems):
-            count, line = found[2 * i], found[2 * i + 1]
-            if not count:
-                continue
-            cur.execute(
-                sql.SQL("SELECT {} FROM ({}) AS s WHERE line = %s AND {} LIMIT 1").format(
-                    sql.Identifier(column), rows, condition
-                ),
-                (line,),
+        cur.execute(
+            sql.SQL(
+                """
+                CREATE TEMP TABLE rejects ON COMMIT DROP AS
+                SELECT line, ARRAY[{messages}] AS reasons  -- a wide file's line has one row per date cell
+                FROM ({rows}) AS s WHERE {any_bad} GROUP BY line;
+                ALTER TABLE rejects ADD PRIMARY KEY (line);
+
+                -- two rows with one key and different values: neither can be trusted
+                INSERT INTO rejects (line, reasons)
+                SELECT unnest(lines), array_fill(NULL::text, ARRAY[{n}]) || (
+                    'key (' || key_text || ') appears on lines '
+                    || CASE WHEN cardinality(lines) > 5
+                            THEN array_to_string(lines[1:5], ', ') || ' and ' || cardinality(lines) - 5 || ' more'
+                            ELSE array_to_string(lines[1:cardinality(lines) - 1], ', ') || ' and '
+                                 || lines[cardinality(lines)] END
+                    || ' with different values')
+                FROM (
+                    SELECT {key_text} AS key_text, array_agg(line ORDER BY line) AS lines
+                    FROM ({rows}) AS s
+                    GROUP BY {key}
+                    HAVING count(DISTINCT ({values}, ''::text)) > 1  -- a row even for a single value column
+                ) AS conflicts
+                ON CONFLICT (line) DO UPDATE SET reasons = rejects.reasons[1:{n}] || EXCLUDED.reasons[{n1}];
+                """
+            ).format(
+                messages=sql.SQL(", ").join(sql.SQL("string_agg({}, '; ')").format(m) for m in messages),
+                rows=rows,
+                any_bad=sql.SQL(" OR ").join(sql.SQL("({})").format(p.bad) for p in problems),
+                n=sql.Literal(len(problems)),
+                n1=sql.Literal(len(problems) + 1),
+                key=key,
+                values=values,
+                key_text=key_text,
             )
-            value = cur.fetchone()[0]
-            shown = "an empty field" if value in (None, "") else repr(value)
-            others = f" ({count - 1} more like it)" if count > 1 else ""
-            reasons.setdefault(gate, []).append(
-                f"column '{column}', line {line}: expected {expected}, got {shown}{others}"
-            )
-            bad_rows[gate] = bad_rows.get(gate, 0) + count
-    return [
-        GateResult(gate, gate not in reasons, "; ".join(reasons.get(gate, [])), {"bad_rows": bad_rows.get(gate, 0)})
-        for gate in ("keys_present", "dates_valid", "counts_valid")
-    ]
+        )
+        # per kind of problem: rows, the first line and its message, distinct messages (keys, for conflicts)
+        cur.execute(
+            """
+            SELECT i, count(*), min(line), (array_agg(reasons[i] ORDER BY line))[1], count(DISTINCT reasons[i])
+            FROM rejects, generate_subscripts(reasons, 1) AS i
+            WHERE reasons[i] IS NOT NULL
+            GROUP BY i ORDER BY i
+            """
+        )
+        found = cur.fetchall()
+    gates = [p.gate for p in problems] + ["keys_unique"]
+    return [Found(gates[i - 1], line, message, count, distinct) for i, count, line, message, distinct in found]
 
 
-def _keys_unique(conn, dataset: Dataset, staged: StagedFile) -> GateResult:
-    keys = sql.SQL(", ").join(sql.Identifier(c) for c in dataset.key)
-    values = sql.SQL(", ").join(sql.Identifier(c) for c in (*dataset.attributes, *dataset.counts, *dataset.values))
-    query = sql.SQL(
-        """
-        SELECT {keys}, min(line), max(line), count(*) OVER ()
-        FROM ({rows}) AS s
-        GROUP BY {keys}
-        HAVING count(DISTINCT ({values}, ''::text)) > 1  -- a row even for a single value column
-        ORDER BY min(line)
-        LIMIT 1
-        """
-    ).format(keys=keys, values=values, rows=source_rows(dataset, staged))
+def _count_rejects(conn) -> int:
     with conn.cursor() as cur:
-        cur.execute(query)
-        row = cur.fetchone()
-    if row is None:
-        return GateResult("keys_unique", True)
-    n = len(dataset.key)
-    key = ", ".join(f"{name}={value!r}" for name, value in zip(dataset.key, row[:n]))
-    first, last, conflicts = row[n], row[n + 1], row[n + 2]
-    others = f" ({conflicts - 1} more key(s) like it)" if conflicts > 1 else ""
-    reason = f"key ({key}) appears on lines {first} and {last} with different values{others}"
-    return GateResult("keys_unique", False, reason, {"conflicting_keys": conflicts})
+        cur.execute("SELECT count(*) FROM rejects")
+        return cur.fetchone()[0]
+
+
+def _set_aside(conn, staged: StagedFile, file_id: int, key: str) -> None:
+    """Move the rejected lines out of the staging table into `covid.rejected_rows`, the line rebuilt as CSV."""
+    fields = sql.SQL(", ").join(
+        sql.SQL("""CASE WHEN {c} ~ '[",\r\n]' THEN '"' || replace({c}, '"', '""') || '"' ELSE coalesce({c}, '') END""")
+        .format(c=sql.Identifier("s", f"c{i}"))
+        for i in range(1, len(staged.header) + 1)
+    )
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                """
+                DELETE FROM covid.rejected_rows WHERE file_id = %(file_id)s;  -- a retried run starts over
+                INSERT INTO covid.rejected_rows (file_id, key, line, reason, raw_line)
+                SELECT %(file_id)s, %(key)s, r.line, array_to_string(r.reasons, '; '), concat_ws(',', {fields})
+                FROM rejects AS r JOIN {table} AS s USING (line);
+                DELETE FROM {table} WHERE line IN (SELECT line FROM rejects);
+                """
+            ).format(fields=fields, table=staged.table),
+            {"file_id": file_id, "key": key},
+        )

@@ -92,3 +92,10 @@ def previous_rows(conn, dataset: str, file_id: int) -> int | None:
         )
         row = cur.fetchone()
     return row[0] if row else None
+
+
+def rejected_rows(conn, file_id: int) -> int:
+    """Rows of the file set aside in covid.rejected_rows."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM covid.rejected_rows WHERE file_id = %s", (file_id,))
+        return cur.fetchone()[0]

@@ -1,8 +1,11 @@
 """Stream one landed file into an unlogged staging table with COPY, hashing the bytes on the way."""
 
+import codecs
 import csv
+import gzip
 import hashlib
 import re
+import zlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import BinaryIO
@@ -14,38 +17,98 @@ from psycopg2 import sql
 from covid_platform.datasets import Dataset
 
 MAX_HEADER_BYTES = 64 * 1024
+CHUNK = 1 << 20
 BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class FileRejected(Exception):
     """The file cannot be staged; the message says what and where, for a person to fix it."""
 
 
-class HashingReader:
-    """File-like wrapper that hashes and counts the bytes COPY pulls through it."""
+class _Landed:
+    """The object's bytes as they were dropped: hashed and counted as they are read, with a pushback."""
 
     def __init__(self, raw: BinaryIO):
         self.raw = raw
         self.sha256 = hashlib.sha256()
         self.bytes = 0
-        self._buffer = b""
+        self.pending = b""
 
-    def _pull(self, size: int) -> bytes:
-        chunk = self.raw.read(size)
+    def read(self, size: int = -1) -> bytes:
+        if self.pending:
+            chunk, self.pending = self.pending, b""
+            return chunk
+        chunk = self.raw.read(size if size and size > 0 else CHUNK)
         self.sha256.update(chunk)
         self.bytes += len(chunk)
         return chunk
+
+
+class HashingReader:
+    """What COPY reads: the landed bytes (hashed as they arrive), gunzipped on the fly when they are gzip,
+    and checked on the way to be UTF-8 text without NUL bytes, so a bad byte is named by its offset.
+
+    A check that fails inside COPY's read() reaches the caller only as COPY's generic error, so the
+    rejection is also kept in `rejected`.
+    """
+
+    def __init__(self, raw: BinaryIO):
+        self._landed = _Landed(raw)
+        head = self._landed.read(len(GZIP_MAGIC))
+        self._landed.pending = head
+        self.gzip = head == GZIP_MAGIC
+        self._text = gzip.GzipFile(fileobj=self._landed, mode="rb") if self.gzip else self._landed
+        self._buffer = b""
+        self._carry = b""  # the start of a UTF-8 sequence cut by a chunk boundary
+        self.offset = 0  # text bytes read so far
+        self.lines = 0  # line ends read so far
+        self.last_byte = b""
+        self.at_end = False
+        self.rejected: FileRejected | None = None
+
+    def _next(self, size: int) -> bytes:
+        try:
+            chunk = self._text.read(size)
+        except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+            self._reject(f"not a readable gzip file after {self.offset} bytes: {error}")
+        self._check(chunk)
+        self.offset += len(chunk)
+        self.lines += chunk.count(b"\n")
+        if chunk:
+            self.last_byte = chunk[-1:]
+        else:
+            self.at_end = True
+        return chunk
+
+    def _check(self, chunk: bytes) -> None:
+        nul = chunk.find(b"\0")
+        if nul >= 0:
+            line = self.lines + chunk.count(b"\n", 0, nul) + 1
+            self._reject(f"line {line}: a NUL byte at byte offset {self.offset + nul}; binary data, not CSV text")
+        data = self._carry + chunk
+        try:
+            _, consumed = codecs.utf_8_decode(data, "strict", not chunk)
+        except UnicodeDecodeError as error:
+            line = self.lines + data.count(b"\n", 0, error.start) + 1
+            at = self.offset - len(self._carry) + error.start
+            self._reject(f"line {line}: not valid UTF-8 at byte offset {at} (byte 0x{data[error.start]:02x})")
+        self._carry = data[consumed:]
+
+    def _reject(self, reason: str):
+        self.rejected = FileRejected(reason)
+        raise self.rejected
 
     def read(self, size: int = -1) -> bytes:
         if self._buffer:
             chunk, self._buffer = self._buffer, b""
             return chunk
-        return self._pull(size if size and size > 0 else 1 << 20)
+        return self._next(size if size and size > 0 else CHUNK)
 
     def readline(self) -> bytes:
         """The first line, kept apart so COPY sees only data rows."""
         while b"\n" not in self._buffer:
-            chunk = self._pull(8192)
+            chunk = self._next(8192)
             if not chunk:
                 break
             self._buffer += chunk
@@ -56,13 +119,18 @@ class HashingReader:
         return line + sep
 
     def drain(self) -> None:
-        """Read to the end so the hash covers every byte even if COPY stopped early."""
-        while self.read(1 << 20):
+        """Read the landed bytes to the end so the hash covers every byte even if COPY stopped early."""
+        while self._landed.read(CHUNK):
             pass
 
     @property
+    def bytes(self) -> int:
+        """Bytes of the object as landed (compressed, for a gzip drop)."""
+        return self._landed.bytes
+
+    @property
     def hexdigest(self) -> str:
-        return self.sha256.hexdigest()
+        return self._landed.sha256.hexdigest()
 
 
 @dataclass
@@ -119,20 +187,14 @@ def staging_table(file_id: int) -> sql.Composed:
 
 
 def parse_header(line: bytes) -> list[str]:
-    if line.startswith(BOM):
-        line = line[len(BOM) :]
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise FileRejected(f"line 1: not valid UTF-8 at byte offset {error.start}") from error
-    if "\x00" in text:
-        raise FileRejected("line 1: contains NUL bytes; not a CSV text file")
+    """The header's field names (the reader has already checked that the bytes are UTF-8 text)."""
+    text = line.removeprefix(BOM).decode("utf-8")
     fields = next(csv.reader([text.rstrip("\r\n")]), [])
     return [field.strip() for field in fields]
 
 
 def date_from_file_name(key: str, fmt: str) -> str:
-    stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    stem = re.sub(r"\.csv(\.gz)?$", "", key.rsplit("/", 1)[-1], flags=re.IGNORECASE)
     try:
         return datetime.strptime(stem, fmt).date().isoformat()
     except ValueError as error:
@@ -184,21 +246,30 @@ def stage(
             table, sql.SQL(", ").join(columns)
         )
         try:
-            cur.copy_expert(copy.as_string(conn), reader, size=1 << 20)
-        except psycopg2.DataError as error:
+            cur.copy_expert(copy.as_string(conn), reader, size=CHUNK)
+        except psycopg2.Error as error:
             conn.rollback()
-            raise FileRejected(copy_error_reason(error, header)) from error
+            if reader.rejected:  # our own check stopped COPY's read()
+                raise reader.rejected from None
+            if isinstance(error, psycopg2.DataError):
+                raise FileRejected(copy_error_reason(error, header, reader)) from error
+            raise
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(table))
         rows = cur.fetchone()[0]
     conn.commit()
     return StagedFile(table, header, positions, missing, rows, file_date, wide_dates)
 
 
-def copy_error_reason(error: psycopg2.Error, header: list[str]) -> str:
+def copy_error_reason(error: psycopg2.Error, header: list[str], reader: HashingReader) -> str:
     """Turn PostgreSQL's COPY error into a line of the file and what was wrong with it."""
     message = error.diag.message_primary or str(error).strip()
     found = re.search(r"line (\d+)", error.diag.context or "")
-    where = f"line {int(found.group(1)) + 1}: " if found else ""
+    line = int(found.group(1)) + 1 if found else None
+    where = f"line {line}: " if line else ""
+    short = "missing data for column" in message or "unterminated CSV quoted field" in message
+    if short and reader.at_end and reader.last_byte not in (b"\n", b"\r"):
+        what = f"fewer fields than the header's {len(header)}" if "missing data" in message else "an unclosed quote"
+        return f"{where}the file is truncated: its last record has no line end and {what}"
     if "extra data after last expected column" in message or "missing data for column" in message:
         message = f"expected {len(header)} fields like the header, {message}"
     return f"{where}{message}"

@@ -25,5 +25,16 @@ CREATE TABLE IF NOT EXISTS covid.ingested_files (
 );
 CREATE INDEX IF NOT EXISTS ingested_files_content ON covid.ingested_files (dataset, sha256);
 
+-- Rows set aside from files that loaded: too few to quarantine the file (see max_bad_row_share).
+CREATE TABLE IF NOT EXISTS covid.rejected_rows (
+    file_id     bigint      NOT NULL REFERENCES covid.ingested_files,
+    key         text        NOT NULL,
+    line        bigint      NOT NULL,  -- the record's number in the file, the header being line 1
+    reason      text        NOT NULL,
+    raw_line    text        NOT NULL,  -- the record as CSV (fields re-quoted where needed)
+    rejected_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (file_id, line)
+);
+
 -- Clean tables are created from the dataset declarations (lib/merge.py: table_ddl), summary tables by
 -- their own SQL files.
