@@ -1,14 +1,41 @@
-"""Alert sensors: failed ingestion runs (including files stopped by a gate) and stale tables."""
+"""Alert sensors: failed ingestion runs (including files stopped by a gate) and stale tables.
+
+Every alert names the dataset, the file's key, the reason and a link to the run in the UI (when
+`DAGSTER_UI_URL` is set); for a stale table the key and run are those of its last successful load.
+"""
 
 import json
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 from dagster._core.definitions.freshness import FreshnessState
+from dagster._time import get_current_timestamp
 
 from covid_platform.assets.raw import KEY_TAG
+from covid_platform.datasets import DATASETS
 from covid_platform.lib import ledger
 from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
+
+
+def _datasets_of_assets(keys: Iterable[dg.AssetKey]) -> list[str]:
+    """Datasets whose raw (`raw_<dataset>`) or pull (`<dataset>_pull`) asset is among `keys`."""
+    names = [key.to_user_string() for key in keys]
+    found = {name[len("raw_"):] for name in names if name.startswith("raw_")}
+    found |= {name[: -len("_pull")] for name in names if name.endswith("_pull")}
+    return sorted(found & DATASETS.keys())
+
+
+def _run_dataset(run: dg.DagsterRun) -> str | None:
+    """The dataset a run worked on: its file's first path segment, else its `ingest_<dataset>` job, else
+    its assets."""
+    candidates = [
+        run.tags.get(KEY_TAG, "").split("/", 1)[0],
+        run.job_name.removeprefix("ingest_"),
+        *_datasets_of_assets(run.asset_selection or ()),
+    ]
+    return next((name for name in candidates if name in DATASETS), None)
 
 
 @dg.run_failure_sensor(
@@ -24,21 +51,44 @@ def ingestion_failure_alert(context: dg.RunFailureSensorContext, notifier: Notif
         if event.event_specific_data and event.event_specific_data.error
     ]
     reason = None
+    key = run.tags.get(KEY_TAG)
     partition = run.tags.get("dagster/partition")
-    if partition and run.tags.get(KEY_TAG):
+    if partition and key:
         with warehouse.connect() as conn:
             entry = ledger.lookup(conn, partition)
             if entry and entry.status == "quarantined":
                 with conn.cursor() as cur:
                     cur.execute("SELECT reason FROM covid.ingested_files WHERE file_id = %s", (entry.file_id,))
                     reason = cur.fetchone()[0]
-    title = "File quarantined" if reason else f"Run of {run.job_name} failed"
+    dataset = _run_dataset(run)
     notifier.send(
-        title,
-        job=run.job_name,
-        key=run.tags.get(KEY_TAG),
+        f"File quarantined: {key}" if reason else f"Run failed: {key or dataset or run.job_name}",
+        dataset=dataset,
+        key=key,
         reason=reason or "; ".join(errors) or context.failure_event.message,
+        job=run.job_name,
         run=notifier.run_link(run.run_id) or run.run_id,
+    )
+
+
+def _alert_stale(
+    context: dg.SensorEvaluationContext, notifier: Notifier, key: dg.AssetKey, window: timedelta
+) -> None:
+    graph = context.repository_def.asset_graph
+    last = context.instance.get_latest_materialization_event(key)
+    run = context.instance.get_run_by_id(last.run_id) if last else None
+    if last:
+        loaded = f"last load {datetime.fromtimestamp(last.timestamp, timezone.utc):%Y-%m-%d %H:%M} UTC"
+    else:
+        loaded = "never loaded"
+    notifier.send(
+        f"Table is stale: {key.to_user_string()}",
+        dataset=", ".join(_datasets_of_assets(dg.AssetSelection.assets(key).upstream().resolve(graph))),
+        asset=key.to_user_string(),
+        key=run.tags.get(KEY_TAG) if run else None,
+        reason=f"no successful load in the last {window} ({loaded})",
+        run=(notifier.run_link(run.run_id) or run.run_id) if run else None,
+        asset_page=notifier.asset_link(key),
     )
 
 
@@ -46,27 +96,31 @@ def ingestion_failure_alert(context: dg.RunFailureSensorContext, notifier: Notif
     name="freshness_alert",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Alerts when the freshness daemon marks a table stale (FAIL), once per change of state.",
+    description="Alerts when the freshness daemon marks a table stale (FAIL), then again once per fail "
+    "window while it stays stale.",
 )
 def freshness_alert(context: dg.SensorEvaluationContext, notifier: Notifier) -> dg.SkipReason:
     graph = context.repository_def.asset_graph
     keys = [node.key for node in graph.asset_nodes if node.freshness_policy is not None]
     records = context.instance.get_freshness_state_records(keys)
-    seen = json.loads(context.cursor) if context.cursor else {}
-    alerted = []
+    # Cursor: when each stale table was last alerted on (epoch seconds), so that it is reminded once per
+    # fail window rather than on every tick.
+    previous = json.loads(context.cursor).get("alerted_at", {}) if context.cursor else {}
+    now = get_current_timestamp()
+    alerted_at, alerted = {}, []
     for key in keys:
-        record = records.get(key)
-        state = record.freshness_state.value if record else FreshnessState.UNKNOWN.value
         name = key.to_user_string()
-        if state == FreshnessState.FAIL.value and seen.get(name) != state:
-            window = graph.get(key).freshness_policy.fail_window.to_timedelta()
-            notifier.send(
-                "Table is stale",
-                asset=name,
-                detail=f"no successful load in the last {window}",
-                since=record.updated_at.isoformat(),
-            )
+        record = records.get(key)
+        state = record.freshness_state if record else FreshnessState.UNKNOWN
+        if state not in (FreshnessState.FAIL, FreshnessState.UNKNOWN):
+            continue  # fresh (or only late): forgotten, so going stale again alerts at once
+        last = previous.get(name)
+        window = graph.get(key).freshness_policy.fail_window.to_timedelta()
+        if state == FreshnessState.FAIL and (last is None or now - last >= window.total_seconds()):
+            _alert_stale(context, notifier, key, window)
             alerted.append(name)
-        seen[name] = state
-    context.update_cursor(json.dumps(seen, sort_keys=True))
+            last = now
+        if last is not None:
+            alerted_at[name] = last  # UNKNOWN (not evaluated yet) is no recovery
+    context.update_cursor(json.dumps({"alerted_at": alerted_at}, sort_keys=True))
     return dg.SkipReason(f"stale: {', '.join(alerted)}" if alerted else "no new stale table")
