@@ -9,6 +9,7 @@ gzip, quoted fields with commas and newlines, exact duplicate rows, odd key name
 """
 
 import gzip
+import hashlib
 import random
 from dataclasses import dataclass
 
@@ -230,8 +231,9 @@ def test_bad_file_is_quarantined_by_its_gate(name, landing, resources, query, s3
     assert s3_body(s3_client, bucket, f"_quarantine/{key}/{etag}") == bad.data
     assert s3_body(s3_client, bucket, f"_quarantine/{key}/{etag}.reason.txt").decode() == f"{reason}\n"
 
-    # (e) the clean tables are untouched
+    # (e) the clean tables are untouched, and no row was set aside
     assert clean_tables(query) == before
+    assert query("SELECT count(*) FROM covid.rejected_rows") == [(0,)]
 
     # (f) the file was archived before it was parsed
     assert s3_body(s3_client, bucket, f"_archive/{key}/{etag}") == bad.data
@@ -253,19 +255,137 @@ def with_exact_duplicates(data: bytes) -> bytes:
     return join_lines(lines + [lines[3], lines[8]])  # lines 4 and 9 again, same values
 
 
-@pytest.mark.parametrize(
-    "damage",
-    [permuted_with_extra_column, lambda data: b"\xef\xbb\xbf" + data, with_exact_duplicates],
-    ids=["permuted_and_extra_column", "utf8_bom", "exact_duplicate_rows"],
-)
-def test_unusual_but_valid_file_loads(damage, landing, resources, query):
-    key = "us_states/unusual.csv"
+def with_quoted_notes(data: bytes) -> bytes:
+    """An extra last column of quoted text holding commas, quotes and line ends."""
+    lines = split_lines(data)
+    notes = ['"revised, see ""note 3""\r\nper the state\'s dashboard"', '"a, b"', ""]
+    return join_lines([lines[0] + ",notes"] + [f"{line},{notes[i % 3]}" for i, line in enumerate(lines[1:])])
+
+
+UNUSUAL = {
+    "permuted_and_extra_column": ("us_states/unusual.csv", permuted_with_extra_column),
+    "utf8_bom": ("us_states/unusual.csv", lambda data: b"\xef\xbb\xbf" + data),
+    "exact_duplicate_rows": ("us_states/unusual.csv", with_exact_duplicates),
+    "lf_line_ends": ("us_states/unusual.csv", lambda data: data.replace(b"\r\n", b"\n")),
+    "no_final_line_end": ("us_states/unusual.csv", lambda data: data.rstrip(b"\r\n")),
+    "quoted_commas_and_newlines": ("us_states/unusual.csv", with_quoted_notes),
+    "gzip": ("us_states/2021-01-06.csv.gz", gzip.compress),
+    "key_with_spaces_and_unicode": ("us_states/Données de l'État/São Paulo 2021 (v2).csv", lambda data: data),
+    "key_with_dot_dot": ("us_states/../../etc/passwd.csv", lambda data: data),
+    "very_long_key": ("us_states/" + "long-name-" * 99 + ".csv", lambda data: data),
+}
+
+
+@pytest.mark.parametrize("name", UNUSUAL)
+def test_unusual_but_valid_file_loads(name, landing, resources, query, s3_client, bucket):
+    key, damage = UNUSUAL[name]
+    data = damage(BASE)
     with dg.instance_for_test() as instance:
-        result = ingest(landing, resources, drop(landing, key, damage(BASE)), instance)
+        result = ingest(landing, resources, drop(landing, key, data), instance)
     assert result.success
     assert ledger_row(query, key) == ("loaded", None)
     assert all(e.passed for e in checks(result).values() if e.check_name in GATES)
     assert query(STATE_VALUES) == rows_of(BASE)
+    # archived byte for byte, under the key or (past S3's 1,024-byte limit) a digest of it
+    ((archive_key, sha256),) = query("SELECT archive_key, sha256 FROM covid.ingested_files")
+    assert s3_body(s3_client, bucket, archive_key) == data
+    assert sha256 == hashlib.sha256(data).hexdigest()
+
+
+# --- bad rows under 1% of the file: set aside, the rest loads --------------------------------------
+
+# 59 days of all 55 states and territories: 3,245 rows, ordered by date then state, so line n + 55 is
+# line n's state on the next day. 1% of the file is 32 rows.
+BIG = nyt_states_slice("2021-01-01", "2021-02-28")
+assert len(split_lines(BIG)) == 3246
+ROW_DEFECTS = {
+    # name: (gate, {line: (column, value)}, lines rejected, reason fragment)
+    "impossible_date": ("dates_valid", {100: ("date", "2021-02-30")}, [100],
+                        "column 'date': expected a date written YYYY-MM-DD, got '2021-02-30'"),
+    "unparseable_date": ("dates_valid", {200: ("date", "Jan 5 2021")}, [200], "got 'Jan 5 2021'"),
+    "future_date": ("dates_valid", {300: ("date", "2999-01-01")}, [300], "a date that is not in the future"),
+    "non_integer_count": ("counts_valid", {400: ("cases", "12.5")}, [400],
+                          "column 'cases': expected a non-negative whole number, got '12.5'"),
+    "text_count": ("counts_valid", {450: ("cases", "n/a")}, [450], "got 'n/a'"),
+    "negative_count": ("counts_valid", {500: ("deaths", "-3")}, [500], "got '-3'"),
+    "null_key": ("keys_present", {600: ("state", "")}, [600], "column 'state': expected a value"),
+    # line 755 is line 700's state a day later; relabelled to line 700's date, with other counts
+    "conflicting_duplicate": ("keys_unique", {755: ("date", None)}, [700, 755],
+                              "appears on lines 700 and 755 with different values"),
+}
+
+
+def damaged_big(edits: list[tuple[int, str, str | None]]) -> bytes:
+    data = BIG
+    for line, column, value in edits:
+        data = set_field(data, line, column, value if value is not None else field(BIG, line - 55, column))
+    return data
+
+
+def rows_without(data: bytes, lines: list[int]) -> list[tuple]:
+    kept = [line for n, line in enumerate(split_lines(data), start=1) if n not in lines]
+    return rows_of(join_lines(kept))
+
+
+@pytest.mark.parametrize("name", ROW_DEFECTS)
+def test_bad_row_is_set_aside_and_the_rest_loads(name, landing, resources, query):
+    gate, edits, rejected_lines, reason_has = ROW_DEFECTS[name]
+    data = damaged_big([(line, column, value) for line, (column, value) in edits.items()])
+    key = f"us_states/{name}.csv"
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, key, data), instance)
+
+    assert result.success
+    assert ledger_row(query, key) == ("loaded", None)
+    rejected = query("SELECT key, line, reason, raw_line FROM covid.rejected_rows ORDER BY line")
+    assert [line for _, line, _, _ in rejected] == rejected_lines
+    for row_key, line, reason, raw_line in rejected:
+        assert row_key == key
+        assert reason_has in reason, reason
+        assert raw_line == split_lines(data)[line - 1]  # the line as it was in the file
+    warning = checks(result)[gate]
+    assert (warning.passed, warning.severity) == (False, dg.AssetCheckSeverity.WARN)
+    assert f"{len(rejected_lines)} row(s) set aside in covid.rejected_rows" in warning.description
+    assert all(e.passed for n, e in checks(result).items() if n in GATES and n != gate)
+    # every other row loaded, and nothing else
+    assert query(STATE_VALUES) == rows_without(data, rejected_lines)
+    assert query("SELECT rows, rows_loaded FROM covid.ingested_files") == [(3245, 3245 - len(rejected_lines))]
+
+
+@pytest.mark.parametrize("bad_rows", [32, 33], ids=["0.99%_loads", "1.02%_quarantined"])
+def test_share_of_bad_rows_decides_between_set_aside_and_quarantine(bad_rows, landing, resources, query):
+    data = damaged_big([(line, "cases", "-1") for line in range(2, 2 + bad_rows)])
+    key = "us_states/share.csv"
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, key, data), instance)
+    status, reason = ledger_row(query, key)
+    rejected = query("SELECT count(*) FROM covid.rejected_rows")[0][0]
+    if bad_rows == 32:
+        assert result.success and status == "loaded" and rejected == 32
+        assert query("SELECT count(*) FROM covid.state_daily") == [(3245 - 32,)]
+    else:
+        assert not result.success and status == "quarantined" and rejected == 0
+        assert reason.startswith("33 of 3245 rows (1.0%) have bad values, more than the 1% a file may have: "
+                                 "line 2, column 'cases'"), reason
+        assert "(32 more like it)" in reason
+        assert query("SELECT to_regclass('covid.state_daily')") == [(None,)]  # the merge never ran
+
+
+def test_several_kinds_of_bad_rows_in_one_file(landing, resources, query):
+    edits = [(line, *edit) for _, edit_map, _, _ in ROW_DEFECTS.values() for line, edit in edit_map.items()]
+    edits.append((100, "cases", "-5"))  # line 100 also has a bad date: one rejected row, two reasons
+    data = damaged_big(edits)
+    expected_lines = sorted({line for _, _, lines, _ in ROW_DEFECTS.values() for line in lines})
+    key = "us_states/several.csv"
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, key, data), instance)
+    assert result.success
+    rejected = dict(query("SELECT line, reason FROM covid.rejected_rows"))
+    assert sorted(rejected) == expected_lines
+    assert "got '2021-02-30'" in rejected[100] and "got '-5'" in rejected[100]
+    assert query(STATE_VALUES) == rows_without(data, expected_lines)
+    for gate in ("keys_present", "dates_valid", "counts_valid", "keys_unique"):
+        assert checks(result)[gate].severity == dg.AssetCheckSeverity.WARN
 
 
 # --- non-blocking warning ---------------------------------------------------------------------------

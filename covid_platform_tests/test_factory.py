@@ -84,7 +84,7 @@ def test_the_declared_gates_guard_the_new_dataset(landing, resources, query):
     assert not result.success
     ((status, reason),) = query("SELECT status, reason FROM covid.ingested_files")
     assert status == "quarantined"
-    assert reason.startswith("column 'admissions', line 3: expected a non-negative whole number, got 'five'")
+    assert reason.endswith("line 3, column 'admissions': expected a non-negative whole number, got 'five'"), reason
     assert query("SELECT to_regclass('covid.hospital_daily')") == [(None,)]  # nothing reached a clean table
 
 

@@ -4,6 +4,7 @@ A file that passes every gate is staged for its clean table; one that fails any 
 reason, and the blocking checks stop the run before the clean table is touched.
 """
 
+import hashlib
 import io
 
 import dagster as dg
@@ -18,6 +19,7 @@ from covid_platform.lib.staging import FileRejected, HashingReader, StagedFile, 
 from covid_platform.resources.landing import LandingZone, ObjectChanged
 from covid_platform.resources.warehouse import Warehouse
 
+S3_KEY_BYTES = 1024
 KEY_TAG = "covid/key"
 ETAG_TAG = "covid/etag"
 # A file with less than this share of the previous file's rows is reported (non-blocking).
@@ -91,7 +93,7 @@ def _object_of(context: dg.AssetExecutionContext, conn) -> tuple[str, str]:
 
 def _ingest(context, conn, landing: LandingZone, dataset: Dataset, file_id: int, obj_key: str, etag: str):
     # Archive first, then parse the archived copy: what was loaded is exactly what was kept.
-    archive_key = f"_archive/{obj_key}/{etag}"
+    archive_key = platform_key(landing, "_archive", obj_key, etag)
     try:
         landing.copy(obj_key, archive_key, etag=etag)
     except ObjectChanged as gone:
@@ -179,10 +181,21 @@ def _report(dataset: Dataset, file_id: int, obj_key: str, etag: str, status: str
                                   description=f"checked when the file was first {status}")
 
 
+def platform_key(landing: LandingZone, folder: str, obj_key: str, etag: str) -> str:
+    """`<folder>/<key>/<etag>`; for a key so long that this would pass S3's 1,024-byte limit, the key's
+    digest stands in for it (the ledger's archive_key records which)."""
+    key = f"{folder}/{obj_key}/{etag}"
+    if len(f"{landing.prefix}{key}.reason.txt".encode()) > S3_KEY_BYTES:
+        digest = hashlib.sha256(obj_key.encode()).hexdigest()
+        key = f"{folder}/{obj_key.split('/', 1)[0]}/{digest}/{etag}"
+    return key
+
+
 def _quarantine(landing: LandingZone, archive_key: str, obj_key: str, etag: str, reason: str) -> None:
     """Keep the rejected bytes and the reason side by side under `_quarantine/` for the person who fixes it."""
-    landing.copy(archive_key, f"_quarantine/{obj_key}/{etag}")
-    landing.put(f"_quarantine/{obj_key}/{etag}.reason.txt", io.BytesIO(f"{reason}\n".encode()))
+    quarantine_key = platform_key(landing, "_quarantine", obj_key, etag)
+    landing.copy(archive_key, quarantine_key)
+    landing.put(f"{quarantine_key}.reason.txt", io.BytesIO(f"{reason}\n".encode()))
 
 
 def _warnings(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> list[GateResult]:

@@ -45,7 +45,7 @@ def _skip_platform_keys(key: str) -> str:
 
 
 def _wanted(obj: LandingObject) -> bool:
-    return obj.key.lower().endswith(".csv") and _dataset_of(obj.key) in DATASETS
+    return obj.key.lower().endswith((".csv", ".csv.gz")) and _dataset_of(obj.key) in DATASETS
 
 
 def _request(obj: LandingObject) -> dg.RunRequest:
@@ -86,7 +86,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) ->
     # A misplaced file is named on the tick that lists it and again on each sweep pass, never dropped silently.
     for obj in fresh + page:
         if not _wanted(obj) and not _dataset_of(obj.key).startswith("_"):
-            context.log.warning(f"Ignoring {obj.key}: not a .csv under a known dataset ({', '.join(DATASETS)})")
+            context.log.warning(f"Ignoring {obj.key}: not a .csv or .csv.gz under a known dataset ({', '.join(DATASETS)})")
 
     objects = {(obj.key, obj.etag): obj for obj in fresh + missed if _wanted(obj)}.values()
     partitions: dict[str, list[str]] = defaultdict(list)
