@@ -23,6 +23,7 @@ def test_asset_graph_snapshot():
         "raw_us_counties": "raw",
         "raw_covidtracking": "raw",
         "raw_jhu_daily_us": "raw",
+        "unrouted_files": "raw",
         "state_daily": "clean",
         "county_daily": "clean",
         "testing_daily": "clean",

@@ -2,6 +2,7 @@
 from tick to tick, and each tick's dynamic partitions added to the instance before the next (the sweep
 consults them)."""
 
+import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -195,45 +196,72 @@ def test_late_upload_before_the_cursor_is_found_by_the_sweep(instance, landing, 
     assert requests == []
 
 
-def test_ignored_keys_are_never_requested(instance, landing, put, capfd):
-    ignored = [
+def test_keys_no_dataset_takes_get_a_quarantine_run(instance, landing, put):
+    unrouted = [
         "us_states/notes.txt",  # not a .csv
-        "us_states/2021-01-01.csv.gz",
         "unknown_dataset/2021-01-01.csv",  # no such dataset
         "2021-01-01.csv",  # not under a dataset prefix
-        "_archive/us_states/2021-01-01.csv/0123abcd",  # the platform's own copies
+    ]
+    platform = [  # the platform's own copies: never requested
+        "_archive/us_states/2021-01-01.csv/0123abcd",
         "_archive/us_states/old.csv",
         "_quarantine/us_states/bad.csv/4567ef01",
         "_quarantine/us_states/bad.csv/4567ef01.reason.txt",
         "_quarantine/us_states/bad.csv",
     ]
-    for key in ignored:
-        put(key)
-    wanted = put("us_states/2021-01-01.csv")
+    etags = {key: put(key) for key in unrouted + platform}
+    wanted = {key: put(key) for key in ("us_states/2021-01-01.csv", "us_states/2021-01-02.csv.gz")}
 
     requests, _, cursor = tick_until_quiet(instance, landing, None)
-    put("us_states/zzz.txt")  # ignored after the cursor too
+    late = put("us_states/zzz.txt")  # after the cursor too
     more, _, cursor = tick_until_quiet(instance, landing, cursor)
 
-    assert [(r.tags[KEY_TAG], r.tags[ETAG_TAG]) for r in requests] == [("us_states/2021-01-01.csv", wanted)]
-    assert more == []
-    warned = capfd.readouterr().err  # the sensor's log goes to the dagster logger's stderr handler
-    for key in ("unknown_dataset/2021-01-01.csv", "us_states/notes.txt", "us_states/2021-01-01.csv.gz",
-                "2021-01-01.csv", "us_states/zzz.txt"):
-        assert f"Ignoring {key}:" in warned
-    assert "Ignoring _archive/" not in warned and "Ignoring _quarantine/" not in warned
+    jobs = {(r.tags[KEY_TAG], r.tags[ETAG_TAG]): r.job_name for r in requests + more}
+    assert jobs == {
+        **{(key, etag): "ingest_us_states" for key, etag in wanted.items()},
+        **{(key, etags[key]): "quarantine_unrouted" for key in unrouted},
+        ("us_states/zzz.txt", late): "quarantine_unrouted",
+    }
+    assert set(instance.get_dynamic_partitions("unrouted_files")) == {
+        r.partition_key for r in requests + more if r.job_name == "quarantine_unrouted"
+    }
 
 
-def test_a_misplaced_file_dropped_later_is_warned_about(instance, landing, put, capfd):
+def test_a_misplaced_file_dropped_behind_the_cursor_is_quarantined(instance, landing, put):
     put("us_states/2021-01-01.csv")
     _, cursor = tick(instance, landing, None)
-    capfd.readouterr()
 
-    put("states/2021-01-02.csv")  # a typo in the dataset folder; sorts before the cursor
+    etag = put("states/2021-01-02.csv")  # a typo in the dataset folder; sorts before the cursor
     requests, _, cursor = tick_until_quiet(instance, landing, cursor)
 
-    assert requests == []
-    assert "Ignoring states/2021-01-02.csv:" in capfd.readouterr().err
+    assert [(r.tags[KEY_TAG], r.tags[ETAG_TAG], r.job_name) for r in requests] == [
+        ("states/2021-01-02.csv", etag, "quarantine_unrouted")
+    ]
+    again, _, _ = tick_until_quiet(instance, landing, cursor)  # a full sweep later: requested once only
+    assert again == []
+
+
+def test_unrouted_file_is_archived_quarantined_and_alerted(landing, resources, query, s3_client, bucket):
+    from covid_platform.assets.unrouted import UNROUTED, unrouted_files
+
+    key = "states/2021-01-02.csv"
+    landing.put(key, io.BytesIO(b"date,state\n"))
+    etag = landing.describe(key).etag
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(UNROUTED.name, [partition_key(key, etag)])
+        result = dg.materialize([unrouted_files], partition_key=partition_key(key, etag), instance=instance,
+                                resources=resources, tags={KEY_TAG: key, ETAG_TAG: etag}, raise_on_error=False)
+    assert not result.success
+    ((check,),) = [result.get_asset_check_evaluations()]
+    assert (check.check_name, check.passed) == ("known_dataset", False)
+    ((status, reason, dataset),) = query("SELECT status, reason, dataset FROM covid.ingested_files")
+    assert (status, dataset) == ("quarantined", "states")
+    assert "no dataset is named by the key's first folder (under 'states'/)" in reason
+    assert "us_states" in reason and reason == check.description
+    body = s3_client.get_object(Bucket=bucket, Key=f"{PREFIX}_quarantine/{key}/{etag}")["Body"].read()
+    assert body == b"date,state\n"
+    reason_txt = s3_client.get_object(Bucket=bucket, Key=f"{PREFIX}_quarantine/{key}/{etag}.reason.txt")
+    assert reason_txt["Body"].read().decode() == reason + "\n"
 
 
 def test_uploads_within_the_same_second_are_all_requested(instance, landing, put, s3_client, bucket):

@@ -66,7 +66,7 @@ def build_raw_asset(dataset: Dataset) -> dg.AssetsDefinition:
     )
     def raw(context: dg.AssetExecutionContext, landing: LandingZone, warehouse: Warehouse):
         with warehouse.connect() as conn:
-            obj_key, etag = _object_of(context, conn)
+            obj_key, etag = object_of(context, conn)
             entry = ledger.register(conn, obj_key, etag, context.partition_key, dataset.name, context.run.run_id)
             if entry.status in ("loaded", "staged", "duplicate"):
                 context.log.info(f"{obj_key} was already {entry.status} (file {entry.file_id}); nothing to redo")
@@ -77,7 +77,7 @@ def build_raw_asset(dataset: Dataset) -> dg.AssetsDefinition:
     return raw
 
 
-def _object_of(context: dg.AssetExecutionContext, conn) -> tuple[str, str]:
+def object_of(context: dg.AssetExecutionContext, conn) -> tuple[str, str]:
     """The object key and ETag behind this partition: from the sensor's tags, or the ledger for UI runs."""
     tags = context.run.tags
     if KEY_TAG in tags and ledger.partition_key(tags[KEY_TAG], tags[ETAG_TAG]) == context.partition_key:
@@ -120,7 +120,7 @@ def _ingest(context, conn, landing: LandingZone, dataset: Dataset, file_id: int,
     duplicate_of = None if failed else ledger.loaded_with_same_content(conn, dataset.name, reader.hexdigest, file_id)
     if failed:
         reason = reason_of(gates)
-        _quarantine(landing, archive_key, obj_key, etag, reason)
+        quarantine(landing, archive_key, obj_key, etag, reason)
         ledger.update(conn, file_id, status="quarantined", reason=reason)
         context.log.error(f"{obj_key} quarantined: {reason}")
         status, warnings = "quarantined", []
@@ -191,7 +191,7 @@ def platform_key(landing: LandingZone, folder: str, obj_key: str, etag: str) -> 
     return key
 
 
-def _quarantine(landing: LandingZone, archive_key: str, obj_key: str, etag: str, reason: str) -> None:
+def quarantine(landing: LandingZone, archive_key: str, obj_key: str, etag: str, reason: str) -> None:
     """Keep the rejected bytes and the reason side by side under `_quarantine/` for the person who fixes it."""
     quarantine_key = platform_key(landing, "_quarantine", obj_key, etag)
     landing.copy(archive_key, quarantine_key)

@@ -1,4 +1,5 @@
-"""The landing-zone sensor: every new object version under a dataset prefix becomes one ingestion run.
+"""The landing-zone sensor: every new object version under a dataset prefix becomes one ingestion run, and
+every other object (an unknown prefix, not a CSV) one quarantine run: nothing dropped is ignored.
 
 The cursor holds the last key listed, so a tick asks S3 only for keys after it (`StartAfter`). Keys that
 S3 lists before the cursor (a late upload under an older name, an overwritten key) are found by a sweep
@@ -12,6 +13,7 @@ from collections import defaultdict
 import dagster as dg
 
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG, files_partitions
+from covid_platform.assets.unrouted import UNROUTED, dataset_of, unrouted_reason
 from covid_platform.datasets import DATASETS, Dataset
 from covid_platform.lib.ledger import partition_key
 from covid_platform.resources.landing import PAGE_SIZE, LandingObject, LandingZone
@@ -34,26 +36,30 @@ def build_ingest_job(dataset: Dataset):
     )
 
 
-def _dataset_of(key: str) -> str:
-    return key.split("/", 1)[0] if "/" in key else ""
+QUARANTINE_JOB = dg.define_asset_job(
+    "quarantine_unrouted",
+    selection=dg.AssetSelection.assets("unrouted_files"),
+    executor_def=dg.in_process_executor,
+    description="Quarantine one object that no dataset takes.",
+)
 
 
 def _skip_platform_keys(key: str) -> str:
     """Where to continue listing: past the whole `_archive/`-style folder when `key` is in one."""
-    top = _dataset_of(key)
+    top = dataset_of(key)
     return f"{top}0" if top.startswith("_") else key  # '0' sorts right after '/'
 
 
-def _wanted(obj: LandingObject) -> bool:
-    return obj.key.lower().endswith((".csv", ".csv.gz")) and _dataset_of(obj.key) in DATASETS
+def _partitions(obj: LandingObject) -> dg.DynamicPartitionsDefinition:
+    return UNROUTED if unrouted_reason(obj.key) else files_partitions(DATASETS[dataset_of(obj.key)])
 
 
 def _request(obj: LandingObject) -> dg.RunRequest:
-    dataset = DATASETS[_dataset_of(obj.key)]
+    unrouted = unrouted_reason(obj.key) is not None
     return dg.RunRequest(
         # The ETag in the run key: a new version of a key is a new run; the same version never is.
         run_key=f"{obj.key}@{obj.etag}",
-        job_name=ingest_job_name(dataset),
+        job_name=QUARANTINE_JOB.name if unrouted else ingest_job_name(DATASETS[dataset_of(obj.key)]),
         partition_key=partition_key(obj.key, obj.etag),
         tags={KEY_TAG: obj.key, ETAG_TAG: obj.etag},
     )
@@ -63,8 +69,9 @@ def _request(obj: LandingObject) -> dg.RunRequest:
     name="landing_sensor",
     minimum_interval_seconds=int(os.environ.get("COVID_SENSOR_INTERVAL_SECONDS", "10")),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    jobs=[build_ingest_job(dataset) for dataset in DATASETS.values()],
-    description="Starts one ingestion per new object version in the landing zone.",
+    jobs=[*(build_ingest_job(dataset) for dataset in DATASETS.values()), QUARANTINE_JOB],
+    description="Starts one ingestion per new object version in the landing zone (a quarantine run for "
+    "objects no dataset takes).",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
     state = json.loads(context.cursor) if context.cursor else {}
@@ -76,34 +83,24 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) ->
     # The sweep: one page per tick, for the keys the cursor has already passed.
     sweep = state.get("sweep", "")
     page = [obj for obj in landing.list_after(_skip_platform_keys(sweep), PAGE_SIZE) if obj.key <= after]
-    behind = [obj for obj in page if _wanted(obj)]
-    known = _known_partitions(context, {_dataset_of(obj.key) for obj in behind})
-    missed = [obj for obj in behind if partition_key(obj.key, obj.etag) not in known[_dataset_of(obj.key)]]
+    behind = [obj for obj in page if not dataset_of(obj.key).startswith("_")]
+    known = {
+        name: set(context.instance.get_dynamic_partitions(name)) for name in {_partitions(obj).name for obj in behind}
+    }
+    missed = [obj for obj in behind if partition_key(obj.key, obj.etag) not in known[_partitions(obj).name]]
     if missed:
         context.log.info(f"Sweep found {len(missed)} object version(s) behind the cursor: {missed[0].key}, …")
     sweep = page[-1].key if len(page) == PAGE_SIZE else ""
 
-    # A misplaced file is named on the tick that lists it and again on each sweep pass, never dropped silently.
-    for obj in fresh + page:
-        if not _wanted(obj) and not _dataset_of(obj.key).startswith("_"):
-            context.log.warning(f"Ignoring {obj.key}: not a .csv or .csv.gz under a known dataset ({', '.join(DATASETS)})")
-
-    objects = {(obj.key, obj.etag): obj for obj in fresh + missed if _wanted(obj)}.values()
+    objects = {(obj.key, obj.etag): obj for obj in fresh + missed if not dataset_of(obj.key).startswith("_")}
     partitions: dict[str, list[str]] = defaultdict(list)
-    for obj in objects:
-        partitions[files_partitions(DATASETS[_dataset_of(obj.key)]).name].append(partition_key(obj.key, obj.etag))
+    for obj in objects.values():
+        partitions[_partitions(obj).name].append(partition_key(obj.key, obj.etag))
     return dg.SensorResult(
-        run_requests=[_request(obj) for obj in objects],
+        run_requests=[_request(obj) for obj in objects.values()],
         dynamic_partitions_requests=[
             dg.AddDynamicPartitionsRequest(partitions_def_name=name, partition_keys=keys)
             for name, keys in partitions.items()
         ],
         cursor=json.dumps({"after": after, "sweep": sweep}),
     )
-
-
-def _known_partitions(context: dg.SensorEvaluationContext, datasets: set[str]) -> dict[str, set[str]]:
-    return {
-        name: set(context.instance.get_dynamic_partitions(files_partitions(DATASETS[name]).name))
-        for name in datasets
-    }
