@@ -6,6 +6,7 @@ from psycopg2 import sql
 from covid_platform.assets.policies import RETRY, freshness
 from covid_platform.assets.raw import raw_asset_key
 from covid_platform.datasets import Dataset
+from covid_platform.lib import ledger
 from covid_platform.lib.merge import derived_columns, merge_statement, staged_rows, table_ddl
 from covid_platform.lib.staging import StagedFile, staging_table
 from covid_platform.resources.warehouse import Warehouse
@@ -30,7 +31,7 @@ def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
         "calendar days ending on the row's date.",
     )
     def clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
-        with warehouse.connect() as conn, conn, conn.cursor() as cur:
+        with warehouse.connect() as conn, ledger.transaction(conn) as cur:
             # One merge per table at a time; a second run waits, then merges what is still pending.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"covid.{dataset.table}",))
             cur.execute(

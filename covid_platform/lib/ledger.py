@@ -2,6 +2,8 @@
 
 import hashlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg2.extensions
@@ -19,6 +21,22 @@ def partition_key(obj_key: str, etag: str) -> str:
     return f"{slug}-{digest}"
 
 
+@contextmanager
+def transaction(conn: psycopg2.extensions.connection) -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor whose statements are committed together at the end, or rolled back on an error.
+
+    Unlike `with conn`, it does not roll back a connection the server has already dropped: psycopg2 would
+    raise "connection already closed" and hide the error that says what happened."""
+    try:
+        with conn.cursor() as cur:
+            yield cur
+        conn.commit()
+    except BaseException:
+        if not conn.closed:
+            conn.rollback()
+        raise
+
+
 @dataclass
 class LedgerEntry:
     file_id: int
@@ -31,7 +49,7 @@ def register(
     conn: psycopg2.extensions.connection, key: str, etag: str, partition: str, dataset: str, run_id: str
 ) -> LedgerEntry:
     """The ledger row for this object version, created on first sight (committed at once)."""
-    with conn, conn.cursor() as cur:
+    with transaction(conn) as cur:
         cur.execute(
             """
             INSERT INTO covid.ingested_files (key, etag, partition_key, dataset, status, run_id)
@@ -58,7 +76,7 @@ def update(conn: psycopg2.extensions.connection, file_id: int, **fields) -> None
     if "columns" in fields:
         fields["columns"] = Json(fields["columns"])
     assignments = ", ".join(f"{name} = %({name})s" for name in fields)
-    with conn, conn.cursor() as cur:
+    with transaction(conn) as cur:
         cur.execute(
             f"UPDATE covid.ingested_files SET {assignments}, processed_at = now() WHERE file_id = %(file_id)s",
             {**fields, "file_id": file_id},
