@@ -7,19 +7,28 @@ the file is not loaded. Never a half-written table, never a silent skip.
 """
 
 import gzip
+import hashlib
+import http.client
 import re
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
 
 import dagster as dg
 import pandas as pd
+import botocore.exceptions
 import psycopg2
 import pytest
+from dagster_aws.s3 import S3Resource
 
+from covid_platform.assets.raw import ETAG_TAG
 from covid_platform.lib import ledger
+from covid_platform.resources.landing import LandingZone
 from covid_platform_tests.conftest import SHARED_DATA
-from covid_platform_tests.helpers import drop, ingest
-from covid_platform_tests.test_summaries import expected_daily, table
+from covid_platform_tests.helpers import drop, ingest, nyt_states_slice
+from covid_platform_tests.test_sensor import tick, tick_until_quiet
+from covid_platform_tests.test_summaries import assert_tables_match, expected_daily, read_nyt, table
 
 # How psycopg2 reports a backend terminated under it: the server's message when it arrives (an idle or
 # querying connection), else libpq's (a connection busy sending COPY data).
@@ -247,3 +256,238 @@ def test_a_ledger_write_on_a_dropped_connection_raises_the_servers_error(warehou
         with pytest.raises(psycopg2.OperationalError, match=LOST_CONNECTION):
             ledger.update(conn, entry.file_id, status="staged")
     assert query("SELECT status FROM covid.ingested_files") == [("received",)]
+
+
+# --- S3: objects gone after listing, throttling, timeouts ------------------------------------------------
+
+
+class FaultyS3(ThreadingHTTPServer):
+    """An HTTP proxy in front of moto that spoils GetObject requests for archived files (what the raw step
+    streams into COPY), one planned fault per request, then forwards the rest untouched:
+
+    - "slowdown": 503 SlowDown, as S3 answers when throttling a prefix;
+    - "stall": no answer for `stall_seconds` (longer than the client's read timeout), then the socket closes;
+    - "stall_body": headers and the first 100 bytes of the body, then nothing for `stall_seconds`;
+    - "cut_body": the same, then the connection closes (a reset mid-transfer; the rest never comes).
+    """
+
+    def __init__(self, upstream: str, plan: list[str], stall_seconds: float = 3):
+        super().__init__(("127.0.0.1", 0), _Forward)
+        self.daemon_threads = True
+        self.upstream = urlparse(upstream)
+        self.plan, self.stall_seconds = list(plan), stall_seconds
+        self.gets: list[str] = []  # the fault (or "ok") each GetObject of an archived file met
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def fault_for(self, method: str, path: str) -> str:
+        if method != "GET" or "/_archive/" not in path or "list-type=" in path:
+            return "ok"
+        with self._lock:
+            fault = self.plan.pop(0) if self.plan else "ok"
+            self.gets.append(fault)
+        return fault
+
+    def __enter__(self):
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        self.server_close()
+
+
+class _Forward(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+
+    def log_message(self, *args):
+        pass
+
+    def _handle(self):
+        server: FaultyS3 = self.server
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        fault = server.fault_for(self.command, self.path)
+        if fault == "slowdown":
+            self._reply(503, b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code>"
+                             b"<Message>Please reduce your request rate.</Message></Error>",
+                        {"Content-Type": "application/xml"})
+            return
+        if fault == "stall":
+            time.sleep(server.stall_seconds)
+            self.close_connection = True
+            return
+        upstream = http.client.HTTPConnection(server.upstream.hostname, server.upstream.port, timeout=30)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in self.HOP_BY_HOP}
+        upstream.request(self.command, self.path, body=body, headers=headers)
+        response = upstream.getresponse()
+        data = response.read()
+        upstream.close()
+        passed = {k: v for k, v in response.getheaders() if k.lower() not in self.HOP_BY_HOP}
+        if self.command == "HEAD":
+            self._reply(response.status, b"", {**passed, "Content-Length": response.getheader("Content-Length", "0")})
+        elif fault in ("stall_body", "cut_body"):
+            self._reply(response.status, data[:100], {**passed, "Content-Length": str(len(data))})
+            if fault == "stall_body":
+                time.sleep(server.stall_seconds)
+            self.close_connection = True
+        else:
+            self._reply(response.status, data, passed)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _handle
+
+    def _reply(self, status: int, data: bytes, headers: dict):
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if "Content-Length" not in headers:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            try:
+                self.wfile.write(data)
+                self.wfile.flush()
+            except OSError:
+                pass  # the client gave up first
+
+
+STATES_FILE = nyt_states_slice("2021-01-01", "2021-01-31")
+
+
+def landing_through(proxy: FaultyS3, bucket: str, **settings) -> LandingZone:
+    """The landing zone of the `landing` fixture, reached through the proxy; a 1 s read timeout."""
+    return LandingZone(
+        url=f"s3://{bucket}/drops",
+        s3=S3Resource(endpoint_url=proxy.url, region_name="us-east-1", **settings),
+        read_timeout_seconds=1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("plan", "gets", "step_retries"),
+    [
+        # botocore retries throttling and a read timeout before the response itself ('standard' mode)
+        (["slowdown", "slowdown"], ["slowdown", "slowdown", "ok"], 0),
+        (["stall"], ["stall", "ok"], 0),
+        # a stream that stalls mid-body cannot be resumed by botocore: the step fails, Dagster retries it
+        (["stall_body"], ["stall_body", "ok"], 1),
+        # a body cut short is never taken for the whole file
+        (["cut_body"], ["cut_body", "ok"], 1),
+    ],
+    ids=["throttled", "timeout_before_response", "timeout_mid_stream", "cut_mid_stream"],
+)
+def test_s3_throttling_and_timeouts_are_retried_and_the_file_loads_once(
+    s3_endpoint, bucket, landing, resources, query, plan, gets, step_retries
+):
+    key = drop(landing, "us_states/jan.csv", STATES_FILE)
+    with FaultyS3(s3_endpoint, plan) as proxy, dg.instance_for_test() as instance:
+        zone = landing_through(proxy, bucket)
+        run = ingest(zone, {**resources, "landing": zone}, key, instance)
+    assert proxy.gets == gets
+    assert len(step_events(run, dg.DagsterEventType.STEP_UP_FOR_RETRY, "raw_us_states")) == step_retries
+    if step_retries:
+        (error,) = attempt_errors(run, "raw_us_states")
+        cause = "ReadTimeoutError: .*Read timed out" if plan == ["stall_body"] else "IncompleteRead"
+        assert re.search(r"reading s3://\S+/drops/_archive/us_states/jan\.csv/\w+ broke off after [\d,]+ of "
+                         rf"[\d,]+ bytes: .*{cause}", error), error
+    assert run.success, attempt_errors(run, "raw_us_states")
+    assert query("SELECT key, status, rows, reason FROM covid.ingested_files") == [
+        (key, "loaded", STATES_FILE.count(b"\n") - 1, None)
+    ]
+    assert query("SELECT count(*) FROM covid.state_daily") == [(STATES_FILE.count(b"\n") - 1,)]
+
+
+def test_s3_throttling_beyond_the_clients_retries_is_an_error_naming_it(s3_endpoint, bucket, landing):
+    """What the raw step sees when S3 keeps throttling: botocore's `max_attempts` tries, then SlowDown.
+    (The step then fails and is retried by its RetryPolicy like any other error: test_sensor.py.)"""
+    drop(landing, "_archive/us_states/jan.csv/e1", STATES_FILE)
+    with FaultyS3(s3_endpoint, ["slowdown"] * 10) as proxy:
+        zone = landing_through(proxy, bucket, max_attempts=3)
+        with pytest.raises(botocore.exceptions.ClientError, match=r"\(SlowDown\) when calling the GetObject"):
+            zone.open("_archive/us_states/jan.csv/e1")
+    assert proxy.gets == ["slowdown"] * 3
+
+
+def test_a_key_deleted_after_listing_fails_its_run_and_the_ledger_says_why(
+    landing, resources, query, s3_client, bucket
+):
+    key = drop(landing, "us_states/gone.csv", STATES_FILE)
+    with dg.instance_for_test() as instance:
+        result, cursor = tick(instance, landing, None)
+        (request,) = result.run_requests
+        etag = request.tags[ETAG_TAG]
+        s3_client.delete_object(Bucket=bucket, Key=f"drops/{key}")
+
+        run = ingest(landing, resources, key, instance, etag=etag)
+        again, _, _ = tick_until_quiet(instance, landing, cursor)
+
+    assert not run.success
+    # Retrying cannot bring a deleted version back: no retry, and the error says what happened.
+    assert step_events(run, dg.DagsterEventType.STEP_UP_FOR_RETRY, "raw_us_states") == []
+    gone = f"{key} no longer has ETag {etag}: it was overwritten or deleted after it was listed"
+    (error,) = attempt_errors(run, "raw_us_states")
+    assert gone in error, error
+    assert query("SELECT key, etag, status, reason FROM covid.ingested_files") == [(key, etag, "received", gone)]
+    assert again == []  # not requested again, and not forgotten: the ledger row and the failed run remain
+    assert s3_client.list_objects_v2(Bucket=bucket, Prefix="drops/_archive/").get("KeyCount") == 0
+    assert query("SELECT to_regclass('covid.state_daily')") == [(None,)]
+
+
+def texas_cases_plus(data: bytes, extra: int) -> bytes:
+    """The NYT file with `extra` more cases for Texas on every date (a corrected re-upload)."""
+    if not extra:
+        return data
+    frame = read_nyt(data)
+    frame.loc[frame["state"] == "Texas", "cases"] += extra
+    return frame.assign(date=frame["date"].dt.strftime("%Y-%m-%d")).to_csv(index=False).encode()
+
+
+def texas_on_jan_31(query) -> int:
+    return query("SELECT cases FROM covid.state_daily WHERE state = 'Texas' AND date = '2021-01-31'")[0][0]
+
+
+def requests_until_found(instance, landing, cursor, ticks: int = 5):
+    """Tick until a tick requests runs (the sweep may need a tick or two): (those requests, cursor)."""
+    for _ in range(ticks):
+        result, cursor = tick(instance, landing, cursor)
+        if result.run_requests:
+            return result.run_requests, cursor
+    raise AssertionError(f"no run requested in {ticks} ticks")
+
+
+def test_a_key_overwritten_after_listing_loads_its_newest_version_and_later_values_win(landing, resources, query):
+    """v1 is listed and loaded; v2 overwrites it and is listed, but v3 overwrites it before v2's run reads
+    it: v2's run fails (that version is gone), the sweep finds v3, and v3's values replace v1's."""
+    key = "us_states/jan.csv"
+    versions = [texas_cases_plus(STATES_FILE, extra) for extra in (0, 1000, 2000)]
+    with dg.instance_for_test() as instance:
+        drop(landing, key, versions[0])
+        (v1,), cursor = requests_until_found(instance, landing, None)
+        assert ingest(landing, resources, key, instance, etag=v1.tags[ETAG_TAG]).success
+        loaded_first = texas_on_jan_31(query)
+
+        drop(landing, key, versions[1])
+        (v2,), cursor = requests_until_found(instance, landing, cursor)
+        drop(landing, key, versions[2])
+        failed = ingest(landing, resources, key, instance, etag=v2.tags[ETAG_TAG])
+        assert not failed.success
+        assert texas_on_jan_31(query) == loaded_first
+
+        (v3,), cursor = requests_until_found(instance, landing, cursor)
+        assert ingest(landing, resources, key, instance, etag=v3.tags[ETAG_TAG]).success
+        assert tick_until_quiet(instance, landing, cursor)[0] == []
+
+    etags = [hashlib.md5(version).hexdigest() for version in versions]
+    assert [request.tags[ETAG_TAG] for request in (v1, v2, v3)] == etags
+    assert query("SELECT etag, status, reason FROM covid.ingested_files ORDER BY file_id") == [
+        (etags[0], "loaded", None),
+        (etags[1], "received", f"{key} no longer has ETag {etags[1]}: it was overwritten or deleted after it "
+                               "was listed"),
+        (etags[2], "loaded", None),
+    ]
+    assert texas_on_jan_31(query) == loaded_first + 2000
+    # The whole tables, derived columns included, are those of v3 alone.
+    assert_tables_match(query, read_nyt(versions[2]))

@@ -13,8 +13,12 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlparse
 
+import boto3
+import botocore.config
 import botocore.exceptions
+import botocore.handlers
 import dagster as dg
+import urllib3.exceptions
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
@@ -24,6 +28,41 @@ PAGE_SIZE = 1000  # the most S3 returns per ListObjectsV2 page
 class ObjectChanged(Exception):
     def __init__(self, key: str, etag: str):
         super().__init__(f"{key} no longer has ETag {etag}: it was overwritten or deleted after it was listed")
+
+
+class ObjectReadError(Exception):
+    """Reading an object's bytes broke off part-way (a read timeout, a dropped connection): a transient
+    failure of the zone, not a defect of the file, so the step is retried. Deliberately not an OSError,
+    which file parsers may take for a damaged file."""
+
+
+class _ObjectBody:
+    """An S3 object's body whose read errors name the object and how far the read got."""
+
+    def __init__(self, body, where: str, size: int):
+        self._body, self._where, self._size, self._read = body, where, size, 0
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            chunk = self._body.read(size if size is not None and size >= 0 else None)
+        except (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, OSError) as error:
+            # botocore's wrapper of urllib3's timeout says only 'endpoint URL: "None"'; the wrapped one says more
+            inner = getattr(error, "kwargs", {}).get("error", error)
+            raise ObjectReadError(
+                f"reading {self._where} broke off after {self._read:,} of {self._size:,} bytes: "
+                f"{type(inner).__name__}: {inner}"
+            ) from error
+        self._read += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -40,6 +79,10 @@ class LandingZone(dg.ConfigurableResource):
 
     url: str
     s3: S3Resource
+    # botocore waits 60 s by default for a connection and for each read. A stalled S3 connection fails
+    # sooner and is retried ('standard' mode: throttling, 5xx, timeouts; `s3.max_attempts` tries in all).
+    connect_timeout_seconds: float = 10
+    read_timeout_seconds: float = 30
 
     _client = PrivateAttr(default=None)
 
@@ -64,8 +107,28 @@ class LandingZone(dg.ConfigurableResource):
         return Path(parsed.path)
 
     def client(self):
+        """The S3Resource's client (same settings and AWS environment), with this zone's timeouts."""
         if self._client is None:
-            self._client = self.s3.get_client()
+            s3 = self.s3
+            client = boto3.session.Session(profile_name=s3.profile_name).client(
+                "s3",
+                region_name=s3.region_name,
+                endpoint_url=s3.endpoint_url,
+                use_ssl=s3.use_ssl,
+                verify=s3.verify,
+                aws_access_key_id=s3.aws_access_key_id,
+                aws_secret_access_key=s3.aws_secret_access_key,
+                aws_session_token=s3.aws_session_token,
+                config=botocore.config.Config(
+                    connect_timeout=self.connect_timeout_seconds,
+                    read_timeout=self.read_timeout_seconds,
+                    # S3Resource.max_attempts counts the first call (botocore's `max_attempts` would not)
+                    retries={"mode": "standard", "total_max_attempts": s3.max_attempts},
+                ),
+            )
+            if s3.use_unsigned_session:
+                client.meta.events.register("choose-signer.s3.*", botocore.handlers.disable_signing)
+            self._client = client
         return self._client
 
     def list_after(self, start_after: str, limit: int = PAGE_SIZE) -> list[LandingObject]:
@@ -114,7 +177,9 @@ class LandingZone(dg.ConfigurableResource):
     def open(self, key: str) -> BinaryIO:
         """A stream of the object's bytes; nothing is read ahead beyond what the caller reads."""
         if self.is_s3:
-            return self.client().get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
+            response = self.client().get_object(Bucket=self.bucket, Key=self.prefix + key)
+            where = f"s3://{self.bucket}/{self.prefix}{key}"
+            return _ObjectBody(response["Body"], where, response["ContentLength"])
         return open(self.root / key, "rb")
 
     def copy(self, key: str, dest_key: str, etag: str | None = None) -> None:
