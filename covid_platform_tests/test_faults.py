@@ -12,6 +12,7 @@ import http.client
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
@@ -22,7 +23,7 @@ import psycopg2
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from covid_platform.assets.raw import ETAG_TAG
+from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
 from covid_platform.lib import ledger
 from covid_platform.resources.landing import LandingZone
 from covid_platform_tests.conftest import SHARED_DATA
@@ -491,3 +492,31 @@ def test_a_key_overwritten_after_listing_loads_its_newest_version_and_later_valu
     assert texas_on_jan_31(query) == loaded_first + 2000
     # The whole tables, derived columns included, are those of v3 alone.
     assert_tables_match(query, read_nyt(versions[2]))
+
+
+# --- the sensor's cursor (test_sensor.py covers same-second uploads, a late key, 1,000+ new keys) ----------
+
+
+def test_the_sweep_finds_late_and_overwritten_keys_on_every_page_behind_the_cursor(landing, s3_client, bucket):
+    """1,010 keys listed (two sweep pages); then, behind the cursor, a late key on each page and a key of
+    page 2 overwritten: each new version is requested once, within one sweep cycle, and nothing else."""
+    keys = [f"us_states/f{i:05d}.csv" for i in range(0, 2020, 2)]
+
+    def put(key: str, body: bytes = b"date,state,fips,cases,deaths\n") -> str:
+        return s3_client.put_object(Bucket=bucket, Key=f"drops/{key}", Body=body)["ETag"].strip('"')
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(put, keys))
+    with dg.instance_for_test() as instance:
+        listed, _, cursor = tick_until_quiet(instance, landing, None)
+        assert len(listed) == len(keys)
+
+        late = {key: put(key) for key in ("us_states/f00001.csv", "us_states/f02001.csv")}
+        overwritten = {keys[1005]: put(keys[1005], b"date,state,fips,cases,deaths\n2021-01-01,Ohio,39,1,0\n")}
+        found = []
+        for _ in range(3):  # a sweep cycle: page 1, page 2, back to the start
+            result, cursor = tick(instance, landing, cursor)
+            found += result.run_requests
+
+    assert sorted((r.tags[KEY_TAG], r.tags[ETAG_TAG]) for r in found) == sorted({**late, **overwritten}.items())
+    assert len({r.run_key for r in found}) == len(found)
