@@ -1,5 +1,6 @@
 """The PostgreSQL warehouse that holds the `covid` schema."""
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -7,16 +8,28 @@ from importlib import resources
 
 import dagster as dg
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
 _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
 
 
+def _sql(name: str) -> str:
+    return resources.files("covid_platform.sql").joinpath(name).read_text()
+
+
 class Warehouse(dg.ConfigurableResource):
-    """Connections to the warehouse; the schema is created on first use (idempotent DDL)."""
+    """Connections to the warehouse; the schema and its roles are created on first use (idempotent DDL).
+
+    `connect()` is the loader's connection (DATABASE_URL, the owner of the schema). `connect_read()` is for
+    reports and dashboards: a read-only session as the user of the environment variable `read_url_env`
+    (DATABASE_READ_URL, a member of covid_reader), or as DATABASE_URL when it is unset. That URL is read when
+    used, like the alert webhook, because a `dg.EnvVar` fails every run when its variable is unset, even for
+    an optional field."""
 
     database_url: str
+    read_url_env: str = "DATABASE_READ_URL"
 
     @contextmanager
     def connect(self) -> Iterator[psycopg2.extensions.connection]:
@@ -28,13 +41,35 @@ class Warehouse(dg.ConfigurableResource):
         finally:
             conn.close()
 
+    @contextmanager
+    def connect_read(self) -> Iterator[psycopg2.extensions.connection]:
+        """A connection whose transactions are all READ ONLY; it does not migrate (a reader cannot)."""
+        url = os.environ.get(self.read_url_env) or self.database_url
+        conn = psycopg2.connect(url, application_name="covid_platform_read")
+        try:
+            conn.set_session(readonly=True)
+            yield conn
+        finally:
+            conn.close()
+
     def _migrate(self, conn: psycopg2.extensions.connection) -> None:
         with _migrate_lock:
             if self.database_url in _migrated:
                 return
-            ddl = resources.files("covid_platform.sql").joinpath("schema.sql").read_text()
             with conn, conn.cursor() as cur:
                 # Several run workers may start at once: one migrates, the others wait.
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext('covid_platform.schema'))")
-                cur.execute(ddl)
+                cur.execute(_sql("schema.sql"))
+                cur.execute("SAVEPOINT roles")
+                try:
+                    cur.execute(_sql("roles.sql"))
+                except psycopg2.errors.InsufficientPrivilege as error:
+                    # A user without CREATEROLE still loads; only the reader/loader split is missing.
+                    cur.execute("ROLLBACK TO SAVEPOINT roles")
+                    dg.get_dagster_logger("covid_platform.warehouse").warning(
+                        "Roles covid_loader / covid_reader not set up (%s). Create them as an administrator "
+                        "(CREATE ROLE covid_loader NOLOGIN; CREATE ROLE covid_reader NOLOGIN); the platform "
+                        "grants their privileges on its next start.",
+                        error.diag.message_primary,
+                    )
             _migrated.add(self.database_url)
