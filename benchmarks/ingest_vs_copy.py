@@ -69,6 +69,7 @@ def ingest(url: str, landing_dir: str, key: str, out) -> None:
     from covid_platform.definitions import defs
     from covid_platform.lib.ledger import partition_key
     from covid_platform.resources.landing import LandingZone
+    from covid_platform.resources.http_source import HttpSources
     from covid_platform.resources.notifier import Notifier
     from covid_platform.resources.warehouse import Warehouse
 
@@ -83,7 +84,8 @@ def ingest(url: str, landing_dir: str, key: str, out) -> None:
             selection=dg.AssetSelection.assets("raw_us_counties").downstream(),
             partition_key=partition,
             instance=instance,
-            resources={"landing": landing, "warehouse": Warehouse(database_url=url), "notifier": Notifier()},
+            resources={"landing": landing, "warehouse": Warehouse(database_url=url), "notifier": Notifier(),
+                       "http": HttpSources()},
             tags={KEY_TAG: key, ETAG_TAG: etag},
             raise_on_error=False,
         )
@@ -114,8 +116,10 @@ def main() -> None:
         receive, send = multiprocessing.Pipe(duplex=False)
         child = multiprocessing.get_context("spawn").Process(target=ingest, args=(url, str(work), key, send))
         child.start()
-        ok, elapsed, peak_mb = receive.recv()
         child.join()
+        if not receive.poll():
+            raise SystemExit(f"the ingesting process died (exit code {child.exitcode}); see its error above")
+        ok, elapsed, peak_mb = receive.recv()
         conn = psycopg2.connect(url)
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM covid.county_daily")

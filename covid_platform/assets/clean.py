@@ -8,7 +8,7 @@ from covid_platform.assets.raw import raw_asset_key
 from covid_platform.datasets import Dataset
 from covid_platform.lib import ledger
 from covid_platform.lib.merge import derived_columns, merge_statement, staged_rows, table_ddl
-from covid_platform.lib.staging import StagedFile, staging_table
+from covid_platform.lib.staging import staging_table
 from covid_platform.resources.warehouse import Warehouse
 
 
@@ -47,7 +47,7 @@ def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
             if not pending:
                 context.log.info(f"No staged {dataset.name} file to merge: {dataset.table} is unchanged")
                 return
-            staged = [staged_rows(dataset, fid, StagedFile.from_ledger(fid, columns)) for fid, columns in pending]
+            staged = [staged_rows(dataset, fid) for fid, _ in pending]
             cur.execute(table_ddl(dataset))
             cur.execute(merge_statement(dataset, staged))
             rows_written = cur.rowcount

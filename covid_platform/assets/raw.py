@@ -15,7 +15,7 @@ from covid_platform.datasets import Dataset
 from covid_platform.lib import ledger
 from covid_platform.lib.gates import GATES, GateResult, evaluate, not_evaluated, reason_of
 from covid_platform.lib.merge import staged_rows
-from covid_platform.lib.staging import FileRejected, HashingReader, StagedFile, stage
+from covid_platform.lib.staging import FileRejected, HashingReader, StagedFile, stage, staging_table, text_table
 from covid_platform.resources.landing import LandingZone, ObjectChanged
 from covid_platform.resources.warehouse import Warehouse
 
@@ -133,9 +133,10 @@ def _ingest(context, conn, landing: LandingZone, dataset: Dataset, file_id: int,
         warnings = _warnings(conn, dataset, file_id, staged)
         ledger.update(conn, file_id, status="staged", columns=staged.columns)
         status = "staged"
-    if status != "staged" and staged:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staged.table))
+    with conn, conn.cursor() as cur:  # the typed rows stay for the merge; nothing else does
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(text_table(file_id)))
+        if status != "staged":
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging_table(file_id)))
 
     metadata = {
         "sha256": reader.hexdigest,
@@ -224,7 +225,7 @@ def _revisions(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> Gate
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL("SELECT {} FROM (SELECT {} FROM ({}) AS rows) AS lagged").format(
-                decreases, lags, staged_rows(dataset, file_id, staged)
+                decreases, lags, staged_rows(dataset, file_id)
             )
         )
         counts = dict(zip(dataset.counts, cur.fetchone()))

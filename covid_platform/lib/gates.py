@@ -10,7 +10,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
-from covid_platform.lib.staging import StagedFile, source_rows
+from covid_platform.lib.staging import StagedFile, source_rows, staging_table
 
 GATES = {
     "csv_readable": "The file is UTF-8 CSV text whose rows have as many fields as its header.",
@@ -108,6 +108,8 @@ def evaluate(
     results.append(GateResult("not_empty", True, metadata={"rows": staged.rows}))
 
     with conn:  # the rejected rows leave the staging table and enter covid.rejected_rows together
+        if type_rows(conn, dataset, staged, file_id, strict=True):  # the usual case: one pass, all good
+            return results + [GateResult(gate, True, metadata={"rejected_rows": 0}) for gate in ROW_GATES]
         found = _find_bad_rows(conn, dataset, staged)
         oversized = [f for f in found if f.gate == "csv_readable"]
         if oversized:
@@ -118,6 +120,8 @@ def evaluate(
         too_many = share > dataset.max_bad_row_share
         if bad_lines and not too_many:
             _set_aside(conn, staged, file_id, key)
+        if not too_many:
+            type_rows(conn, dataset, staged, file_id, strict=False)
     verdict = (
         f"{bad_lines} of {staged.rows} rows ({share:.1%}) have bad values, more than the "
         f"{dataset.max_bad_row_share:.0%} a file may have"
@@ -135,6 +139,59 @@ def evaluate(
                        blocking=too_many, detail=detail)
         )
     return results
+
+
+def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int, strict: bool) -> bool:
+    """Cast the staged text into the typed table the merge reads (`covid_platform.lib.staging.staging_table`).
+
+    strict: the fast path, tried first: plain casts, then one aggregate over the typed rows; any value that
+    does not cast or breaks a gate drops the table and returns False, and the detailed (slower) gates find
+    the bad rows. Not strict: after those gates have set the bad rows aside, when every cast is safe.
+    """
+    table = staging_table(file_id)
+    date = sql.Identifier("date")
+    columns = [sql.Identifier(c) for c in dataset.region]
+    columns += [sql.SQL("nullif({c}, '') AS {c}").format(c=sql.Identifier(c)) for c in dataset.attributes]
+    # Only YYYY-MM-DD (or Socrata's midnight timestamps): PostgreSQL's date input would take 01/05/2021 too.
+    columns.append(sql.SQL(
+        "CASE WHEN length({d}) = 10 AND substr({d}, 5, 1) = '-' AND substr({d}, 8, 1) = '-' THEN {d}::date "
+        "WHEN {d} ~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}T00:00:00(\.0+)?$' THEN left({d}, 10)::date END AS date"
+    ).format(d=date))
+    # "12.0" is 12: the detailed gate admits only zeros after a decimal point; the fast path takes plain digits.
+    count = "nullif({c}, '')::bigint AS {c}" if strict else "split_part(nullif({c}, ''), '.', 1)::bigint AS {c}"
+    columns += [sql.SQL(count).format(c=sql.Identifier(c)) for c in (*dataset.counts, *dataset.values)]
+    create = sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {} FROM ({}) AS s").format(
+        table, sql.SQL(", ").join(columns), source_rows(dataset, staged)
+    )
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+        if not strict:
+            cur.execute(create)
+            return True
+        cur.execute("SAVEPOINT typed")
+        try:
+            cur.execute(create)
+        except psycopg2.DataError:  # a value that does not cast
+            cur.execute("ROLLBACK TO SAVEPOINT typed")
+            return False
+        bad = [sql.SQL("coalesce({}, '') = ''").format(sql.Identifier(c)) for c in dataset.region]
+        bad += [sql.SQL("length({}) > {}").format(sql.Identifier(c), sql.Literal(MAX_FIELD_CHARS))
+                for c in (*dataset.region, *dataset.attributes)]
+        bad.append(sql.SQL("date IS NULL OR date > current_date"))
+        for c in (*dataset.counts, *dataset.values):
+            bad.append(sql.SQL("{} < 0" if dataset.nullable_counts else "{c} < 0 OR {c} IS NULL").format(
+                sql.Identifier(c), c=sql.Identifier(c)))
+        key = sql.SQL(", ").join(sql.Identifier(c) for c in dataset.key)
+        cur.execute(
+            sql.SQL(
+                "SELECT EXISTS (SELECT FROM {t} WHERE {bad}) "
+                "OR EXISTS (SELECT FROM {t} GROUP BY {key} HAVING count(*) > 1)"
+            ).format(t=table, bad=sql.SQL(" OR ").join(sql.SQL("({})").format(b) for b in bad), key=key)
+        )
+        if cur.fetchone()[0]:
+            cur.execute("ROLLBACK TO SAVEPOINT typed")
+            return False
+    return True
 
 
 def reason_of(results: list[GateResult]) -> str:

@@ -7,7 +7,7 @@ just before it (1 for the differences, 7 with 7-row or 7-day windows) are read t
 from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
-from covid_platform.lib.staging import StagedFile, source_rows
+from covid_platform.lib.staging import staging_table
 
 MERGE = """
 CREATE TEMP TABLE incoming ON COMMIT DROP AS
@@ -84,18 +84,11 @@ def table_ddl(dataset: Dataset) -> sql.Composed:
     )
 
 
-def staged_rows(dataset: Dataset, file_id: int, staged: StagedFile) -> sql.Composed:
-    """Typed rows of one staged file (the gates have already proven every cast safe)."""
-    columns = [sql.Identifier(c) for c in dataset.region]
-    columns += [sql.SQL("nullif({c}, '') AS {c}").format(c=sql.Identifier(c)) for c in dataset.attributes]
-    columns.append(sql.SQL("date::date AS date"))
-    # "12.0" is 12: the counts gate admits only zeros after a decimal point.
-    columns += [
-        sql.SQL("split_part(nullif({c}, ''), '.', 1)::bigint AS {c}").format(c=sql.Identifier(c))
-        for c in (*dataset.counts, *dataset.values)
-    ]
+def staged_rows(dataset: Dataset, file_id: int) -> sql.Composed:
+    """The typed rows of one gated file (lib/gates.py: type_rows)."""
+    columns = [sql.Identifier(c) for c in dataset.stored_columns]
     columns.append(sql.SQL("{}::bigint AS file_id").format(sql.Literal(file_id)))
-    return sql.SQL("SELECT {} FROM ({}) AS s").format(sql.SQL(", ").join(columns), source_rows(dataset, staged))
+    return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(columns), staging_table(file_id))
 
 
 def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Composed:

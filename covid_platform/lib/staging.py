@@ -148,13 +148,8 @@ class StagedFile:
 
     @property
     def columns(self) -> dict:
-        """What the merge needs to read the staging table again (kept in the ledger)."""
+        """Where each column was found in the file (kept in the ledger)."""
         return {"positions": self.positions, "file_date": self.file_date, "wide_dates": self.wide_dates}
-
-    @classmethod
-    def from_ledger(cls, file_id: int, columns: dict) -> "StagedFile":
-        return cls(staging_table(file_id), [], columns["positions"], [], 0, columns["file_date"],
-                   columns["wide_dates"])
 
 
 def source_rows(dataset: Dataset, staged: StagedFile) -> sql.Composed:
@@ -183,7 +178,13 @@ def source_rows(dataset: Dataset, staged: StagedFile) -> sql.Composed:
 
 
 def staging_table(file_id: int) -> sql.Composed:
+    """The file's rows, typed and gated: what the merge reads (dropped once merged)."""
     return sql.SQL("covid_staging.{}").format(sql.Identifier(f"file_{file_id}"))
+
+
+def text_table(file_id: int) -> sql.Composed:
+    """The file as COPY read it: one text column per header field (dropped once typed)."""
+    return sql.SQL("covid_staging.{}").format(sql.Identifier(f"text_{file_id}"))
 
 
 def parse_header(line: bytes) -> list[str]:
@@ -205,7 +206,7 @@ def date_from_file_name(key: str, fmt: str) -> str:
 def stage(
     conn: psycopg2.extensions.connection, reader: HashingReader, file_id: int, dataset: Dataset, key: str
 ) -> StagedFile:
-    """COPY the file into `covid_staging.file_<file_id>` (all text, one column per header field) and commit.
+    """COPY the file into `covid_staging.text_<file_id>` (all text, one column per header field) and commit.
 
     Raises FileRejected when the bytes are not a CSV that COPY can read. The caller drains the reader.
     """
@@ -232,7 +233,7 @@ def stage(
             missing.append(f"date columns named like {date(2020, 12, 31).strftime(dataset.wide)}")
         if dataset.wide_total and dataset.wide_total.lower() in lowered:
             positions[dataset.wide_total] = lowered.index(dataset.wide_total.lower()) + 1
-    table = staging_table(file_id)
+    table = text_table(file_id)
     columns = [sql.Identifier(f"c{i}") for i in range(1, len(header) + 1)]
     with conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))

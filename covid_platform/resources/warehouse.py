@@ -34,7 +34,7 @@ class Warehouse(dg.ConfigurableResource):
     @contextmanager
     def connect(self) -> Iterator[psycopg2.extensions.connection]:
         """A connection with the schema in place; the caller commits, close() rolls back the rest."""
-        conn = psycopg2.connect(self.database_url, application_name="covid_platform")
+        conn = psycopg2.connect(self.database_url, application_name="covid_platform", options="-c work_mem=128MB")
         try:
             self._migrate(conn)
             yield conn
