@@ -212,9 +212,6 @@ def test_connection_killed_mid_statement_is_retried_and_loads_once(
     assert query("SELECT count(*) FROM pg_tables WHERE schemaname = 'covid_staging'") == [(0,)]
     # What the UI shows first is the lost connection, not a follow-on error from cleaning up after it.
     first_line = error.split("\n")[0]
-    if "connection already closed" in first_line and step.startswith("raw_"):
-        pytest.xfail("lib/staging.py stage() calls conn.rollback() on the dead connection, so the step's error "
-                     "reads 'InterfaceError: connection already closed' (the real cause only further down)")
     assert LOST_CONNECTION.search(first_line), first_line
 
 

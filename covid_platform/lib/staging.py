@@ -249,12 +249,13 @@ def stage(
         try:
             cur.copy_expert(copy.as_string(conn), reader, size=CHUNK)
         except psycopg2.Error as error:
-            conn.rollback()
             if reader.rejected:  # our own check stopped COPY's read()
+                conn.rollback()
                 raise reader.rejected from None
             if isinstance(error, psycopg2.DataError):
+                conn.rollback()
                 raise FileRejected(copy_error_reason(error, header, reader)) from error
-            raise
+            raise  # a lost connection: no rollback on it, so the error shown is the real one
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(table))
         rows = cur.fetchone()[0]
     conn.commit()
