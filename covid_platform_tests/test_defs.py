@@ -8,11 +8,12 @@ import dagster as dg
 from dagster_postgres import PostgresRunStorage
 
 from covid_platform.cli import sqlalchemy_url
+from covid_platform.datasets import DATASETS
 from covid_platform.definitions import defs
 
 REPO = Path(__file__).resolve().parents[1]
 GATES = ["csv_readable", "required_columns", "not_empty", "keys_present", "dates_valid", "counts_valid", "keys_unique"]
-WARNINGS = ["cumulative_revisions", "row_count_drop"]
+WARNINGS = ["row_count_drop"]
 
 
 def test_asset_graph_snapshot():
@@ -58,6 +59,9 @@ def test_gates_are_blocking_checks_and_warnings_are_not():
         assert sorted(specs) == sorted(GATES + warnings)
         assert all(specs[name].blocking for name in GATES)
         assert not any(specs[name].blocking for name in warnings)
+        (clean,) = defs.resolve_asset_graph().get(dg.AssetKey(f"raw_{dataset}")).child_keys
+        revisions = [spec.name for spec in defs.resolve_assets_def(clean).check_specs]
+        assert revisions == (["cumulative_revisions"] if DATASETS[dataset].new else [])
 
 
 def test_clean_and_summary_tables_have_a_26_hour_freshness_policy():

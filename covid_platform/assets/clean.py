@@ -16,8 +16,16 @@ def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
     region = ", ".join(dataset.region)
     derived = ", ".join(derived_columns(dataset)) or "none"
 
+    revisions = (
+        [dg.AssetCheckSpec("cumulative_revisions", asset=dataset.table, description=(
+            "Cumulative counts lower than on the region's previous date, in the rows a load wrote "
+            "(revisions: kept as reported, the difference negative)."))]
+        if dataset.new else []
+    )
+
     @dg.asset(
         name=dataset.table,
+        check_specs=revisions,
         deps=[raw_asset_key(dataset)],
         group_name="clean",
         kinds={"postgres"},
@@ -63,8 +71,9 @@ def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
             )
             cur.execute("SELECT count(*), min(date), max(date) FROM incoming")
             incoming, first_date, last_date = cur.fetchone()
+            decreases = _decreases(cur, dataset)
             for file_id, _ in pending:
-                cur.execute(sql.SQL("DROP TABLE {}").format(staging_table(file_id)))
+                cur.execute(sql.SQL("DROP TABLE {} CASCADE").format(staging_table(file_id)))  # and the view on it
         yield dg.MaterializeResult(
             metadata={
                 "files_merged": dg.MetadataValue.int(len(pending)),
@@ -74,5 +83,29 @@ def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 "last_date": str(last_date),
             }
         )
+        if revisions:
+            revised = {count: n for count, n in decreases.items() if n}
+            yield dg.AssetCheckResult(
+                check_name="cumulative_revisions",
+                passed=not revised,
+                severity=dg.AssetCheckSeverity.WARN,
+                description="; ".join(f"{n} decrease(s) of cumulative '{c}' (kept as reported)" for c, n in revised.items())
+                or None,
+                metadata={f"decreases_{count}": n for count, n in decreases.items()},
+            )
 
     return clean
+
+
+def _decreases(cur, dataset: Dataset) -> dict[str, int]:
+    """Rows the merge wrote (`recomputed`) whose cumulative count fell since the region's previous date."""
+    if not dataset.new:
+        return {}
+    cur.execute(
+        sql.SQL("SELECT {} FROM recomputed").format(
+            sql.SQL(", ").join(
+                sql.SQL("count(*) FILTER (WHERE {} < 0)").format(sql.Identifier(new)) for new in dataset.new.values()
+            )
+        )
+    )
+    return dict(zip(dataset.new, cur.fetchone()))

@@ -25,8 +25,6 @@ ETAG_TAG = "covid/etag"
 # A file with less than this share of the previous file's rows is reported (non-blocking).
 ROW_DROP_RATIO = 0.5
 WARNINGS = {
-    "cumulative_revisions": "Cumulative counts that decrease from one date to the next within the file "
-    "(revisions; kept as reported).",
     "row_count_drop": f"The file has under {ROW_DROP_RATIO:.0%} of the rows of the dataset's previous file.",
     "wide_total_matches": "Each row's total column equals the sum of its date columns (wide files).",
 }
@@ -200,42 +198,10 @@ def quarantine(landing: LandingZone, archive_key: str, obj_key: str, etag: str, 
 
 
 def _warnings(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> list[GateResult]:
-    results = [_revisions(conn, dataset, file_id, staged), _row_drop(conn, dataset, file_id, staged)]
+    results = [_row_drop(conn, dataset, file_id, staged)]
     if dataset.wide_total:
         results.append(_wide_total(conn, dataset, staged))
     return results
-
-
-def _revisions(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> GateResult:
-    if not dataset.counts:
-        return GateResult("cumulative_revisions", True, metadata={"cumulative_counts": 0})
-    by_region = sql.SQL("PARTITION BY {} ORDER BY date").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in dataset.region)
-    )
-    decreases = sql.SQL(", ").join(
-        sql.SQL("count(*) FILTER (WHERE {c} < {p})").format(c=sql.Identifier(c), p=sql.Identifier(f"previous_{c}"))
-        for c in dataset.counts
-    )
-    lags = sql.SQL(", ").join(
-        sql.SQL("{c}, lag({c}) OVER ({w}) AS {p}").format(
-            c=sql.Identifier(c), w=by_region, p=sql.Identifier(f"previous_{c}")
-        )
-        for c in dataset.counts
-    )
-    with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT {} FROM (SELECT {} FROM ({}) AS rows) AS lagged").format(
-                decreases, lags, staged_rows(dataset, file_id)
-            )
-        )
-        counts = dict(zip(dataset.counts, cur.fetchone()))
-    revised = {c: n for c, n in counts.items() if n}
-    return GateResult(
-        "cumulative_revisions",
-        not revised,
-        "; ".join(f"{n} decrease(s) of cumulative '{c}' (kept as reported)" for c, n in revised.items()),
-        {f"decreases_{c}": n for c, n in counts.items()},
-    )
 
 
 def _row_drop(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> GateResult:

@@ -9,12 +9,17 @@ from psycopg2 import sql
 from covid_platform.datasets import Dataset
 from covid_platform.lib.staging import staging_table
 
-MERGE = """
+# Several files at once: the latest file's row wins each key. One file's keys are already unique (the
+# gates reject conflicting keys and the typed table holds one row per key), so it is read in place.
+INCOMING_MANY = """
 CREATE TEMP TABLE incoming ON COMMIT DROP AS
 SELECT DISTINCT ON ({key}) *
 FROM ({staged}) AS staged
-ORDER BY {key}, file_id DESC;   -- a later file wins
+ORDER BY {key}, file_id DESC;
+"""
+INCOMING_ONE = "CREATE TEMP VIEW incoming AS {staged};"
 
+MERGE = """
 CREATE TEMP TABLE changed ON COMMIT DROP AS
 SELECT {f_region}, f.from_date, coalesce(seed.date, '-infinity') AS window_start
 FROM (SELECT {region}, min(date) AS from_date FROM incoming GROUP BY {region}) AS f
@@ -24,8 +29,9 @@ LEFT JOIN LATERAL (
     WHERE {region_match_f} AND t.date < f.from_date
     ORDER BY t.date DESC OFFSET {seed_rows} - 1 LIMIT 1
 ) AS seed ON true;
+ANALYZE changed;  -- so the planner reaches a few regions of a large table through its key index
 
-INSERT INTO {table} AS t ({columns})
+CREATE TEMP TABLE recomputed ON COMMIT DROP AS
 SELECT {columns}
 FROM (
     SELECT *, {windowed}
@@ -43,10 +49,14 @@ FROM (
     ) AS with_differences
     WINDOW last_7_rows AS (PARTITION BY {region} ORDER BY date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW),
            last_7_days AS (PARTITION BY {region} ORDER BY date RANGE BETWEEN interval '6 days' PRECEDING AND CURRENT ROW)
-) AS recomputed
+) AS windowed
 JOIN changed USING ({region})
-WHERE date >= changed.from_date
-ON CONFLICT ({key}) DO UPDATE SET {updates};
+WHERE date >= changed.from_date;
+
+-- Replace each touched region's rows from its earliest changed date on. A plain INSERT after the DELETE
+-- costs half of INSERT … ON CONFLICT, whose speculative insertion dominates a large load.
+DELETE FROM {table} AS t USING changed AS c WHERE {region_match_c} AND t.date >= c.from_date;
+INSERT INTO {table} ({columns}) SELECT {columns} FROM recomputed;
 """
 
 
@@ -92,6 +102,7 @@ def staged_rows(dataset: Dataset, file_id: int) -> sql.Composed:
 
 
 def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Composed:
+    """Merge the staged files' rows; the last statement's row count is the rows written."""
     differences = [
         # On a region's first date there is no previous row (lag(date) is null): the difference is x itself.
         sql.SQL("CASE WHEN lag(date) OVER by_region IS NULL THEN {c} ELSE {c} - lag({c}) OVER by_region END AS {n}")
@@ -109,8 +120,8 @@ def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Compose
     ]
     derived = derived_columns(dataset)
     base = base_columns(dataset)
-    non_key = [c for c in (*base, *derived, "file_id") if c not in dataset.key]
-    return sql.SQL(MERGE).format(
+    incoming = INCOMING_ONE if len(staged) == 1 else INCOMING_MANY
+    return sql.SQL(incoming + MERGE).format(
         key=_ids(dataset.key),
         region=_ids(dataset.region),
         f_region=sql.SQL(", ").join(sql.Identifier("f", n) for n in dataset.region),
@@ -125,5 +136,4 @@ def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Compose
         staged=sql.SQL(" UNION ALL ").join(staged),
         differences=sql.SQL(", ").join(differences) if differences else sql.SQL("NULL AS no_difference"),
         windowed=sql.SQL(", ").join(windowed or [sql.SQL("NULL AS no_window")]),
-        updates=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in non_key),
     )
