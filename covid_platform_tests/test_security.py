@@ -212,16 +212,8 @@ def test_roles_created_at_once_from_several_databases(tmp_path_factory):
         admin.close()
 
 
-# SQL assembled from text in the package, reviewed: each interpolates only names from the platform's own code,
-# never input. To be rewritten with psycopg2.sql and removed from this list by the owners of these files.
-REVIEWED = {
-    ("assets/summaries.py", 'f"SELECT count(*) FROM covid.{name}"'),
-    (
-        "lib/ledger.py",
-        'f"UPDATE covid.ingested_files SET {assignments}, processed_at = now() WHERE file_id = %(file_id)s"',
-    ),
-    ("lib/embedded.py", "f'CREATE DATABASE \"{name}\"'"),
-}
+# (file, SQL text) assembled from text in the package yet read and found safe: none today; keep it so.
+REVIEWED: set[tuple[str, str]] = set()
 CURSOR_METHODS = {"execute", "executemany", "mogrify", "copy_expert"}
 
 

@@ -4,6 +4,7 @@ import re
 from importlib import resources
 
 import dagster as dg
+from psycopg2 import sql
 
 from covid_platform.assets.policies import RETRY, freshness
 from covid_platform.datasets import Dataset
@@ -34,7 +35,7 @@ def build_summary_asset(dataset: Dataset, name: str, upstream: list[str]) -> dg.
         with warehouse.connect() as conn, conn, conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"covid.{name}",))
             cur.execute(statement)
-            cur.execute(f"SELECT count(*) FROM covid.{name}")  # name: a validated declaration, not input
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("covid", name)))
             rows = cur.fetchone()[0]
         return dg.MaterializeResult(metadata={"rows": dg.MetadataValue.int(rows)})
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import psycopg2
+from psycopg2 import sql
 
 
 def start(pgdata: Path, databases: tuple[str, ...]):
@@ -19,6 +20,6 @@ def start(pgdata: Path, databases: tuple[str, ...]):
         for name in databases:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{name}"')  # names are this module's callers' constants
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     admin.close()
     return server, {name: server.get_uri(name) for name in databases}

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg2.extensions
+from psycopg2 import sql
 from psycopg2.extras import Json
 
 
@@ -75,10 +76,13 @@ def update(conn: psycopg2.extensions.connection, file_id: int, **fields) -> None
     """Set ledger columns of one file (names come from this module's callers, never from input)."""
     if "columns" in fields:
         fields["columns"] = Json(fields["columns"])
-    assignments = ", ".join(f"{name} = %({name})s" for name in fields)
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in fields
+    )
     with transaction(conn) as cur:
         cur.execute(
-            f"UPDATE covid.ingested_files SET {assignments}, processed_at = now() WHERE file_id = %(file_id)s",
+            sql.SQL("UPDATE covid.ingested_files SET {}, processed_at = now() WHERE file_id = %(file_id)s")
+            .format(assignments),
             {**fields, "file_id": file_id},
         )
 
