@@ -69,6 +69,9 @@ class Dataset:
     """Summary tables rebuilt after each load, each by `covid_platform/sql/<name>.sql`."""
     freshness_hours: float = 26
     """Maximum age of the last successful load before the dataset's tables count as stale."""
+    partition_by_year: bool = False
+    """Partition the clean table by year of `date` (PostgreSQL declarative partitioning), for tables of tens
+    of millions of rows; a year's partition is created when its first row arrives."""
     max_bad_row_share: float = 0.01
     """Rows with bad values are set aside in `covid.rejected_rows` and the rest loads, unless they are more
     than this share of the file: then the whole file is quarantined."""
@@ -162,6 +165,7 @@ US_STATES = Dataset(
 US_COUNTIES = Dataset(
     name="us_counties",
     table="county_daily",
+    partition_by_year=True,
     region=("state", "county"),
     attributes=("fips",),
     counts=("cases", "deaths"),

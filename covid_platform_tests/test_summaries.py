@@ -120,6 +120,33 @@ def test_county_daily(landing, resources, query):
     pd.testing.assert_frame_equal(actual, expected, check_dtype=False)
 
 
+def test_county_daily_is_partitioned_by_year_and_differences_cross_the_boundary(landing, resources, query):
+    data = county_slice("2021-01-05", {"Delaware"})
+    header, *lines = data.splitlines(keepends=True)
+    december = header + b"".join(line for line in lines if b"2020-12-20" <= line[:10] <= b"2020-12-31")
+    january = header + b"".join(line for line in lines if line[:10] >= b"2021-01-01")
+    with dg.instance_for_test() as instance:
+        for key, body in (("us_counties/december.csv", december), ("us_counties/january.csv", january)):
+            assert ingest(landing, resources, drop(landing, key, body), instance).success
+    assert query(
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'covid.county_daily'::regclass ORDER BY 1"
+    ) == [
+        ("county_daily_2020", "FOR VALUES FROM ('2020-01-01') TO ('2021-01-01')"),
+        ("county_daily_2021", "FOR VALUES FROM ('2021-01-01') TO ('2022-01-01')"),
+    ]
+    frame = pd.read_csv(io.BytesIO(header + b"".join(lines)), dtype={"fips": str}, parse_dates=["date"],
+                        keep_default_na=False)
+    frame = frame[frame["date"] >= "2020-12-20"]
+    columns = ["state", "county", "date", "cases", "deaths", "new_cases", "new_deaths"]
+    expected = expected_daily(frame, ["state", "county"], rolling=False)[columns]
+    actual = table(query, f"SELECT {', '.join(columns)} FROM covid.county_daily ORDER BY state, county, date",
+                   columns)
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False)
+    # 2021-01-01's difference is taken from 2020-12-31, in the other partition
+    assert query("SELECT count(*) FROM covid.county_daily_2021 WHERE date = '2021-01-01' AND new_cases <> cases")[0][0] > 0
+
+
 @pytest.mark.parametrize("second_key", ["us_states/again.csv", "us_states/same.csv"])
 def test_the_same_file_twice_never_double_counts(landing, resources, query, second_key):
     data = nyt_states_slice("2021-01-01", "2021-01-10")

@@ -7,7 +7,7 @@ from covid_platform.assets.policies import RETRY, freshness
 from covid_platform.assets.raw import raw_asset_key
 from covid_platform.datasets import Dataset
 from covid_platform.lib import ledger
-from covid_platform.lib.merge import derived_columns, merge_statement, staged_rows, table_ddl
+from covid_platform.lib.merge import derived_columns, merge_statement, staged_rows, table_ddl, year_partitions_ddl
 from covid_platform.lib.staging import staging_table
 from covid_platform.resources.warehouse import Warehouse
 
@@ -57,6 +57,13 @@ def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 return
             staged = [staged_rows(dataset, fid) for fid, _ in pending]
             cur.execute(table_ddl(dataset))
+            if dataset.partition_by_year:
+                cur.execute(
+                    sql.SQL("SELECT min(date), max(date) FROM ({}) AS s").format(sql.SQL(" UNION ALL ").join(staged))
+                )
+                first, last = cur.fetchone()
+                for ddl in year_partitions_ddl(dataset, range(first.year, last.year + 1)):
+                    cur.execute(ddl)
             cur.execute(merge_statement(dataset, staged))
             rows_written = cur.rowcount
             cur.execute(

@@ -89,9 +89,25 @@ def table_ddl(dataset: Dataset) -> sql.Composed:
     columns += [sql.SQL("{} double precision{}").format(sql.Identifier(c), not_null) for c in dataset.rolling_columns]
     columns += [sql.SQL("{} double precision").format(sql.Identifier(c)) for c in dataset.ratios_7d]
     columns.append(sql.SQL("file_id bigint NOT NULL"))  # the ledger row of the file the values came from
-    return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
-        sql.Identifier("covid", dataset.table), sql.SQL(", ").join(columns), _ids(dataset.key)
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({})){}").format(
+        sql.Identifier("covid", dataset.table),
+        sql.SQL(", ").join(columns),
+        _ids(dataset.key),
+        sql.SQL(" PARTITION BY RANGE (date)" if dataset.partition_by_year else ""),
     )
+
+
+def year_partitions_ddl(dataset: Dataset, years: range) -> list[sql.Composed]:
+    """A partition of the clean table for each year (created as the years arrive)."""
+    return [
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+            sql.Identifier("covid", f"{dataset.table}_{year}"),
+            sql.Identifier("covid", dataset.table),
+            sql.Literal(f"{year}-01-01"),
+            sql.Literal(f"{year + 1}-01-01"),
+        )
+        for year in years
+    ]
 
 
 def staged_rows(dataset: Dataset, file_id: int) -> sql.Composed:
