@@ -6,6 +6,7 @@ Builds a county file from ../shared/data/counties (N copies with the county name
 deterministic; the one conflicting duplicate key of the source is dropped), then in one run measures:
   1. bare COPY of the file into a plain table (the floor),
   2. the platform's ingestion in-process: raw (archive, COPY to staging, gates) → county_daily (merge),
+  3. a one-day file (the next date for every county) ingested onto the loaded table,
 and prints each time, the ratio to the bare COPY, and the peak RSS of the ingesting process.
 PostgreSQL: BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres); a scratch database
 is created and dropped.
@@ -93,6 +94,25 @@ def ingest(url: str, landing_dir: str, key: str, out) -> None:
     out.send((result.success, elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 
 
+def ingest_in_child(url: str, work: Path, key: str) -> tuple[bool, float, float]:
+    receive, send = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.get_context("spawn").Process(target=ingest, args=(url, str(work), key, send))
+    child.start()
+    child.join()
+    if not receive.poll():
+        raise SystemExit(f"the ingesting process died (exit code {child.exitcode}); see its error above")
+    return receive.recv()
+
+
+def count_rows(url: str) -> int:
+    conn = psycopg2.connect(url)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM covid.county_daily")
+        rows = cur.fetchone()[0]
+    conn.close()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--copies", type=int, default=1)
@@ -113,20 +133,24 @@ def main() -> None:
         print(f"cores: {os.cpu_count()}  file: {rows:,} rows, {size / 1e6:.0f} MB")
         floor = bare_copy(url, path)
         print(f"bare COPY:                 {floor:7.2f} s  (1.00x)")
-        receive, send = multiprocessing.Pipe(duplex=False)
-        child = multiprocessing.get_context("spawn").Process(target=ingest, args=(url, str(work), key, send))
-        child.start()
-        child.join()
-        if not receive.poll():
-            raise SystemExit(f"the ingesting process died (exit code {child.exitcode}); see its error above")
-        ok, elapsed, peak_mb = receive.recv()
-        conn = psycopg2.connect(url)
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM covid.county_daily")
-            loaded = cur.fetchone()[0]
-        conn.close()
+        ok, elapsed, peak_mb = ingest_in_child(url, work, key)
         print(f"ingestion raw → clean:     {elapsed:7.2f} s  ({elapsed / floor:.2f}x)  peak RSS {peak_mb:.0f} MB"
-              f"  rows in county_daily: {loaded:,}  success: {ok}")
+              f"  rows in county_daily: {count_rows(url):,}  success: {ok}")
+
+        # Incremental: the next day for every county, onto the loaded table.
+        day_key = "us_counties/next-day.csv"
+        conn = psycopg2.connect(url)
+        with conn.cursor() as cur, open(work / day_key, "wb") as out:
+            cur.copy_expert(
+                "COPY (SELECT date + 1 AS date, county, state, fips, cases + 3 AS cases, deaths FROM covid.county_daily "
+                "WHERE date = (SELECT max(date) FROM covid.county_daily)) TO STDOUT WITH (FORMAT csv, HEADER)",
+                out,
+            )
+        conn.close()
+        day_rows = (work / day_key).read_bytes().count(b"\n") - 1
+        ok, elapsed, peak_mb = ingest_in_child(url, work, day_key)
+        print(f"one-day file ({day_rows:,} rows) onto the table: {elapsed:5.2f} s  peak RSS {peak_mb:.0f} MB"
+              f"  rows in county_daily: {count_rows(url):,}  success: {ok}")
     finally:
         shutil.rmtree(work)
         admin.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -54,7 +54,7 @@ def ingestion_failure_alert(context: dg.RunFailureSensorContext, notifier: Notif
     key = run.tags.get(KEY_TAG)
     partition = run.tags.get("dagster/partition")
     if partition and key:
-        with warehouse.connect() as conn:
+        with warehouse.connect_read() as conn:
             entry = ledger.lookup(conn, partition)
             if entry and entry.status == "quarantined":
                 with conn.cursor() as cur:
