@@ -1,5 +1,7 @@
 """Clean tables: every staged file of a dataset merged in, later files winning, derived columns recomputed."""
 
+from dataclasses import dataclass
+
 import dagster as dg
 from psycopg2 import sql
 
@@ -40,68 +42,83 @@ def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
     )
     def clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
         with warehouse.connect() as conn, ledger.transaction(conn) as cur:
-            # One merge per table at a time; a second run waits, then merges what is still pending.
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"covid.{dataset.table}",))
-            cur.execute(
-                """
-                SELECT file_id, columns FROM covid.ingested_files
-                WHERE dataset = %s AND status = 'staged'
-                ORDER BY file_id
-                FOR UPDATE
-                """,
-                (dataset.name,),
-            )
-            pending = cur.fetchall()
-            if not pending:
-                context.log.info(f"No staged {dataset.name} file to merge: {dataset.table} is unchanged")
-                return
-            staged = [staged_rows(dataset, fid) for fid, _ in pending]
-            cur.execute(table_ddl(dataset))
-            if dataset.partition_by_year:
-                cur.execute(
-                    sql.SQL("SELECT min(date), max(date) FROM ({}) AS s").format(sql.SQL(" UNION ALL ").join(staged))
-                )
-                first, last = cur.fetchone()
-                for ddl in year_partitions_ddl(dataset, range(first.year, last.year + 1)):
-                    cur.execute(ddl)
-            cur.execute(merge_statement(dataset, staged))
-            rows_written = cur.rowcount
-            cur.execute(
-                """
-                UPDATE covid.ingested_files AS f
-                SET status = 'loaded', processed_at = now(), rows_loaded = coalesce(won.rows, 0)
-                FROM (SELECT unnest(%s::bigint[]) AS file_id) AS p
-                LEFT JOIN (SELECT file_id, count(*) AS rows FROM incoming GROUP BY file_id) AS won USING (file_id)
-                WHERE f.file_id = p.file_id
-                """,
-                ([fid for fid, _ in pending],),
-            )
-            cur.execute("SELECT count(*), min(date), max(date) FROM incoming")
-            incoming, first_date, last_date = cur.fetchone()
-            decreases = _decreases(cur, dataset)
-            for file_id, _ in pending:
-                cur.execute(sql.SQL("DROP TABLE {} CASCADE").format(staging_table(file_id)))  # and the view on it
-        yield dg.MaterializeResult(
-            metadata={
-                "files_merged": dg.MetadataValue.int(len(pending)),
-                "rows_in_files": dg.MetadataValue.int(incoming),
-                "rows_written": dg.MetadataValue.int(rows_written),
-                "first_date": str(first_date),
-                "last_date": str(last_date),
-            }
-        )
+            merged = _merge_pending(cur, dataset)
+        if merged is None:
+            # Another run's merge took this run's file along (runs overlap), or the file was a duplicate.
+            context.log.info(f"No staged {dataset.name} file to merge: {dataset.table} is unchanged")
+        else:
+            yield dg.MaterializeResult(metadata=merged.metadata)
         if revisions:
+            decreases = merged.decreases if merged else dict.fromkeys(dataset.new, 0)
             revised = {count: n for count, n in decreases.items() if n}
             yield dg.AssetCheckResult(
                 check_name="cumulative_revisions",
                 passed=not revised,
                 severity=dg.AssetCheckSeverity.WARN,
                 description="; ".join(f"{n} decrease(s) of cumulative '{c}' (kept as reported)" for c, n in revised.items())
-                or None,
+                or (None if merged else "no rows written by this run"),
                 metadata={f"decreases_{count}": n for count, n in decreases.items()},
             )
 
     return clean
+
+
+@dataclass
+class Merged:
+    metadata: dict
+    decreases: dict[str, int]
+
+
+def _merge_pending(cur, dataset: Dataset) -> Merged | None:
+    """Merge every staged file of the dataset in one transaction (the caller's); None when there is none."""
+    # One merge per table at a time; a second run waits, then merges what is still pending.
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"covid.{dataset.table}",))
+    cur.execute(
+        """
+        SELECT file_id FROM covid.ingested_files
+        WHERE dataset = %s AND status = 'staged'
+        ORDER BY file_id
+        FOR UPDATE
+        """,
+        (dataset.name,),
+    )
+    pending = [file_id for (file_id,) in cur.fetchall()]
+    if not pending:
+        return None
+    staged = [staged_rows(dataset, file_id) for file_id in pending]
+    cur.execute(table_ddl(dataset))
+    if dataset.partition_by_year:
+        cur.execute(sql.SQL("SELECT min(date), max(date) FROM ({}) AS s").format(sql.SQL(" UNION ALL ").join(staged)))
+        first, last = cur.fetchone()
+        for ddl in year_partitions_ddl(dataset, range(first.year, last.year + 1)):
+            cur.execute(ddl)
+    cur.execute(merge_statement(dataset, staged))
+    rows_written = cur.rowcount
+    cur.execute(
+        """
+        UPDATE covid.ingested_files AS f
+        SET status = 'loaded', processed_at = now(), rows_loaded = coalesce(won.rows, 0)
+        FROM (SELECT unnest(%s::bigint[]) AS file_id) AS p
+        LEFT JOIN (SELECT file_id, count(*) AS rows FROM recomputed GROUP BY file_id) AS won USING (file_id)
+        WHERE f.file_id = p.file_id
+        """,
+        (pending,),
+    )
+    cur.execute("SELECT count(*), min(date), max(date) FROM incoming")
+    incoming, first_date, last_date = cur.fetchone()
+    decreases = _decreases(cur, dataset)
+    for file_id in pending:
+        cur.execute(sql.SQL("DROP TABLE {} CASCADE").format(staging_table(file_id)))  # and the view on it
+    return Merged(
+        metadata={
+            "files_merged": dg.MetadataValue.int(len(pending)),
+            "rows_in_files": dg.MetadataValue.int(incoming),
+            "rows_written": dg.MetadataValue.int(rows_written),
+            "first_date": str(first_date),
+            "last_date": str(last_date),
+        },
+        decreases=decreases,
+    )
 
 
 def _decreases(cur, dataset: Dataset) -> dict[str, int]:

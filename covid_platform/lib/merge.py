@@ -38,12 +38,16 @@ FROM (
     FROM (
         SELECT *, {differences}
         FROM (
-            SELECT {t_base}, t.file_id
-            FROM {table} AS t JOIN changed AS c ON {region_match_c} AND t.date >= c.window_start
-            WHERE NOT EXISTS (
-                SELECT 1 FROM incoming AS i WHERE {region_match_i} AND i.date = t.date)
-            UNION ALL
-            SELECT {base}, file_id FROM incoming
+            -- Each key's row from the latest file in the ledger, whether already in the table or incoming:
+            -- runs merge in whatever order they finish, the result is that of loading in ledger order.
+            SELECT DISTINCT ON ({key}) *
+            FROM (
+                SELECT {t_base}, t.file_id
+                FROM {table} AS t JOIN changed AS c ON {region_match_c} AND t.date >= c.window_start
+                UNION ALL
+                SELECT {base}, file_id FROM incoming
+            ) AS candidates
+            ORDER BY {key}, file_id DESC
         ) AS merged
         WINDOW by_region AS (PARTITION BY {region} ORDER BY date)
     ) AS with_differences
@@ -146,7 +150,6 @@ def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Compose
         columns=_ids([*base, *derived, "file_id"]),
         region_match_f=_match("t", "f", dataset.region),
         region_match_c=_match("t", "c", dataset.region),
-        region_match_i=_match("i", "t", dataset.region),
         seed_rows=sql.Literal(7 if windowed else 1),
         table=sql.Identifier("covid", dataset.table),
         staged=sql.SQL(" UNION ALL ").join(staged),

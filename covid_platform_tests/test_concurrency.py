@@ -1,0 +1,133 @@
+"""Many files at once, and restarts: the tables end as a sequential load leaves them, every key loaded once.
+
+"Sequential" has one meaning here: the files applied one after another in ledger order (`file_id`, the order
+their runs registered them), a later file's values replacing an earlier one's for the same (region, date).
+Concurrent runs register their files in whatever order they happen to start, so the expected tables are
+computed (with pandas, independently of the platform's SQL) from the files in the ledger order the
+concurrent load produced: any other order would make the comparison depend on a race.
+"""
+
+import multiprocessing
+import random
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from datetime import date, timedelta
+
+import dagster as dg
+import pandas as pd
+from dagster_aws.s3 import S3Resource
+
+from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
+from covid_platform.lib import ledger
+from covid_platform.lib.ledger import partition_key
+from covid_platform.resources.http_source import HttpSources
+from covid_platform.resources.landing import LandingZone
+from covid_platform.resources.notifier import Notifier
+from covid_platform.resources.warehouse import Warehouse
+from covid_platform.sensors.landing import MAX_KEYS_PER_TICK
+from covid_platform_tests.helpers import drop, ingest, nyt_states_slice
+from covid_platform_tests.test_faults import county_rows, county_table, expected_counties, read_counties
+from covid_platform_tests.test_sensor import tick_until_quiet
+from covid_platform_tests.test_summaries import assert_tables_match, read_nyt
+
+STATE_KEY = ["state", "date"]
+COUNTY_KEY = ["state", "county", "date"]
+COUNTY_STATES = {"Rhode Island", "Delaware", "Vermont", "Connecticut"}
+
+
+def _day(start: str, offset: int) -> str:
+    return (date.fromisoformat(start) + timedelta(days=offset)).isoformat()
+
+
+def _revised(frame: pd.DataFrame, extra: int) -> bytes:
+    """The rows with `extra` more cases each: every file's values differ, so which file wins is visible."""
+    frame = frame.assign(cases=frame["cases"] + extra, date=frame["date"].dt.strftime("%Y-%m-%d"))
+    return frame.to_csv(index=False).encode()
+
+
+def overlapping_files(per_dataset: int) -> dict[str, bytes]:
+    """Real slices, each (region, date) in several files with different values: states, 10 days per file,
+    a new file every 2 days (each date in 5 files); counties of 4 states, 5 days per file, one a day."""
+    states = read_nyt(nyt_states_slice("2020-10-01", _day("2020-10-01", 2 * per_dataset + 9)))
+    counties = read_counties(county_rows("2020-04-01", _day("2020-04-01", per_dataset + 4), COUNTY_STATES))
+    files = {}
+    for i in range(per_dataset):
+        first, last = _day("2020-10-01", 2 * i), _day("2020-10-01", 2 * i + 9)
+        files[f"us_states/batch-{i:03d}.csv"] = _revised(states[states["date"].between(first, last)], i + 1)
+        first, last = _day("2020-04-01", i), _day("2020-04-01", i + 4)
+        files[f"us_counties/batch-{i:03d}.csv"] = _revised(counties[counties["date"].between(first, last)], i + 1)
+    return files
+
+
+def in_ledger_order(query, files: dict[str, bytes], dataset: str, read, key: list[str]) -> pd.DataFrame:
+    """A sequential load's result: the dataset's files in ledger order, a later file winning per key."""
+    keys = [k for (k,) in query("SELECT key FROM covid.ingested_files WHERE dataset = %s ORDER BY file_id",
+                                (dataset,))]
+    frames = [read(files[k]).assign(order=n) for n, k in enumerate(keys)]
+    rows = pd.concat(frames, ignore_index=True).sort_values("order", kind="stable")
+    return rows.drop_duplicates(key, keep="last").drop(columns="order").reset_index(drop=True)
+
+
+def test_a_file_registered_first_but_merged_last_does_not_overwrite_a_later_file(landing, resources, warehouse, query):
+    """The race of two overlapping runs, made deterministic: run A registers its file first, run B
+    registers, stages and merges its file, then A merges. B is the later file in the ledger: its values stay."""
+    first = nyt_states_slice("2020-12-01", "2020-12-20", {"Ohio", "Utah"})
+    later = _revised(read_nyt(nyt_states_slice("2020-12-10", "2020-12-31", {"Ohio", "Utah"})), 1000)
+    key_a, key_b = drop(landing, "us_states/a.csv", first), drop(landing, "us_states/b.csv", later)
+    with dg.instance_for_test() as instance, warehouse.connect() as conn:
+        etag_a = landing.describe(key_a).etag
+        ledger.register(conn, key_a, etag_a, partition_key(key_a, etag_a), "us_states", "run-a")  # A starts
+        assert ingest(landing, resources, key_b, instance).success  # B runs from start to end
+        assert ingest(landing, resources, key_a, instance, etag=etag_a).success  # A finishes
+
+    assert query("SELECT key, status FROM covid.ingested_files ORDER BY file_id") == [
+        (key_a, "loaded"), (key_b, "loaded")
+    ]
+    early = read_nyt(first)
+    assert_tables_match(query, pd.concat([early[early["date"] < "2020-12-10"], read_nyt(later)], ignore_index=True))
+
+
+def _ingest_in_worker(landing_url: str, s3_endpoint: str, database_url: str, key: str, etag: str) -> str:
+    """One run as a run worker process executes it (its own process, instance and connections): what failed."""
+    resources = {
+        "landing": LandingZone(url=landing_url, s3=S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1")),
+        "warehouse": Warehouse(database_url=database_url),
+        "notifier": Notifier(),
+        "http": HttpSources(),
+    }
+    run = ingest(resources["landing"], resources, key, dg.DagsterInstance.ephemeral(), etag=etag)
+    return "\n".join(
+        e.event_specific_data.error.to_string() for e in run.all_events
+        if e.event_type_value in ("STEP_FAILURE", "STEP_UP_FOR_RETRY") and e.event_specific_data.error
+    )
+
+
+def test_a_hundred_files_at_once_give_the_tables_of_a_sequential_load(
+    landing, s3_endpoint, database_url, query
+):
+    """100 files (us_states and us_counties, overlapping dates, later files revising values) dropped at
+    once; one sensor tick requests them all; 4 worker processes (dagster.yaml runs 4 at a time) run the
+    requests in a shuffled order, each as the sensor's run would (raw → clean → summaries)."""
+    files = overlapping_files(50)
+    assert len(files) == 100 <= MAX_KEYS_PER_TICK
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda item: drop(landing, *item), files.items()))
+    with dg.instance_for_test() as instance:
+        requests, _, _ = tick_until_quiet(instance, landing, None)
+    assert sorted(r.tags[KEY_TAG] for r in requests) == sorted(files)
+    random.Random(100).shuffle(requests)
+
+    with ProcessPoolExecutor(max_workers=4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = [pool.submit(_ingest_in_worker, landing.url, s3_endpoint, database_url, r.tags[KEY_TAG],
+                            r.tags[ETAG_TAG]) for r in requests]
+        failures = {r.tags[KEY_TAG]: run.result() for r, run in zip(requests, runs) if run.result()}
+    assert failures == {}
+
+    ledger = query("SELECT key, status, rows, count(*) OVER (PARTITION BY key) FROM covid.ingested_files")
+    assert sorted(key for key, *_ in ledger) == sorted(files)
+    assert {(status, copies) for _, status, _, copies in ledger} == {("loaded", 1)}
+    assert {key: rows for key, _, rows, _ in ledger} == {k: data.count(b"\n") - 1 for k, data in files.items()}
+    assert query("SELECT count(*) FROM pg_tables WHERE schemaname = 'covid_staging'") == [(0,)]
+
+    assert_tables_match(query, in_ledger_order(query, files, "us_states", read_nyt, STATE_KEY))
+    expected = expected_counties(in_ledger_order(query, files, "us_counties", read_counties, COUNTY_KEY))
+    pd.testing.assert_frame_equal(county_table(query), expected, check_dtype=False)
