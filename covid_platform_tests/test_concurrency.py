@@ -8,15 +8,21 @@ concurrent load produced: any other order would make the comparison depend on a 
 """
 
 import multiprocessing
+import os
 import random
+import signal
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import date, timedelta
+from importlib import resources
 
 import dagster as dg
 import pandas as pd
 from dagster_aws.s3 import S3Resource
 
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
+from covid_platform.cli import SAMPLE as SAMPLE_DROP
 from covid_platform.lib import ledger
 from covid_platform.lib.ledger import partition_key
 from covid_platform.resources.http_source import HttpSources
@@ -24,11 +30,15 @@ from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
 from covid_platform.sensors.landing import MAX_KEYS_PER_TICK
+from covid_platform_tests.conftest import _free_port
 from covid_platform_tests.helpers import drop, ingest, nyt_states_slice
+from covid_platform_tests.test_end_to_end import REPO, wait_for
 from covid_platform_tests.test_faults import county_rows, county_table, expected_counties, read_counties
 from covid_platform_tests.test_sensor import tick_until_quiet
 from covid_platform_tests.test_summaries import assert_tables_match, read_nyt
 
+SAMPLE = resources.files("covid_platform.sample_data").joinpath("us_states.csv").read_bytes()
+SAMPLE_KEY = "/".join(SAMPLE_DROP)  # dropped by `covid-platform dev` at each start
 STATE_KEY = ["state", "date"]
 COUNTY_KEY = ["state", "county", "date"]
 COUNTY_STATES = {"Rhode Island", "Delaware", "Vermont", "Connecticut"}
@@ -131,3 +141,80 @@ def test_a_hundred_files_at_once_give_the_tables_of_a_sequential_load(
     assert_tables_match(query, in_ledger_order(query, files, "us_states", read_nyt, STATE_KEY))
     expected = expected_counties(in_ledger_order(query, files, "us_counties", read_counties, COUNTY_KEY))
     pd.testing.assert_frame_equal(county_table(query), expected, check_dtype=False)
+
+
+# --- restarts -------------------------------------------------------------------------------------------
+
+
+def start_dev(env: dict, log) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "covid_platform.cli", "dev", "--port", str(_free_port())],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def stop_dev(dev: subprocess.Popen, grace: float = 60) -> str:
+    """SIGTERM to the whole process group (as a terminal's Ctrl-C or `docker stop` would); SIGKILL after
+    `grace` seconds. Returns how it ended."""
+    os.killpg(dev.pid, signal.SIGTERM)
+    try:
+        dev.wait(grace)
+        return "stopped"
+    except subprocess.TimeoutExpired:
+        os.killpg(dev.pid, signal.SIGKILL)
+        dev.wait(10)
+        return "killed"
+
+
+def test_a_restart_in_the_middle_of_a_backlog_loads_every_key_exactly_once(
+    database_url, s3_endpoint, s3_client, bucket, query, tmp_path
+):
+    """`covid-platform dev` (S3 landing, 2 s sensor interval, 4 runs at a time) is stopped while 30 files
+    dropped at once are being loaded, and started again on the same Dagster home and database: every file
+    ends loaded, once, and the tables are those of loading them one by one."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "LANDING_URL": f"s3://{bucket}/drops",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "COVID_SENSOR_INTERVAL_SECONDS": "2",
+    }
+    states = sorted(read_nyt(SAMPLE)["state"].unique())[:30]
+    files = {f"us_states/june/{state}.csv": nyt_states_slice("2020-06-01", "2020-06-30", {state}) for state in states}
+
+    def loaded() -> int:
+        if not query("SELECT to_regclass('covid.ingested_files')")[0][0]:
+            return 0
+        return query("SELECT count(*) FROM covid.ingested_files WHERE key LIKE 'us_states/june/%%' "
+                     "AND status = 'loaded'")[0][0]
+
+    with open(tmp_path / "dev.log", "w") as log:
+        dev = start_dev(env, log)
+        try:
+            wait_for(dev, lambda: query("SELECT 1 FROM covid.ingested_files WHERE status = 'loaded'")
+                     if query("SELECT to_regclass('covid.ingested_files')")[0][0] else None, 180, "the sample file")
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(lambda item: s3_client.put_object(Bucket=bucket, Key=f"drops/{item[0]}", Body=item[1]),
+                              files.items()))
+            wait_for(dev, lambda: loaded() >= 3, 180, "the first files of the backlog to load")
+        finally:
+            ended = stop_dev(dev)
+        at_stop = loaded()
+        assert at_stop < len(files), "the backlog was done before the stop; nothing was interrupted"
+        in_flight = query("SELECT key, status FROM covid.ingested_files WHERE status NOT IN ('loaded')")
+
+        log.write(f"\n==== {ended} with {at_stop} loaded; in flight: {in_flight} ====\n")
+        log.flush()
+        dev = start_dev(env, log)
+        try:
+            wait_for(dev, lambda: loaded() == len(files), 300, f"all {len(files)} files after the restart "
+                     f"({at_stop} loaded at the stop, in flight {in_flight}, see {tmp_path / 'dev.log'})")
+        finally:
+            stop_dev(dev)
+
+    ledger = query("SELECT key, status FROM covid.ingested_files ORDER BY key")
+    assert ledger == sorted([(key, "loaded") for key in [*files, SAMPLE_KEY]])
+    assert query("SELECT count(*) FROM pg_tables WHERE schemaname = 'covid_staging'") == [(0,)]
+    everything = pd.concat([read_nyt(SAMPLE), *(read_nyt(data) for data in files.values())], ignore_index=True)
+    assert_tables_match(query, everything)

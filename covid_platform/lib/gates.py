@@ -155,7 +155,7 @@ def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int, strict: 
     # Only YYYY-MM-DD (or Socrata's midnight timestamps): PostgreSQL's date input would take 01/05/2021 too.
     columns.append(sql.SQL(
         "CASE WHEN length({d}) = 10 AND substr({d}, 5, 1) = '-' AND substr({d}, 8, 1) = '-' THEN {d}::date "
-        "WHEN {d} ~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}T00:00:00(\.0+)?$' THEN left({d}, 10)::date END AS date"
+        r"WHEN {d} ~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}T00:00:00(\.0+)?$' THEN left({d}, 10)::date END AS date"
     ).format(d=date))
     # "12.0" is 12: the detailed gate admits only zeros after a decimal point; the fast path takes plain digits.
     count = "nullif({c}, '')::bigint AS {c}" if strict else "split_part(nullif({c}, ''), '.', 1)::bigint AS {c}"
