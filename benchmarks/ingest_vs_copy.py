@@ -1,13 +1,16 @@
 """Ingestion throughput and memory against the floor PostgreSQL sets: a bare COPY of the same file.
 
-    .venv/bin/python benchmarks/ingest_vs_copy.py [--copies N]
+    .venv/bin/python benchmarks/ingest_vs_copy.py [--copies N] [--dev]
 
 Builds a county file from ../shared/data/counties (N copies with the county names suffixed, seeded and
 deterministic; the one conflicting duplicate key of the source is dropped), then in one run measures:
   1. bare COPY of the file into a plain table (the floor),
   2. the platform's ingestion in-process: raw (archive, COPY to staging, gates) → county_daily (merge),
   3. a one-day file (the next date for every county) ingested onto the loaded table,
-and prints each time, the ratio to the bare COPY, and the peak RSS of the ingesting process.
+and prints each time, the ratio to the bare COPY, and the peak RSS of the ingesting process. With --dev, then:
+  4. the same file put into S3 (moto's server, in this process) with `covid-platform dev` running on a fresh
+     database: the time from the put's completion to the ledger saying the file is loaded (county_daily holds
+     every row), and the peak RSS of each of dev's processes (webserver, daemon, code servers, the run).
 PostgreSQL: BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres); a scratch database
 is created and dropped.
 """
@@ -17,17 +20,16 @@ import gzip
 import multiprocessing
 import os
 import resource
-import shutil
 import sys
 import tempfile
+import threading
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlparse
 
+import psutil
 import psycopg2
+from common import COUNTY_FILE as SOURCE, connect, dagster_dev, moto_s3, scratch_database, wait_for
 
-SOURCE = Path(__file__).resolve().parents[2] / "shared/data/counties/us-counties-jhu-2020-03-22_2021-10-28.csv.gz"
 CONFLICT = b"2020-03-22,District of Columbia,District of Columbia,11001,102,2\r\n"  # CRLF, as the file
 
 
@@ -50,7 +52,8 @@ def build_file(path: Path, copies: int) -> int:
 def bare_copy(url: str, path: Path) -> float:
     conn = psycopg2.connect(url)
     with conn, conn.cursor() as cur:
-        cur.execute("CREATE TABLE bare (date date, county text, state text, fips text, cases bigint, deaths bigint)")
+        cur.execute("CREATE TABLE bare "
+                    "(date date, county text, state text, fips text, cases bigint, deaths bigint)")
         started = time.perf_counter()
         with open(path, "rb") as f:
             cur.copy_expert("COPY bare FROM STDIN WITH (FORMAT csv, HEADER)", f, size=1 << 20)
@@ -113,18 +116,70 @@ def count_rows(url: str) -> int:
     return rows
 
 
+class PeakRss:
+    """Samples the RSS of a process and all its descendants every 0.2 s; keeps each one's peak."""
+
+    def __init__(self, pid: int):
+        self.root, self.peaks, self._stop = psutil.Process(pid), {}, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        while not self._stop.wait(0.2):
+            for process in [self.root, *self.root.children(recursive=True)]:
+                try:
+                    name = " ".join(process.cmdline()[1:4])[:60]
+                    rss = process.memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+                self.peaks[(process.pid, name)] = max(rss, self.peaks.get((process.pid, name), 0))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def through_dagster_dev(path: Path, key: str, floor: float) -> None:
+    """The file put into S3 with `covid-platform dev` running: put → loaded in the ledger."""
+    import boto3
+
+    with moto_s3() as endpoint, scratch_database() as url, tempfile.TemporaryDirectory() as work:
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        bucket = "bench-landing"
+        s3.create_bucket(Bucket=bucket)
+        conn, query = connect(url)
+
+        def status(of: str | None = None):
+            if not query("SELECT to_regclass('covid.ingested_files')")[0][0]:
+                return None
+            rows = query("SELECT status FROM covid.ingested_files WHERE key = %s OR %s IS NULL", (of, of))
+            return rows and rows[0][0] in ("loaded", "quarantined", "failed") and rows[0][0]
+
+        with dagster_dev(url, endpoint, bucket, Path(work)) as (dev, _):
+            wait_for(dev, status, 300, "the sample file covid-platform dev drops", 0.5)
+            s3.upload_file(str(path), bucket, f"drops/{key}")
+            landed = time.perf_counter()
+            with PeakRss(dev.pid) as rss:
+                outcome = wait_for(dev, lambda: status(key), 3600, f"{key} to load", 0.2)
+            elapsed = time.perf_counter() - landed
+        rows = query("SELECT count(*) FROM covid.county_daily")[0][0]
+        conn.close()
+    print(f"S3 put → county_daily, dagster dev: {elapsed:7.2f} s  ({elapsed / floor:.2f}x)  {outcome}, "
+          f"rows in county_daily: {rows:,}")
+    for (pid, name), peak in sorted(rss.peaks.items(), key=lambda item: -item[1])[:6]:
+        print(f"    peak RSS {peak:6.0f} MB  pid {pid:>7}  {name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--copies", type=int, default=1)
+    parser.add_argument("--dev", action="store_true", help="then the same file through covid-platform dev")
     args = parser.parse_args()
-    admin_url = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"covid_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(admin_url)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    url = urlparse(admin_url)._replace(path=f"/{name}").geturl()
-    work = Path(tempfile.mkdtemp(prefix="covid_bench_"))
-    try:
+    with scratch_database() as url, tempfile.TemporaryDirectory(prefix="covid_bench_") as work:
+        work = Path(work)
         key = "us_counties/bench.csv"
         path = work / key
         path.parent.mkdir(parents=True)
@@ -134,16 +189,17 @@ def main() -> None:
         floor = bare_copy(url, path)
         print(f"bare COPY:                 {floor:7.2f} s  (1.00x)")
         ok, elapsed, peak_mb = ingest_in_child(url, work, key)
-        print(f"ingestion raw → clean:     {elapsed:7.2f} s  ({elapsed / floor:.2f}x)  peak RSS {peak_mb:.0f} MB"
-              f"  rows in county_daily: {count_rows(url):,}  success: {ok}")
+        print(f"ingestion raw → clean:     {elapsed:7.2f} s  ({elapsed / floor:.2f}x)  "
+              f"peak RSS {peak_mb:.0f} MB  rows in county_daily: {count_rows(url):,}  success: {ok}")
 
         # Incremental: the next day for every county, onto the loaded table.
         day_key = "us_counties/next-day.csv"
         conn = psycopg2.connect(url)
         with conn.cursor() as cur, open(work / day_key, "wb") as out:
             cur.copy_expert(
-                "COPY (SELECT date + 1 AS date, county, state, fips, cases + 3 AS cases, deaths FROM covid.county_daily "
-                "WHERE date = (SELECT max(date) FROM covid.county_daily)) TO STDOUT WITH (FORMAT csv, HEADER)",
+                "COPY (SELECT date + 1 AS date, county, state, fips, cases + 3 AS cases, deaths "
+                "FROM covid.county_daily WHERE date = (SELECT max(date) FROM covid.county_daily)) "
+                "TO STDOUT WITH (FORMAT csv, HEADER)",
                 out,
             )
         conn.close()
@@ -151,10 +207,8 @@ def main() -> None:
         ok, elapsed, peak_mb = ingest_in_child(url, work, day_key)
         print(f"one-day file ({day_rows:,} rows) onto the table: {elapsed:5.2f} s  peak RSS {peak_mb:.0f} MB"
               f"  rows in county_daily: {count_rows(url):,}  success: {ok}")
-    finally:
-        shutil.rmtree(work)
-        admin.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
+        if args.dev:
+            through_dagster_dev(path, key, floor)
 
 
 if __name__ == "__main__":

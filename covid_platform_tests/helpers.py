@@ -1,7 +1,12 @@
-"""Shared steps of the tests: drop a file, run its ingestion as the sensor's run would."""
+"""Shared steps of the tests: drop a file, ingest it as the sensor's run would, run `covid-platform dev`."""
 
 import csv
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +18,7 @@ from covid_platform.lib.ledger import partition_key
 from covid_platform.resources.landing import LandingZone
 
 ASSETS = list(defs.assets)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def csv_bytes(header: list[str], rows: list[list]) -> bytes:
@@ -59,3 +65,43 @@ def nyt_states_slice(first: str, last: str, states: set[str] | None = None) -> b
         if first <= fields[0] <= last and (states is None or fields[1] in states):
             keep.append(line)
     return b"".join(keep)
+
+
+def start_dev(env: dict, log) -> subprocess.Popen:
+    """`covid-platform dev` (the README's first command) in its own process group."""
+    from covid_platform_tests.conftest import _free_port
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "covid_platform.cli", "dev", "--port", str(_free_port())],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def stop_dev(dev: subprocess.Popen, grace: float = 60) -> str:
+    """SIGTERM to the whole process group (as a terminal's Ctrl-C or `docker stop` would); SIGKILL after
+    `grace` seconds. Returns how it ended."""
+    os.killpg(dev.pid, signal.SIGTERM)
+    try:
+        dev.wait(grace)
+        return "stopped"
+    except subprocess.TimeoutExpired:
+        os.killpg(dev.pid, signal.SIGKILL)
+        dev.wait(10)
+        return "killed"
+
+
+def wait_for(process: subprocess.Popen, condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"covid-platform dev exited with {process.returncode} (see dev.log)"
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def a_file_loaded(query) -> bool:
+    """Once the ledger exists: whether a file is loaded (the sample file `covid-platform dev` drops)."""
+    return bool(query("SELECT to_regclass('covid.ingested_files')")[0][0]
+                and query("SELECT 1 FROM covid.ingested_files WHERE status = 'loaded'"))

@@ -10,9 +10,6 @@ concurrent load produced: any other order would make the comparison depend on a 
 import multiprocessing
 import os
 import random
-import signal
-import subprocess
-import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import date, timedelta
 from importlib import resources
@@ -30,9 +27,9 @@ from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
 from covid_platform.sensors.landing import MAX_KEYS_PER_TICK
-from covid_platform_tests.conftest import _free_port
-from covid_platform_tests.helpers import drop, ingest, nyt_states_slice
-from covid_platform_tests.test_end_to_end import REPO, wait_for
+from covid_platform_tests.helpers import (
+    a_file_loaded, drop, ingest, nyt_states_slice, start_dev, stop_dev, wait_for,
+)
 from covid_platform_tests.test_faults import county_rows, county_table, expected_counties, read_counties
 from covid_platform_tests.test_sensor import tick_until_quiet
 from covid_platform_tests.test_summaries import assert_tables_match, read_nyt
@@ -146,24 +143,9 @@ def test_a_hundred_files_at_once_give_the_tables_of_a_sequential_load(
 # --- restarts -------------------------------------------------------------------------------------------
 
 
-def start_dev(env: dict, log) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "covid_platform.cli", "dev", "--port", str(_free_port())],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-
-
-def stop_dev(dev: subprocess.Popen, grace: float = 60) -> str:
-    """SIGTERM to the whole process group (as a terminal's Ctrl-C or `docker stop` would); SIGKILL after
-    `grace` seconds. Returns how it ended."""
-    os.killpg(dev.pid, signal.SIGTERM)
-    try:
-        dev.wait(grace)
-        return "stopped"
-    except subprocess.TimeoutExpired:
-        os.killpg(dev.pid, signal.SIGKILL)
-        dev.wait(10)
-        return "killed"
+def unfinished_runs(query) -> int:
+    """Runs queued or running, in Dagster's storage (kept by covid-platform dev in DATABASE_URL's database)."""
+    return query("SELECT count(*) FROM runs WHERE status NOT IN ('SUCCESS', 'FAILURE', 'CANCELED')")[0][0]
 
 
 def test_a_restart_in_the_middle_of_a_backlog_loads_every_key_exactly_once(
@@ -181,7 +163,8 @@ def test_a_restart_in_the_middle_of_a_backlog_loads_every_key_exactly_once(
         "COVID_SENSOR_INTERVAL_SECONDS": "2",
     }
     states = sorted(read_nyt(SAMPLE)["state"].unique())[:30]
-    files = {f"us_states/june/{state}.csv": nyt_states_slice("2020-06-01", "2020-06-30", {state}) for state in states}
+    files = {f"us_states/june/{state}.csv": nyt_states_slice("2020-06-01", "2020-06-30", {state})
+             for state in states}
 
     def loaded() -> int:
         if not query("SELECT to_regclass('covid.ingested_files')")[0][0]:
@@ -192,11 +175,10 @@ def test_a_restart_in_the_middle_of_a_backlog_loads_every_key_exactly_once(
     with open(tmp_path / "dev.log", "w") as log:
         dev = start_dev(env, log)
         try:
-            wait_for(dev, lambda: query("SELECT 1 FROM covid.ingested_files WHERE status = 'loaded'")
-                     if query("SELECT to_regclass('covid.ingested_files')")[0][0] else None, 180, "the sample file")
+            wait_for(dev, lambda: a_file_loaded(query), 180, "the sample file")
             with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(lambda item: s3_client.put_object(Bucket=bucket, Key=f"drops/{item[0]}", Body=item[1]),
-                              files.items()))
+                list(pool.map(lambda item: s3_client.put_object(
+                    Bucket=bucket, Key=f"drops/{item[0]}", Body=item[1]), files.items()))
             wait_for(dev, lambda: loaded() >= 3, 180, "the first files of the backlog to load")
         finally:
             ended = stop_dev(dev)
@@ -210,6 +192,8 @@ def test_a_restart_in_the_middle_of_a_backlog_loads_every_key_exactly_once(
         try:
             wait_for(dev, lambda: loaded() == len(files), 300, f"all {len(files)} files after the restart "
                      f"({at_stop} loaded at the stop, in flight {in_flight}, see {tmp_path / 'dev.log'})")
+            # A file is loaded once merged into state_daily; its run goes on to national_daily.
+            wait_for(dev, lambda: not unfinished_runs(query), 120, "the last runs to finish")
         finally:
             stop_dev(dev)
 

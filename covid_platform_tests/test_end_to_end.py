@@ -3,29 +3,13 @@ sensor) with PostgreSQL at DATABASE_URL and the landing zone in S3 (moto over HT
 the bucket and the tables fill through the sensor, exactly as a user would see it."""
 
 import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 
-from covid_platform_tests.conftest import SHARED_DATA, _free_port
+from covid_platform_tests.conftest import SHARED_DATA
+from covid_platform_tests.helpers import a_file_loaded, start_dev, stop_dev, wait_for
 from covid_platform_tests.test_summaries import NATIONAL_COLUMNS, expected_national, read_nyt, table
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def wait_for(process: subprocess.Popen, condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"covid-platform dev exited with {process.returncode} (see dev.log)"
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def test_dropped_files_flow_through_dagster_dev(database_url, s3_endpoint, s3_client, bucket, query, tmp_path):
@@ -38,15 +22,10 @@ def test_dropped_files_flow_through_dagster_dev(database_url, s3_endpoint, s3_cl
         "COVID_SENSOR_INTERVAL_SECONDS": "2",
     }
     log = open(tmp_path / "dev.log", "w")
-    dev = subprocess.Popen(
-        [sys.executable, "-m", "covid_platform.cli", "dev", "--port", str(_free_port())],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    dev = start_dev(env, log)
     try:
         # The sample file shipped in the package is dropped at start and loaded by the sensor's run.
-        wait_for(dev, lambda: query("SELECT 1 FROM covid.ingested_files WHERE status = 'loaded'")
-                 if query("SELECT to_regclass('covid.ingested_files')")[0][0] else None,
-                 180, "the sample file to load")
+        wait_for(dev, lambda: a_file_loaded(query), 180, "the sample file to load")
 
         nyt = SHARED_DATA / "nyt" / "us-states.csv"
         dropped = time.monotonic()
@@ -63,10 +42,6 @@ def test_dropped_files_flow_through_dagster_dev(database_url, s3_endpoint, s3_cl
         pd.testing.assert_frame_equal(national, expected_national(states)[NATIONAL_COLUMNS], check_dtype=False)
         assert query("SELECT count(*) FROM covid.state_daily") == [(len(states),)]
     finally:
-        os.killpg(dev.pid, signal.SIGTERM)
-        try:
-            dev.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
+        stop_dev(dev)
         log.close()
     assert dev.returncode is not None

@@ -12,7 +12,6 @@ from covid_platform.assets.raw import ETAG_TAG, KEY_TAG, files_partitions
 from covid_platform.datasets import Dataset, DatasetError
 from covid_platform.lib.ledger import partition_key
 from covid_platform_tests.helpers import csv_bytes, drop
-from covid_platform_tests.test_summaries import expected_daily
 
 HOSPITALS = Dataset(
     name="hospital_admissions",

@@ -14,7 +14,6 @@ from covid_platform.assets.policies import RETRY
 from covid_platform.datasets import Dataset
 from covid_platform.lib import ledger
 from covid_platform.lib.gates import GATES, GateResult, evaluate, not_evaluated, reason_of
-from covid_platform.lib.merge import staged_rows
 from covid_platform.lib.staging import FileRejected, HashingReader, StagedFile, stage, staging_table, text_table
 from covid_platform.resources.landing import LandingZone, ObjectChanged
 from covid_platform.resources.warehouse import Warehouse

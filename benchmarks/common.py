@@ -1,0 +1,112 @@
+"""What the benchmarks share: a scratch PostgreSQL database and moto's S3 server over HTTP."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+import psycopg2
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+COUNTY_FILE = SHARED_DATA / "counties" / "us-counties-jhu-2020-03-22_2021-10-28.csv.gz"
+
+
+@contextmanager
+def scratch_database():
+    """A new database on BENCH_POSTGRES_URL's server (default: this machine's), dropped afterwards;
+    yields its URL."""
+    admin_url = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"covid_bench_{os.urandom(4).hex()}"
+    admin = psycopg2.connect(admin_url)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlparse(admin_url)._replace(path=f"/{name}").geturl()
+    finally:
+        admin.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def moto_s3():
+    """moto's server on a free port, with test credentials in this process's environment; yields its URL."""
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+    )
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@contextmanager
+def dagster_dev(database_url: str, endpoint: str, bucket: str, work: Path, interval: int = 10):
+    """`covid-platform dev` (webserver, daemon, sensor; runs in their own processes) on the database, with
+    its landing zone at s3://bucket/drops on `endpoint` and Dagster's storage in PostgreSQL; its output goes
+    to work/dev.log. Yields the process and its environment."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DAGSTER_PG_URL": urlparse(database_url)._replace(scheme="postgresql+psycopg2").geturl(),
+        "LANDING_URL": f"s3://{bucket}/drops",
+        "AWS_ENDPOINT_URL": endpoint,
+        "DAGSTER_HOME": str(work / "dagster_home"),
+        "COVID_SENSOR_INTERVAL_SECONDS": str(interval),
+    }
+    with open(work / "dev.log", "w") as log:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "covid_platform.cli", "dev", "--port", str(free_port()),
+             "--state-dir", work],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            yield dev, env
+        finally:
+            os.killpg(dev.pid, signal.SIGTERM)
+            try:
+                dev.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(dev.pid, signal.SIGKILL)
+
+
+def wait_for(process, condition, timeout: float, what: str, poll: float = 0.1):
+    """The condition's first true value; exits if the process ends or the time runs out first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"covid-platform dev exited with {process.returncode} while waiting for {what}")
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    sys.exit(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def connect(url: str):
+    """An autocommit connection and a query function on it."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+
+    def query(statement, params=None):
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall()
+
+    return conn, query

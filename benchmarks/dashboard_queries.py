@@ -1,0 +1,287 @@
+"""Dashboard queries on large clean tables: p50 and p95 of 50 runs each, and the indexes each plan uses.
+
+    .venv/bin/python benchmarks/dashboard_queries.py [--rows 15000000] [--runs 50] [--candidates]
+
+Builds covid.county_daily, covid.state_daily and covid.national_daily in a scratch database with the
+platform's own DDL (lib/merge.table_ddl for the dataset declarations, sql/schema.sql, sql/national_daily.sql),
+filled set-based: the real county file (../shared/data/counties, 1.88M rows) loaded once by COPY, its derived
+columns computed with the platform's definitions, then copied with suffixed names until each clean table
+holds about `--rows` rows (county names suffixed in county_daily; state names in state_daily, whose real size
+is 56 states x ~590 days); national_daily is then built by the platform's own SQL. The default size runs in a
+few minutes; `--rows 15000000` is the issue's 15M rows (8 copies of the county file).
+
+Then, on a read-only connection as a dashboard holds it, each query runs `--runs` times (after one warm-up)
+and its p50 / p95 / max are printed with the scans of its plan (EXPLAIN). `--candidates` then measures the
+query that has no index of its own (top 10 counties) with each candidate fix below, in the scratch database
+only. PostgreSQL: BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres).
+"""
+
+import argparse
+import dataclasses
+import gzip
+import math
+import os
+import statistics
+import sys
+import time
+from importlib import resources
+
+import psycopg2
+from common import COUNTY_FILE as SOURCE, scratch_database
+
+from covid_platform.datasets import US_COUNTIES, US_STATES
+from covid_platform.lib.merge import table_ddl, year_partitions_ddl
+
+STATE = "New York"
+
+QUERIES = {
+    "one state's last 90 days": """
+        SELECT date, cases, deaths, new_cases, new_deaths, new_cases_7d, new_deaths_7d
+        FROM covid.state_daily
+        WHERE state = %(state)s
+          AND date > (SELECT max(date) FROM covid.state_daily WHERE state = %(state)s) - 90
+        ORDER BY date
+    """,
+    "national series": """
+        SELECT date, cases, deaths, new_cases, new_deaths, new_cases_7d, new_deaths_7d
+        FROM covid.national_daily
+        ORDER BY date
+    """,
+    "top 10 counties, 7-day new cases": """
+        -- new cases summed over the 7 days ending on the latest date in the table
+        WITH latest AS (SELECT max(date) AS date FROM covid.county_daily)
+        SELECT c.state, c.county, sum(c.new_cases) AS new_cases_7d
+        FROM covid.county_daily AS c, latest
+        WHERE c.date > latest.date - 7 AND c.date <= latest.date
+        GROUP BY c.state, c.county
+        ORDER BY new_cases_7d DESC
+        LIMIT 10
+    """,
+}
+
+# Candidate 1, an index: the latest date and the last 7 days' rows found by date, with the three columns the
+# query reads stored in the index so that the table is not visited (an index-only scan).
+DATE_INDEX = "CREATE INDEX county_daily_date ON covid.county_daily (date) INCLUDE (state, county, new_cases)"
+
+# Candidate 2, a derived column and an index: us_counties declared with rolling_7d=("new_cases",) (as
+# us_states is), so the merge stores new_cases_7d (mean of new_cases over the row and the 6 before it: the
+# 7-day sum / 7 when a county reports daily), and the top 10 of the latest date are the last 10 entries of
+# one index. The query orders as the index does (on one date, the same order), so they are read off its end.
+ROLLING = dataclasses.replace(US_COUNTIES, rolling_7d=("new_cases",))
+ROLLING_INDEX = ("CREATE INDEX county_daily_date_new_cases_7d ON covid.county_daily (date, new_cases_7d) "
+                 "INCLUDE (state, county)")
+TOP_10_ROLLING = """
+    SELECT state, county, round(new_cases_7d * 7)::bigint AS new_cases_7d
+    FROM covid.county_daily
+    WHERE date = (SELECT max(date) FROM covid.county_daily)
+    ORDER BY date DESC, new_cases_7d DESC
+    LIMIT 10
+"""
+
+# The platform's derived columns (lib/merge.py): new_x = x minus x on the region's previous date (x on its
+# first); new_x_7d = mean of new_x over the row and the 6 rows before it.
+COUNTY_BASE = """
+CREATE UNLOGGED TABLE bench_county AS
+SELECT *, avg(new_cases) OVER last_7 AS new_cases_7d
+FROM (
+    SELECT state, county, fips, date, cases, deaths,
+           CASE WHEN lag(date) OVER w IS NULL THEN cases  ELSE cases  - lag(cases)  OVER w END AS new_cases,
+           CASE WHEN lag(date) OVER w IS NULL THEN deaths ELSE deaths - lag(deaths) OVER w END AS new_deaths
+    FROM (SELECT DISTINCT ON (state, county, date) * FROM bench_raw ORDER BY state, county, date) AS r
+    WINDOW w AS (PARTITION BY state, county ORDER BY date)
+) AS differences
+WINDOW last_7 AS (PARTITION BY state, county ORDER BY date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW)
+"""
+STATE_BASE = """
+CREATE UNLOGGED TABLE bench_state AS
+SELECT *, avg(new_cases) OVER last_7 AS new_cases_7d, avg(new_deaths) OVER last_7 AS new_deaths_7d
+FROM (
+    SELECT *,
+           CASE WHEN lag(date) OVER w IS NULL THEN cases  ELSE cases  - lag(cases)  OVER w END AS new_cases,
+           CASE WHEN lag(date) OVER w IS NULL THEN deaths ELSE deaths - lag(deaths) OVER w END AS new_deaths
+    FROM (
+        SELECT state, min(left(fips, 2)) AS fips, date,
+               sum(cases)::bigint AS cases, sum(deaths)::bigint AS deaths
+        FROM bench_county GROUP BY state, date
+    ) AS totals
+    WINDOW w AS (PARTITION BY state ORDER BY date)
+) AS differences
+WINDOW last_7 AS (PARTITION BY state ORDER BY date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW)
+"""
+COUNTY_COPY = """
+INSERT INTO covid.county_daily
+    (state, county, fips, date, cases, deaths, new_cases, new_deaths, {rolling} file_id)
+SELECT state, county || %(suffix)s, fips, date, cases, deaths, new_cases, new_deaths, {rolling} 1
+FROM bench_county
+"""
+STATE_COPIES = """
+INSERT INTO covid.state_daily
+    (state, fips, date, cases, deaths, new_cases, new_deaths, new_cases_7d, new_deaths_7d, file_id)
+SELECT state || CASE WHEN copy = 0 THEN '' ELSE ' #' || copy END, fips, date, cases, deaths,
+       new_cases, new_deaths, new_cases_7d, new_deaths_7d, 1
+FROM generate_series(%(first)s, %(last)s) AS copy, bench_state
+ORDER BY copy, state, date
+"""
+
+
+# A table's size with its indexes, and its partitions' if it is partitioned.
+SIZE = """pg_size_pretty(pg_total_relation_size('{table}') + coalesce((
+    SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits
+    WHERE inhparent = '{table}'::regclass), 0))"""
+
+
+def platform_sql(name: str) -> str:
+    return resources.files("covid_platform.sql").joinpath(name).read_text()
+
+
+def timed(label: str, action) -> None:
+    started = time.perf_counter()
+    action()
+    print(f"  {label}: {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def fill_counties(cur, copies: int, rolling: bool) -> None:
+    statement = COUNTY_COPY.format(rolling="new_cases_7d," if rolling else "")
+    for copy in range(copies):
+        timed(f"county_daily copy {copy + 1}/{copies}",
+              lambda: cur.execute(statement, {"suffix": f" #{copy}" if copy else ""}))
+
+
+def create_clean_table(cur, dataset) -> None:
+    """As the clean asset creates it (assets/clean.py): the table, and a partition per year if declared so."""
+    cur.execute(table_ddl(dataset))
+    if dataset.partition_by_year:
+        cur.execute("SELECT min(date), max(date) FROM bench_county")
+        first, last = cur.fetchone()
+        for ddl in year_partitions_ddl(dataset, range(first.year, last.year + 1)):
+            cur.execute(ddl)
+
+
+def build(cur, rows: int) -> int:
+    """The three tables at about `rows` rows each (national_daily: one per date); returns county copies."""
+    cur.execute(platform_sql("schema.sql"))
+    cur.execute("CREATE UNLOGGED TABLE bench_raw "
+                "(date date, county text, state text, fips text, cases bigint, deaths bigint)")
+    with gzip.open(SOURCE) as source:
+        timed("COPY of the county file", lambda: cur.copy_expert(
+            "COPY bench_raw FROM STDIN WITH (FORMAT csv, HEADER)", source, size=1 << 20))
+    timed("derived columns (county, state)", lambda: (cur.execute(COUNTY_BASE), cur.execute(STATE_BASE)))
+    cur.execute("SELECT (SELECT count(*) FROM bench_county), (SELECT count(*) FROM bench_state)")
+    county_rows, state_rows = cur.fetchone()
+    create_clean_table(cur, US_COUNTIES)
+    create_clean_table(cur, US_STATES)
+
+    county_copies = max(1, round(rows / county_rows))
+    fill_counties(cur, county_copies, rolling=False)
+    state_copies = max(1, round(rows / state_rows))
+    batch = max(1, math.ceil(state_copies / 8))
+    for first in range(0, state_copies, batch):
+        last = min(first + batch, state_copies) - 1
+        timed(f"state_daily copies {first + 1}-{last + 1}/{state_copies}",
+              lambda: cur.execute(STATE_COPIES, {"first": first, "last": last}))
+    timed("national_daily (sql/national_daily.sql)", lambda: cur.execute(platform_sql("national_daily.sql")))
+    cur.execute("DROP TABLE bench_raw, bench_state")
+    vacuum(cur, "covid.county_daily, covid.state_daily, covid.national_daily")
+    return county_copies
+
+
+def vacuum(cur, tables: str) -> None:
+    """As autovacuum leaves a loaded table: statistics, and the visibility map index-only scans rely on."""
+    timed(f"VACUUM ANALYZE {tables}", lambda: cur.execute(f"VACUUM ANALYZE {tables}"))
+
+
+def index_scans(plan: dict) -> list[str]:
+    """A plan's scans, by index or table: 'Index Only Scan county_daily_date', 'Seq Scan county_daily'."""
+    found = []
+    if plan["Node Type"].endswith("Scan") and ("Index Name" in plan or "Relation Name" in plan):
+        found.append(f"{plan['Node Type']} {plan.get('Index Name') or plan['Relation Name']}")
+    for child in plan.get("Plans", []):
+        found += index_scans(child)
+    return found
+
+
+def dashboard(url: str):
+    """A connection as a dashboard holds one: read-only, kept open."""
+    conn = psycopg2.connect(url, application_name="covid_dashboard")
+    conn.set_session(readonly=True, autocommit=True)
+    return conn
+
+
+def measure(conn, name: str, query: str, runs: int) -> list[tuple]:
+    """Prints p50 / p95 / max of `runs` runs after one warm-up, and the plan's scans; returns the result."""
+    cur = conn.cursor()
+    params = {"state": STATE}
+    cur.execute("EXPLAIN (FORMAT JSON) " + query, params)
+    scans = sorted(set(index_scans(cur.fetchone()[0][0]["Plan"])))
+    cur.execute(query, params)
+    result = cur.fetchall()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        cur.execute(query, params)
+        cur.fetchall()
+        times.append((time.perf_counter() - started) * 1000)
+    p95 = statistics.quantiles(times, n=20, method="inclusive")[18]
+    verdict = "ok" if p95 < 50 else "OVER 50 ms"
+    print(f"{name:<34} p50 {statistics.median(times):8.1f} ms  p95 {p95:8.1f} ms  max {max(times):8.1f} ms  "
+          f"{verdict:<10} rows {len(result):>3}  plan: {', '.join(scans)}", flush=True)
+    return result
+
+
+def candidates(url: str, cur, copies: int, runs: int) -> None:
+    top_10 = "top 10 counties, 7-day new cases"
+    timed(DATE_INDEX, lambda: cur.execute(DATE_INDEX))
+    vacuum(cur, "covid.county_daily")
+    print(f"candidate 1, the index {DATE_INDEX.split(' ON ')[1]}:")
+    reader = dashboard(url)
+    by_sum = measure(reader, top_10, QUERIES[top_10], runs)
+    reader.close()
+
+    cur.execute("DROP TABLE covid.county_daily")
+    create_clean_table(cur, ROLLING)
+    fill_counties(cur, copies, rolling=True)
+    timed(ROLLING_INDEX, lambda: cur.execute(ROLLING_INDEX))
+    vacuum(cur, "covid.county_daily")
+    index = ROLLING_INDEX.split(" ON ")[1]
+    print(f"candidate 2, us_counties with rolling_7d=('new_cases',) and the index {index}:")
+    reader = dashboard(url)
+    by_mean = measure(reader, "top 10 counties (new_cases_7d)", TOP_10_ROLLING, runs)
+    reader.close()
+    # Copies of a county tie, so compare the figures: the same ten 7-day sums when counties report daily.
+    same = [row[2] for row in by_sum] == [row[2] for row in by_mean]
+    print(f"  the same ten figures as the 7-day sums of candidate 1: {'yes' if same else 'NO'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=2_000_000, help="rows of county_daily and of state_daily")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--candidates", action="store_true",
+                        help="then measure the top-10 query with each candidate for its missing index")
+    args = parser.parse_args()
+    with scratch_database() as url, psycopg2.connect(url) as conn:
+        conn.autocommit = True
+        cur = conn.cursor()
+        print(f"cores: {os.cpu_count()}  load average {os.getloadavg()[0]:.1f}  building tables of about "
+              f"{args.rows:,} rows", flush=True)
+        started = time.perf_counter()
+        copies = build(cur, args.rows)
+        cur.execute("SELECT (SELECT count(*) FROM covid.county_daily), "
+                    "(SELECT count(*) FROM covid.state_daily), (SELECT count(*) FROM covid.national_daily), "
+                    f"{SIZE.format(table='covid.county_daily')}, {SIZE.format(table='covid.state_daily')}")
+        counties, states, dates, county_size, state_size = cur.fetchone()
+        print(f"built in {time.perf_counter() - started:.0f} s: county_daily {counties:,} rows "
+              f"({county_size}), state_daily {states:,} rows ({state_size}), national_daily {dates:,} rows")
+        print(f"{args.runs} runs each, on the platform's indexes:")
+        reader = dashboard(url)
+        for query_name, query in QUERIES.items():
+            measure(reader, query_name, query, args.runs)
+        reader.close()
+        if args.candidates:
+            candidates(url, cur, copies, args.runs)
+        print(f"load average at the end: {os.getloadavg()[0]:.1f} (other work on the machine skews times)")
+        conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
