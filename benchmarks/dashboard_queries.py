@@ -1,6 +1,6 @@
 """Dashboard queries on large clean tables: p50 and p95 of 50 runs each, and the indexes each plan uses.
 
-    .venv/bin/python benchmarks/dashboard_queries.py [--rows 15000000] [--runs 50] [--candidates]
+    .venv/bin/python benchmarks/dashboard_queries.py [--rows 15000000] [--runs 50]
 
 Builds covid.county_daily, covid.state_daily and covid.national_daily in a scratch database with the
 platform's own DDL (lib/merge.table_ddl for the dataset declarations, sql/schema.sql, sql/national_daily.sql),
@@ -11,13 +11,11 @@ is 56 states x ~590 days); national_daily is then built by the platform's own SQ
 few minutes; `--rows 15000000` is the issue's 15M rows (8 copies of the county file).
 
 Then, on a read-only connection as a dashboard holds it, each query runs `--runs` times (after one warm-up)
-and its p50 / p95 / max are printed with the scans of its plan (EXPLAIN). `--candidates` then measures the
-query that has no index of its own (top 10 counties) with each candidate fix below, in the scratch database
-only. PostgreSQL: BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres).
+and its p50 / p95 / max are printed with the scans of its plan (EXPLAIN).
+PostgreSQL: BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres).
 """
 
 import argparse
-import dataclasses
 import gzip
 import math
 import os
@@ -27,7 +25,7 @@ import time
 from importlib import resources
 
 import psycopg2
-from common import COUNTY_FILE as SOURCE, scratch_database
+from common import COUNTY_FILE as SOURCE, connect, scratch_database
 
 from covid_platform.datasets import US_COUNTIES, US_STATES
 from covid_platform.lib.merge import table_ddl, year_partitions_ddl
@@ -48,35 +46,15 @@ QUERIES = {
         ORDER BY date
     """,
     "top 10 counties, 7-day new cases": """
-        -- new cases summed over the 7 days ending on the latest date in the table
-        WITH latest AS (SELECT max(date) AS date FROM covid.county_daily)
-        SELECT c.state, c.county, sum(c.new_cases) AS new_cases_7d
-        FROM covid.county_daily AS c, latest
-        WHERE c.date > latest.date - 7 AND c.date <= latest.date
-        GROUP BY c.state, c.county
-        ORDER BY new_cases_7d DESC
+        -- new_cases_7d is the mean of the last 7 days' new cases: the top 10 are the last entries of the
+        -- index (date, new_cases_7d) on the latest date
+        SELECT state, county, round(new_cases_7d * 7)::bigint AS new_cases_7d
+        FROM covid.county_daily
+        WHERE date = (SELECT max(date) FROM covid.county_daily)
+        ORDER BY date DESC, new_cases_7d DESC
         LIMIT 10
     """,
 }
-
-# Candidate 1, an index: the latest date and the last 7 days' rows found by date, with the three columns the
-# query reads stored in the index so that the table is not visited (an index-only scan).
-DATE_INDEX = "CREATE INDEX county_daily_date ON covid.county_daily (date) INCLUDE (state, county, new_cases)"
-
-# Candidate 2, a derived column and an index: us_counties declared with rolling_7d=("new_cases",) (as
-# us_states is), so the merge stores new_cases_7d (mean of new_cases over the row and the 6 before it: the
-# 7-day sum / 7 when a county reports daily), and the top 10 of the latest date are the last 10 entries of
-# one index. The query orders as the index does (on one date, the same order), so they are read off its end.
-ROLLING = dataclasses.replace(US_COUNTIES, rolling_7d=("new_cases",))
-ROLLING_INDEX = ("CREATE INDEX county_daily_date_new_cases_7d ON covid.county_daily (date, new_cases_7d) "
-                 "INCLUDE (state, county)")
-TOP_10_ROLLING = """
-    SELECT state, county, round(new_cases_7d * 7)::bigint AS new_cases_7d
-    FROM covid.county_daily
-    WHERE date = (SELECT max(date) FROM covid.county_daily)
-    ORDER BY date DESC, new_cases_7d DESC
-    LIMIT 10
-"""
 
 # The platform's derived columns (lib/merge.py): new_x = x minus x on the region's previous date (x on its
 # first); new_x_7d = mean of new_x over the row and the 6 rows before it.
@@ -110,8 +88,8 @@ WINDOW last_7 AS (PARTITION BY state ORDER BY date ROWS BETWEEN 6 PRECEDING AND 
 """
 COUNTY_COPY = """
 INSERT INTO covid.county_daily
-    (state, county, fips, date, cases, deaths, new_cases, new_deaths, {rolling} file_id)
-SELECT state, county || %(suffix)s, fips, date, cases, deaths, new_cases, new_deaths, {rolling} 1
+    (state, county, fips, date, cases, deaths, new_cases, new_deaths, new_cases_7d, file_id)
+SELECT state, county || %(suffix)s, fips, date, cases, deaths, new_cases, new_deaths, new_cases_7d, 1
 FROM bench_county
 """
 STATE_COPIES = """
@@ -140,11 +118,10 @@ def timed(label: str, action) -> None:
     print(f"  {label}: {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def fill_counties(cur, copies: int, rolling: bool) -> None:
-    statement = COUNTY_COPY.format(rolling="new_cases_7d," if rolling else "")
+def fill_counties(cur, copies: int) -> None:
     for copy in range(copies):
         timed(f"county_daily copy {copy + 1}/{copies}",
-              lambda: cur.execute(statement, {"suffix": f" #{copy}" if copy else ""}))
+              lambda: cur.execute(COUNTY_COPY, {"suffix": f" #{copy}" if copy else ""}))
 
 
 def create_clean_table(cur, dataset) -> None:
@@ -157,8 +134,8 @@ def create_clean_table(cur, dataset) -> None:
             cur.execute(ddl)
 
 
-def build(cur, rows: int) -> int:
-    """The three tables at about `rows` rows each (national_daily: one per date); returns county copies."""
+def build(cur, rows: int) -> None:
+    """The three tables at about `rows` rows each (national_daily: one per date)."""
     cur.execute(platform_sql("schema.sql"))
     cur.execute("CREATE UNLOGGED TABLE bench_raw "
                 "(date date, county text, state text, fips text, cases bigint, deaths bigint)")
@@ -172,7 +149,7 @@ def build(cur, rows: int) -> int:
     create_clean_table(cur, US_STATES)
 
     county_copies = max(1, round(rows / county_rows))
-    fill_counties(cur, county_copies, rolling=False)
+    fill_counties(cur, county_copies)
     state_copies = max(1, round(rows / state_rows))
     batch = max(1, math.ceil(state_copies / 8))
     for first in range(0, state_copies, batch):
@@ -182,7 +159,6 @@ def build(cur, rows: int) -> int:
     timed("national_daily (sql/national_daily.sql)", lambda: cur.execute(platform_sql("national_daily.sql")))
     cur.execute("DROP TABLE bench_raw, bench_state")
     vacuum(cur, "covid.county_daily, covid.state_daily, covid.national_daily")
-    return county_copies
 
 
 def vacuum(cur, tables: str) -> None:
@@ -228,44 +204,18 @@ def measure(conn, name: str, query: str, runs: int) -> list[tuple]:
     return result
 
 
-def candidates(url: str, cur, copies: int, runs: int) -> None:
-    top_10 = "top 10 counties, 7-day new cases"
-    timed(DATE_INDEX, lambda: cur.execute(DATE_INDEX))
-    vacuum(cur, "covid.county_daily")
-    print(f"candidate 1, the index {DATE_INDEX.split(' ON ')[1]}:")
-    reader = dashboard(url)
-    by_sum = measure(reader, top_10, QUERIES[top_10], runs)
-    reader.close()
-
-    cur.execute("DROP TABLE covid.county_daily")
-    create_clean_table(cur, ROLLING)
-    fill_counties(cur, copies, rolling=True)
-    timed(ROLLING_INDEX, lambda: cur.execute(ROLLING_INDEX))
-    vacuum(cur, "covid.county_daily")
-    index = ROLLING_INDEX.split(" ON ")[1]
-    print(f"candidate 2, us_counties with rolling_7d=('new_cases',) and the index {index}:")
-    reader = dashboard(url)
-    by_mean = measure(reader, "top 10 counties (new_cases_7d)", TOP_10_ROLLING, runs)
-    reader.close()
-    # Copies of a county tie, so compare the figures: the same ten 7-day sums when counties report daily.
-    same = [row[2] for row in by_sum] == [row[2] for row in by_mean]
-    print(f"  the same ten figures as the 7-day sums of candidate 1: {'yes' if same else 'NO'}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=2_000_000, help="rows of county_daily and of state_daily")
     parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--candidates", action="store_true",
-                        help="then measure the top-10 query with each candidate for its missing index")
     args = parser.parse_args()
-    with scratch_database() as url, psycopg2.connect(url) as conn:
-        conn.autocommit = True
+    with scratch_database() as url:
+        conn, _ = connect(url)
         cur = conn.cursor()
         print(f"cores: {os.cpu_count()}  load average {os.getloadavg()[0]:.1f}  building tables of about "
               f"{args.rows:,} rows", flush=True)
         started = time.perf_counter()
-        copies = build(cur, args.rows)
+        build(cur, args.rows)
         cur.execute("SELECT (SELECT count(*) FROM covid.county_daily), "
                     "(SELECT count(*) FROM covid.state_daily), (SELECT count(*) FROM covid.national_daily), "
                     f"{SIZE.format(table='covid.county_daily')}, {SIZE.format(table='covid.state_daily')}")
@@ -277,8 +227,6 @@ def main() -> None:
         for query_name, query in QUERIES.items():
             measure(reader, query_name, query, args.runs)
         reader.close()
-        if args.candidates:
-            candidates(url, cur, copies, args.runs)
         print(f"load average at the end: {os.getloadavg()[0]:.1f} (other work on the machine skews times)")
         conn.close()
 

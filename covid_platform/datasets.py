@@ -72,6 +72,8 @@ class Dataset:
     partition_by_year: bool = False
     """Partition the clean table by year of `date` (PostgreSQL declarative partitioning), for tables of tens
     of millions of rows; a year's partition is created when its first row arrives."""
+    indexes: tuple[tuple[str, ...], ...] = ()
+    """Secondary indexes of the clean table (each a column list), for the queries readers run."""
     max_bad_row_share: float = 0.01
     """Rows with bad values are set aside in `covid.rejected_rows` and the rest loads, unless they are more
     than this share of the file: then the whole file is quarantined."""
@@ -100,6 +102,9 @@ class Dataset:
         for name in columns:
             if not NAME.match(name) or name in ("file_id", "line"):
                 fail("columns", f"{name!r} is not a usable column name")
+        for index in self.indexes:
+            if not set(index) <= {*columns, *self.region, "date"}:
+                fail("indexes", f"{index} names a column the table does not have")
         duplicated = {c for c in columns if columns.count(c) > 1}
         if duplicated:
             fail("columns", f"{sorted(duplicated)} declared twice")
@@ -170,6 +175,9 @@ US_COUNTIES = Dataset(
     attributes=("fips",),
     counts=("cases", "deaths"),
     new={"cases": "new_cases", "deaths": "new_deaths"},
+    rolling_7d=("new_cases",),
+    # The dashboards' top counties of the latest date: the last entries of this index.
+    indexes=(("date", "new_cases_7d"),),
 )
 
 COVIDTRACKING = Dataset(

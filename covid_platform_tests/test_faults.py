@@ -36,7 +36,7 @@ from covid_platform_tests.test_summaries import assert_tables_match, expected_da
 LOST_CONNECTION = re.compile(
     "terminating connection due to administrator command|server closed the connection unexpectedly"
 )
-COUNTY_COLUMNS = ["state", "county", "fips", "date", "cases", "deaths", "new_cases", "new_deaths"]
+COUNTY_COLUMNS = ["state", "county", "fips", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d"]
 
 
 def county_rows(first: str, last: str, states: set[str] | None = None) -> bytes:
@@ -60,7 +60,7 @@ def read_counties(data: bytes) -> pd.DataFrame:
 
 
 def expected_counties(frame: pd.DataFrame) -> pd.DataFrame:
-    expected = expected_daily(frame, ["state", "county"], rolling=False)[COUNTY_COLUMNS]
+    expected = expected_daily(frame, ["state", "county"], rolling=True)[COUNTY_COLUMNS]
     expected["fips"] = expected["fips"].replace("", None)
     return expected
 

@@ -112,12 +112,17 @@ def test_county_daily(landing, resources, query):
         assert ingest(landing, resources, drop(landing, "us_counties/spring.csv", data), instance).success
     frame = pd.read_csv(io.BytesIO(data), dtype={"fips": str}, parse_dates=["date"], keep_default_na=False)
     assert (frame["fips"] == "").any(), "the slice should hold counties without fips"
-    columns = ["state", "county", "fips", "date", "cases", "deaths", "new_cases", "new_deaths"]
-    expected = expected_daily(frame, ["state", "county"], rolling=False)[columns]
+    columns = ["state", "county", "fips", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d"]
+    expected = expected_daily(frame, ["state", "county"], rolling=True)[columns]
     expected["fips"] = expected["fips"].replace("", None)
     actual = table(query, f"SELECT {', '.join(columns)} FROM covid.county_daily ORDER BY state, county, date",
                    columns)
     pd.testing.assert_frame_equal(actual, expected, check_dtype=False)
+    # The dashboards' top counties by 7-day new cases on the latest date: read off the end of one index.
+    assert query("SELECT indexdef FROM pg_indexes WHERE indexname = 'county_daily_date_new_cases_7d'") == [
+        ("CREATE INDEX county_daily_date_new_cases_7d ON ONLY covid.county_daily "
+         "USING btree (date, new_cases_7d)",)
+    ]
 
 
 def test_county_daily_is_partitioned_by_year_and_differences_cross_the_boundary(landing, resources, query):
@@ -138,8 +143,8 @@ def test_county_daily_is_partitioned_by_year_and_differences_cross_the_boundary(
     frame = pd.read_csv(io.BytesIO(header + b"".join(lines)), dtype={"fips": str}, parse_dates=["date"],
                         keep_default_na=False)
     frame = frame[frame["date"] >= "2020-12-20"]
-    columns = ["state", "county", "date", "cases", "deaths", "new_cases", "new_deaths"]
-    expected = expected_daily(frame, ["state", "county"], rolling=False)[columns]
+    columns = ["state", "county", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d"]
+    expected = expected_daily(frame, ["state", "county"], rolling=True)[columns]
     actual = table(query, f"SELECT {', '.join(columns)} FROM covid.county_daily ORDER BY state, county, date",
                    columns)
     pd.testing.assert_frame_equal(actual, expected, check_dtype=False)

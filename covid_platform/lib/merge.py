@@ -83,7 +83,8 @@ def derived_columns(dataset: Dataset) -> list[str]:
 
 
 def table_ddl(dataset: Dataset) -> sql.Composed:
-    """The clean table; counts and differences are NOT NULL unless the dataset allows empty counts."""
+    """The clean table and its indexes; counts and differences are NOT NULL unless the dataset allows empty
+    counts."""
     not_null = sql.SQL("" if dataset.nullable_counts else " NOT NULL")
     columns = [sql.SQL("{} text NOT NULL").format(sql.Identifier(c)) for c in dataset.region]
     columns += [sql.SQL("{} text").format(sql.Identifier(c)) for c in dataset.attributes]
@@ -93,12 +94,21 @@ def table_ddl(dataset: Dataset) -> sql.Composed:
     columns += [sql.SQL("{} double precision{}").format(sql.Identifier(c), not_null) for c in dataset.rolling_columns]
     columns += [sql.SQL("{} double precision").format(sql.Identifier(c)) for c in dataset.ratios_7d]
     columns.append(sql.SQL("file_id bigint NOT NULL"))  # the ledger row of the file the values came from
-    return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({})){}").format(
+    create = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({})){}").format(
         sql.Identifier("covid", dataset.table),
         sql.SQL(", ").join(columns),
         _ids(dataset.key),
         sql.SQL(" PARTITION BY RANGE (date)" if dataset.partition_by_year else ""),
     )
+    indexes = [
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+            sql.Identifier("_".join((dataset.table, *index))),
+            sql.Identifier("covid", dataset.table),
+            _ids(index),
+        )
+        for index in dataset.indexes
+    ]
+    return sql.SQL("; ").join([create, *indexes])
 
 
 def year_partitions_ddl(dataset: Dataset, years: range) -> list[sql.Composed]:
