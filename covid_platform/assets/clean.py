@@ -9,7 +9,9 @@ from covid_platform.assets.policies import RETRY, freshness
 from covid_platform.assets.raw import raw_asset_key
 from covid_platform.datasets import Dataset
 from covid_platform.lib import ledger
-from covid_platform.lib.merge import derived_columns, merge_statement, staged_rows, table_ddl, year_partitions_ddl
+from covid_platform.lib.merge import (
+    build_indexes_ddl, derived_columns, drop_indexes_ddl, merge_statement, staged_rows, table_ddl, year_partitions_ddl,
+)
 from covid_platform.lib.staging import staging_table
 from covid_platform.resources.warehouse import Warehouse
 
@@ -92,8 +94,14 @@ def _merge_pending(cur, dataset: Dataset) -> Merged | None:
         first, last = cur.fetchone()
         for ddl in year_partitions_ddl(dataset, range(first.year, last.year + 1)):
             cur.execute(ddl)
+    cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(sql.Identifier("covid", dataset.table)))
+    first_load = cur.fetchone()[0]
+    if first_load:
+        cur.execute(drop_indexes_ddl(dataset))
     cur.execute(merge_statement(dataset, staged))
     rows_written = cur.rowcount
+    if first_load:
+        cur.execute(build_indexes_ddl(dataset))
     cur.execute(
         """
         UPDATE covid.ingested_files AS f

@@ -94,13 +94,22 @@ def table_ddl(dataset: Dataset) -> sql.Composed:
     columns += [sql.SQL("{} double precision{}").format(sql.Identifier(c), not_null) for c in dataset.rolling_columns]
     columns += [sql.SQL("{} double precision").format(sql.Identifier(c)) for c in dataset.ratios_7d]
     columns.append(sql.SQL("file_id bigint NOT NULL"))  # the ledger row of the file the values came from
-    create = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({})){}").format(
+    create = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, CONSTRAINT {} PRIMARY KEY ({})){}").format(
         sql.Identifier("covid", dataset.table),
         sql.SQL(", ").join(columns),
+        _primary_key(dataset),
         _ids(dataset.key),
         sql.SQL(" PARTITION BY RANGE (date)" if dataset.partition_by_year else ""),
     )
-    indexes = [
+    return sql.SQL("; ").join([create, *_secondary_indexes(dataset)])
+
+
+def _primary_key(dataset: Dataset) -> sql.Identifier:
+    return sql.Identifier(f"{dataset.table}_pkey")
+
+
+def _secondary_indexes(dataset: Dataset) -> list[sql.Composed]:
+    return [
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
             sql.Identifier("_".join((dataset.table, *index))),
             sql.Identifier("covid", dataset.table),
@@ -108,7 +117,27 @@ def table_ddl(dataset: Dataset) -> sql.Composed:
         )
         for index in dataset.indexes
     ]
-    return sql.SQL("; ").join([create, *indexes])
+
+
+# A first load of millions of rows into an empty table: its indexes are dropped and built once the rows are
+# in (in the same transaction), one sort each instead of millions of insertions at random places of an
+# index larger than PostgreSQL's buffers. Readers of the (empty) table wait for the commit.
+def drop_indexes_ddl(dataset: Dataset) -> sql.Composed:
+    table = sql.Identifier("covid", dataset.table)
+    drops = [sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, _primary_key(dataset))]
+    drops += [sql.SQL("DROP INDEX {}").format(sql.Identifier("covid", "_".join((dataset.table, *index))))
+              for index in dataset.indexes]
+    return sql.SQL("; ").join(drops)
+
+
+def build_indexes_ddl(dataset: Dataset) -> sql.Composed:
+    return sql.SQL("; ").join([
+        sql.SQL("SET LOCAL maintenance_work_mem = '256MB'"),
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
+            sql.Identifier("covid", dataset.table), _primary_key(dataset), _ids(dataset.key)
+        ),
+        *_secondary_indexes(dataset),
+    ])
 
 
 def year_partitions_ddl(dataset: Dataset, years: range) -> list[sql.Composed]:
