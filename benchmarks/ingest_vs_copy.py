@@ -142,8 +142,9 @@ class PeakRss:
         self._thread.join()
 
 
-def through_dagster_dev(path: Path, key: str, floor: float) -> None:
-    """The file put into S3 with `covid-platform dev` running: put → loaded in the ledger."""
+def through_dagster_dev(path: Path, key: str, floor: float, day_path: Path, day_key: str) -> None:
+    """The file put into S3 with `covid-platform dev` running: put → loaded in the ledger; then the one-day
+    file onto it."""
     import boto3
 
     with moto_s3() as endpoint, scratch_database() as url, tempfile.TemporaryDirectory() as work:
@@ -165,12 +166,20 @@ def through_dagster_dev(path: Path, key: str, floor: float) -> None:
             with PeakRss(dev.pid) as rss:
                 outcome = wait_for(dev, lambda: status(key), 3600, f"{key} to load", 0.2)
             elapsed = time.perf_counter() - landed
-        rows = query("SELECT count(*) FROM covid.county_daily")[0][0]
+            rows = query("SELECT count(*) FROM covid.county_daily")[0][0]
+            print(f"S3 put → county_daily, dagster dev: {elapsed:7.2f} s  ({elapsed / floor:.2f}x)  "
+                  f"{outcome}, rows in county_daily: {rows:,}", flush=True)
+            for (pid, name), peak in sorted(rss.peaks.items(), key=lambda item: -item[1])[:6]:
+                print(f"    peak RSS {peak:6.0f} MB  pid {pid:>7}  {name}")
+
+            s3.upload_file(str(day_path), bucket, f"drops/{day_key}")
+            landed = time.perf_counter()
+            outcome = wait_for(dev, lambda: status(day_key), 600, f"{day_key} to load", 0.1)
+            elapsed = time.perf_counter() - landed
+            rows = query("SELECT count(*) FROM covid.county_daily")[0][0]
+            print(f"one-day file, S3 put → county_daily, dagster dev (sensor every 10 s): {elapsed:5.2f} s  "
+                  f"{outcome}, rows in county_daily: {rows:,}")
         conn.close()
-    print(f"S3 put → county_daily, dagster dev: {elapsed:7.2f} s  ({elapsed / floor:.2f}x)  {outcome}, "
-          f"rows in county_daily: {rows:,}")
-    for (pid, name), peak in sorted(rss.peaks.items(), key=lambda item: -item[1])[:6]:
-        print(f"    peak RSS {peak:6.0f} MB  pid {pid:>7}  {name}")
 
 
 def main() -> None:
@@ -208,7 +217,7 @@ def main() -> None:
         print(f"one-day file ({day_rows:,} rows) onto the table: {elapsed:5.2f} s  peak RSS {peak_mb:.0f} MB"
               f"  rows in county_daily: {count_rows(url):,}  success: {ok}")
         if args.dev:
-            through_dagster_dev(path, key, floor)
+            through_dagster_dev(path, key, floor, work / day_key, day_key)
 
 
 if __name__ == "__main__":
