@@ -27,9 +27,10 @@ from urllib.parse import urlparse
 import boto3
 from common import SHARED_DATA, connect, dagster_dev, moto_s3, scratch_database, wait_for
 
+from covid_platform.assets.raw import KEY_TAG
+
 BASE_FILE = SHARED_DATA / "nyt" / "us-states.csv"
 BASE_LAST_DAY = date(2023, 3, 23)
-KEY_TAG = "covid/key"
 
 
 def main() -> None:

@@ -101,7 +101,21 @@ def wait_for(process: subprocess.Popen, condition, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def a_file_loaded(query) -> bool:
-    """Once the ledger exists: whether a file is loaded (the sample file `covid-platform dev` drops)."""
-    return bool(query("SELECT to_regclass('covid.ingested_files')")[0][0]
-                and query("SELECT 1 FROM covid.ingested_files WHERE status = 'loaded'"))
+def loaded_files(query, key_like: str = "%") -> int:
+    """Files the ledger says are loaded (0 until `covid-platform dev` has created the ledger)."""
+    if not query("SELECT to_regclass('covid.ingested_files')")[0][0]:
+        return 0
+    return query("SELECT count(*) FROM covid.ingested_files WHERE key LIKE %s AND status = 'loaded'",
+                 (key_like,))[0][0]
+
+
+def dev_env(database_url: str, s3_endpoint: str, bucket: str, tmp_path: Path) -> dict[str, str]:
+    """`covid-platform dev` on the test database, landing in the test bucket, its sensor ticking every 2 s."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "LANDING_URL": f"s3://{bucket}/drops",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "COVID_SENSOR_INTERVAL_SECONDS": "2",
+    }

@@ -8,7 +8,6 @@ concurrent load produced: any other order would make the comparison depend on a 
 """
 
 import multiprocessing
-import os
 import random
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import date, timedelta
@@ -28,7 +27,7 @@ from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
 from covid_platform.sensors.landing import MAX_KEYS_PER_TICK
 from covid_platform_tests.helpers import (
-    a_file_loaded, drop, ingest, nyt_states_slice, start_dev, stop_dev, wait_for,
+    dev_env, loaded_files, drop, ingest, nyt_states_slice, start_dev, stop_dev, wait_for,
 )
 from covid_platform_tests.test_faults import county_rows, county_table, expected_counties, read_counties
 from covid_platform_tests.test_sensor import tick_until_quiet
@@ -154,28 +153,18 @@ def test_a_restart_in_the_middle_of_a_backlog_loads_every_key_exactly_once(
     """`covid-platform dev` (S3 landing, 2 s sensor interval, 4 runs at a time) is stopped while 30 files
     dropped at once are being loaded, and started again on the same Dagster home and database: every file
     ends loaded, once, and the tables are those of loading them one by one."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "LANDING_URL": f"s3://{bucket}/drops",
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "COVID_SENSOR_INTERVAL_SECONDS": "2",
-    }
+    env = dev_env(database_url, s3_endpoint, bucket, tmp_path)
     states = sorted(read_nyt(SAMPLE)["state"].unique())[:30]
     files = {f"us_states/june/{state}.csv": nyt_states_slice("2020-06-01", "2020-06-30", {state})
              for state in states}
 
     def loaded() -> int:
-        if not query("SELECT to_regclass('covid.ingested_files')")[0][0]:
-            return 0
-        return query("SELECT count(*) FROM covid.ingested_files WHERE key LIKE 'us_states/june/%%' "
-                     "AND status = 'loaded'")[0][0]
+        return loaded_files(query, "us_states/june/%")
 
     with open(tmp_path / "dev.log", "w") as log:
         dev = start_dev(env, log)
         try:
-            wait_for(dev, lambda: a_file_loaded(query), 180, "the sample file")
+            wait_for(dev, lambda: loaded_files(query), 180, "the sample file")
             with ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(lambda item: s3_client.put_object(
                     Bucket=bucket, Key=f"drops/{item[0]}", Body=item[1]), files.items()))

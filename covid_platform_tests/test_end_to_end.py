@@ -2,30 +2,22 @@
 sensor) with PostgreSQL at DATABASE_URL and the landing zone in S3 (moto over HTTP). Files are dropped into
 the bucket and the tables fill through the sensor, exactly as a user would see it."""
 
-import os
 import time
 
 import pandas as pd
 
 from covid_platform_tests.conftest import SHARED_DATA
-from covid_platform_tests.helpers import a_file_loaded, start_dev, stop_dev, wait_for
+from covid_platform_tests.helpers import dev_env, loaded_files, start_dev, stop_dev, wait_for
 from covid_platform_tests.test_summaries import NATIONAL_COLUMNS, expected_national, read_nyt, table
 
 
 def test_dropped_files_flow_through_dagster_dev(database_url, s3_endpoint, s3_client, bucket, query, tmp_path):
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "LANDING_URL": f"s3://{bucket}/drops",
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "COVID_SENSOR_INTERVAL_SECONDS": "2",
-    }
+    env = dev_env(database_url, s3_endpoint, bucket, tmp_path)
     log = open(tmp_path / "dev.log", "w")
     dev = start_dev(env, log)
     try:
         # The sample file shipped in the package is dropped at start and loaded by the sensor's run.
-        wait_for(dev, lambda: a_file_loaded(query), 180, "the sample file to load")
+        wait_for(dev, lambda: loaded_files(query), 180, "the sample file to load")
 
         nyt = SHARED_DATA / "nyt" / "us-states.csv"
         dropped = time.monotonic()
