@@ -1,5 +1,7 @@
-"""What the benchmarks share: a scratch PostgreSQL database and moto's S3 server over HTTP."""
+"""What the benchmarks share: the data folder of their --data argument, a scratch PostgreSQL database and
+moto's S3 server over HTTP."""
 
+import argparse
 import os
 import signal
 import socket
@@ -13,8 +15,25 @@ from urllib.parse import urlparse
 import psycopg2
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-COUNTY_FILE = SHARED_DATA / "counties" / "us-counties-jhu-2020-03-22_2021-10-28.csv.gz"
+# The big public files (the tests' data/README.md names their sources), not part of the project: where a
+# development machine keeps them beside the clone, else wherever --data says.
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+COUNTY_FILE = "counties/us-counties-jhu-2020-03-22_2021-10-28.csv.gz"
+NYT_STATES = "nyt/us-states.csv"
+
+
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, metavar="DIR",
+                        help="folder of the public data files, laid out as counties/..., nyt/... "
+                             "(default: %(default)s)")
+
+
+def data_file(folder: Path, name: str) -> Path:
+    """`name` in the --data folder; exits, saying so, when it is not there."""
+    path = folder / name
+    if not path.is_file():
+        sys.exit(f"{path} not found: pass --data DIR, a folder holding {name}")
+    return path
 
 
 @contextmanager

@@ -1,21 +1,24 @@
 """Dashboard queries on large clean tables: p50 and p95 of 50 runs each, and the indexes each plan uses.
 
-    .venv/bin/python benchmarks/dashboard_queries.py [--rows 15000000] [--runs 50]
+    .venv/bin/python benchmarks/dashboard_queries.py [--rows 15000000] [--runs 50] [--data DIR]
 
 Builds covid.county_daily, covid.state_daily and covid.national_daily in a scratch database with the
 platform's own DDL (lib/merge.table_ddl for the dataset declarations, sql/schema.sql, sql/national_daily.sql),
-filled set-based: the real county file (../shared/data/counties, 1.88M rows) loaded once by COPY, its derived
-columns computed with the platform's definitions, then copied with suffixed names until each clean table
-holds about `--rows` rows (county names suffixed in county_daily; state names in state_daily, whose real size
-is 56 states x ~590 days); national_daily is then built by the platform's own SQL. The default size runs in a
-few minutes; `--rows 15000000` is the issue's 15M rows (8 copies of the county file).
+filled set-based: the real county file (counties/… of the --data folder, default ../shared/data; 1.88M rows)
+loaded once by COPY, its derived columns computed with the platform's definitions, then copied with suffixed
+names until each clean table holds about `--rows` rows (county names suffixed in county_daily; state names in
+state_daily, whose real size is 56 states x ~590 days); national_daily is then built by the platform's own
+SQL. The default size runs in a few minutes; `--rows 15000000` is the issue's 15M rows (8 copies of the county
+file).
 
-Then, on a read-only connection as a dashboard holds it, each query runs `--runs` times (after one warm-up)
+Then, on a read-only connection as a dashboard holds it, each of the dashboard's own queries
+(covid_platform/dashboard/queries.py) on these tables runs `--runs` times (after one warm-up)
 and its p50 / p95 / max are printed with the scans of its plan (EXPLAIN).
 PostgreSQL: BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres).
 """
 
 import argparse
+import datetime as dt
 import gzip
 import math
 import os
@@ -23,38 +26,29 @@ import statistics
 import sys
 import time
 from importlib import resources
+from pathlib import Path
 
 import psycopg2
-from common import COUNTY_FILE as SOURCE, connect, scratch_database
+from psycopg2 import sql
+from common import COUNTY_FILE, add_data_argument, connect, data_file, scratch_database
 
+from covid_platform.dashboard.queries import QUERIES
 from covid_platform.datasets import US_COUNTIES, US_STATES
 from covid_platform.lib.merge import table_ddl, year_partitions_ddl
 
-STATE = "New York"
+STATE, STATE_CODE = "New York", "NY"
+BUILT = {US_COUNTIES.table, US_STATES.table, *US_STATES.summaries}
 
-QUERIES = {
-    "one state's last 90 days": """
-        SELECT date, cases, deaths, new_cases, new_deaths, new_cases_7d, new_deaths_7d
-        FROM covid.state_daily
-        WHERE state = %(state)s
-          AND date > (SELECT max(date) FROM covid.state_daily WHERE state = %(state)s) - 90
-        ORDER BY date
-    """,
-    "national series": """
-        SELECT date, cases, deaths, new_cases, new_deaths, new_cases_7d, new_deaths_7d
-        FROM covid.national_daily
-        ORDER BY date
-    """,
-    "top 10 counties, 7-day new cases": """
-        -- new_cases_7d is the mean of the last 7 days' new cases: the top 10 are the last entries of the
-        -- index (date, new_cases_7d) on the latest date
-        SELECT state, county, round(new_cases_7d * 7)::bigint AS new_cases_7d
-        FROM covid.county_daily
-        WHERE date = (SELECT max(date) FROM covid.county_daily)
-        ORDER BY date DESC, new_cases_7d DESC
-        LIMIT 10
-    """,
-}
+
+def parameters(cur) -> dict:
+    """What a reader picks: the state's last 90 days, the counties' latest date (one dict serves every query:
+    each takes the names it uses)."""
+    cur.execute("SELECT max(date) FROM covid.state_daily WHERE state = %s", (STATE,))
+    last = cur.fetchone()[0]
+    cur.execute("SELECT max(date) FROM covid.county_daily")
+    return {"state": STATE, "state_code": STATE_CODE, "first": last - dt.timedelta(days=90), "last": last,
+            "date": cur.fetchone()[0]}
+
 
 # The platform's derived columns (lib/merge.py): new_x = x minus x on the region's previous date (x on its
 # first); new_x_7d = mean of new_x over the row and the 6 rows before it.
@@ -134,12 +128,12 @@ def create_clean_table(cur, dataset) -> None:
             cur.execute(ddl)
 
 
-def build(cur, rows: int) -> None:
+def build(cur, rows: int, county_file: Path) -> None:
     """The three tables at about `rows` rows each (national_daily: one per date)."""
     cur.execute(platform_sql("schema.sql"))
     cur.execute("CREATE UNLOGGED TABLE bench_raw "
                 "(date date, county text, state text, fips text, cases bigint, deaths bigint)")
-    with gzip.open(SOURCE) as source:
+    with gzip.open(county_file) as source:
         timed("COPY of the county file", lambda: cur.copy_expert(
             "COPY bench_raw FROM STDIN WITH (FORMAT csv, HEADER)", source, size=1 << 20))
     timed("derived columns (county, state)", lambda: (cur.execute(COUNTY_BASE), cur.execute(STATE_BASE)))
@@ -183,11 +177,10 @@ def dashboard(url: str):
     return conn
 
 
-def measure(conn, name: str, query: str, runs: int) -> list[tuple]:
+def measure(conn, name: str, query: sql.Composed, params: dict, runs: int) -> list[tuple]:
     """Prints p50 / p95 / max of `runs` runs after one warm-up, and the plan's scans; returns the result."""
     cur = conn.cursor()
-    params = {"state": STATE}
-    cur.execute("EXPLAIN (FORMAT JSON) " + query, params)
+    cur.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + query, params)
     scans = sorted(set(index_scans(cur.fetchone()[0][0]["Plan"])))
     cur.execute(query, params)
     result = cur.fetchall()
@@ -208,14 +201,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=2_000_000, help="rows of county_daily and of state_daily")
     parser.add_argument("--runs", type=int, default=50)
+    add_data_argument(parser)
     args = parser.parse_args()
+    county_file = data_file(args.data, COUNTY_FILE)
     with scratch_database() as url:
         conn, _ = connect(url)
         cur = conn.cursor()
         print(f"cores: {os.cpu_count()}  load average {os.getloadavg()[0]:.1f}  building tables of about "
               f"{args.rows:,} rows", flush=True)
         started = time.perf_counter()
-        build(cur, args.rows)
+        build(cur, args.rows, county_file)
         cur.execute("SELECT (SELECT count(*) FROM covid.county_daily), "
                     "(SELECT count(*) FROM covid.state_daily), (SELECT count(*) FROM covid.national_daily), "
                     f"{SIZE.format(table='covid.county_daily')}, {SIZE.format(table='covid.state_daily')}")
@@ -224,8 +219,13 @@ def main() -> None:
               f"({county_size}), state_daily {states:,} rows ({state_size}), national_daily {dates:,} rows")
         print(f"{args.runs} runs each, on the platform's indexes:")
         reader = dashboard(url)
+        params = parameters(reader.cursor())
+        # The dashboard's own statements (covid_platform/dashboard/queries.py), on the tables built here.
         for query_name, query in QUERIES.items():
-            measure(reader, query_name, query, args.runs)
+            if query.table in BUILT:
+                measure(reader, query_name, query.statement, params, args.runs)
+        print(f"not timed (tables this benchmark does not fill): "
+              f"{', '.join(n for n, q in QUERIES.items() if q.table not in BUILT)}")
         reader.close()
         print(f"load average at the end: {os.getloadavg()[0]:.1f} (other work on the machine skews times)")
         conn.close()

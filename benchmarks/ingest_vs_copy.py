@@ -1,9 +1,10 @@
 """Ingestion throughput and memory against the floor PostgreSQL sets: a bare COPY of the same file.
 
-    .venv/bin/python benchmarks/ingest_vs_copy.py [--copies N] [--dev]
+    .venv/bin/python benchmarks/ingest_vs_copy.py [--copies N] [--dev] [--data DIR]
 
-Builds a county file from ../shared/data/counties (N copies with the county names suffixed, seeded and
-deterministic; the one conflicting duplicate key of the source is dropped), then in one run measures:
+Builds a county file from the JHU county file (counties/… of the --data folder, default ../shared/data):
+N copies with the county names suffixed, seeded and deterministic; the one conflicting duplicate key of the
+source is dropped. Then in one run measures:
   1. bare COPY of the file into a plain table (the floor),
   2. the platform's ingestion in-process: raw (archive, COPY to staging, gates) → county_daily (merge),
   3. a one-day file (the next date for every county) ingested onto the loaded table,
@@ -28,15 +29,17 @@ from pathlib import Path
 
 import psutil
 import psycopg2
-from common import COUNTY_FILE as SOURCE, connect, dagster_dev, moto_s3, scratch_database, wait_for
+from common import (
+    COUNTY_FILE, add_data_argument, connect, dagster_dev, data_file, moto_s3, scratch_database, wait_for,
+)
 
 CONFLICT = b"2020-03-22,District of Columbia,District of Columbia,11001,102,2\r\n"  # CRLF, as the file
 
 
-def build_file(path: Path, copies: int) -> int:
+def build_file(source_path: Path, path: Path, copies: int) -> int:
     """Write `copies` copies of the source rows, county names suffixed per copy; returns the row count."""
     rows = 0
-    with gzip.open(SOURCE) as source, open(path, "wb") as out:
+    with gzip.open(source_path) as source, open(path, "wb") as out:
         header = source.readline()
         body = [line for line in source if line != CONFLICT]
         out.write(header)
@@ -186,13 +189,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--copies", type=int, default=1)
     parser.add_argument("--dev", action="store_true", help="then the same file through covid-platform dev")
+    add_data_argument(parser)
     args = parser.parse_args()
+    source = data_file(args.data, COUNTY_FILE)
     with scratch_database() as url, tempfile.TemporaryDirectory(prefix="covid_bench_") as work:
         work = Path(work)
         key = "us_counties/bench.csv"
         path = work / key
         path.parent.mkdir(parents=True)
-        rows = build_file(path, args.copies)
+        rows = build_file(source, path, args.copies)
         size = path.stat().st_size
         print(f"cores: {os.cpu_count()}  file: {rows:,} rows, {size / 1e6:.0f} MB")
         floor = bare_copy(url, path)

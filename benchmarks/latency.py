@@ -1,13 +1,14 @@
 """Latency of a small file: from the S3 put to covid.national_daily updated, `covid-platform dev` running.
 
-    .venv/bin/python benchmarks/latency.py [--drops 5] [--interval 10]
+    .venv/bin/python benchmarks/latency.py [--drops 5] [--interval 10] [--data DIR]
 
-Starts `covid-platform dev` (webserver, daemon, landing sensor, runs in their own processes) against a
-scratch PostgreSQL database and a landing zone in moto's S3 over HTTP, as the end-to-end test does, with the
-landing sensor ticking every `--interval` seconds (the platform's default is 10). The base file (NYT
-us-states.csv, every state to 2023-03-23) is loaded first. Then `--drops` files of one state and one day (the
-next day each time) are put at random moments of the sensor's cycle, one at a time; for each, the time from
-the put to the row of that day in covid.national_daily, split by the run's timestamps in Dagster's storage:
+Starts `covid-platform dev` (webserver, daemon, landing sensor, runs in their own processes) against a scratch
+PostgreSQL database and a landing zone in moto's S3 over HTTP, as the end-to-end test does, with the landing
+sensor ticking every `--interval` seconds (the platform's default is 10). The base file (NYT us-states.csv,
+every state to 2023-03-23; nyt/… of the --data folder, default ../shared/data) is loaded first. Then `--drops`
+files of one state and one day (the next day each time) are put at random moments of the sensor's cycle, one
+at a time; for each, the time from the put to the row of that day in covid.national_daily, split by the run's
+timestamps in Dagster's storage:
   until the sensor's tick created the run | queued until the daemon launched it and its process started |
   the run (raw → state_daily → national_daily).
 PostgreSQL: BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres).
@@ -25,11 +26,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import boto3
-from common import SHARED_DATA, connect, dagster_dev, moto_s3, scratch_database, wait_for
+from common import (
+    NYT_STATES, add_data_argument, connect, dagster_dev, data_file, moto_s3, scratch_database, wait_for,
+)
 
 from covid_platform.assets.raw import KEY_TAG
 
-BASE_FILE = SHARED_DATA / "nyt" / "us-states.csv"
 BASE_LAST_DAY = date(2023, 3, 23)
 
 
@@ -38,7 +40,9 @@ def main() -> None:
     parser.add_argument("--drops", type=int, default=5)
     parser.add_argument("--interval", type=int, default=10, help="COVID_SENSOR_INTERVAL_SECONDS")
     parser.add_argument("--seed", type=int, default=1)
+    add_data_argument(parser)
     args = parser.parse_args()
+    base_file = data_file(args.data, NYT_STATES)
 
     with moto_s3() as endpoint, scratch_database() as database_url, \
             tempfile.TemporaryDirectory(prefix="covid_latency_") as work:
@@ -47,11 +51,11 @@ def main() -> None:
         s3.create_bucket(Bucket=bucket)
         conn, query = connect(database_url)
         with dagster_dev(database_url, endpoint, bucket, Path(work), args.interval) as (dev, env):
-            measure(args, s3, bucket, dev, query, env)
+            measure(args, base_file, s3, bucket, dev, query, env)
         conn.close()
 
 
-def measure(args, s3, bucket, dev, query, env) -> None:
+def measure(args, base_file: Path, s3, bucket, dev, query, env) -> None:
     import dagster as dg
 
     os.environ["DAGSTER_PG_URL"] = env["DAGSTER_PG_URL"]  # to read the runs' timestamps in Dagster's storage
@@ -65,11 +69,11 @@ def measure(args, s3, bucket, dev, query, env) -> None:
     print(f"platform up, sample file loaded: {time.monotonic() - started:.0f} s", flush=True)
 
     started = time.monotonic()
-    s3.upload_file(str(BASE_FILE), bucket, "drops/us_states/base.csv")
+    s3.upload_file(str(base_file), bucket, "drops/us_states/base.csv")
     wait_for(dev, lambda: query("SELECT 1 FROM covid.national_daily WHERE date = %s", (BASE_LAST_DAY,)), 300,
              "the base file in national_daily", 0.5)
     rows = query("SELECT count(*) FROM covid.state_daily")[0][0]
-    print(f"base file loaded ({BASE_FILE.name}, state_daily {rows:,} rows): "
+    print(f"base file loaded ({base_file.name}, state_daily {rows:,} rows): "
           f"{time.monotonic() - started:.1f} s", flush=True)
 
     rng = random.Random(args.seed)

@@ -45,10 +45,12 @@ class Dataset:
     values: tuple[str, ...] = ()
     """Other non-negative integers (per-period counts), stored as reported."""
     new: Mapping[str, str] = field(default_factory=dict)
-    """count → column holding its daily difference: x minus x on the region's previous date (x on its first
-    date; null when x or the previous value is null; negative revisions kept)."""
+    """count → column holding its daily difference: null where x is empty; otherwise x minus x on the
+    region's latest earlier date where x is not empty (x itself when there is none); negative revisions
+    kept."""
     rolling_7d: tuple[str, ...] = ()
-    """Difference columns also averaged over the row and the 6 rows before it (as `<column>_7d`)."""
+    """Difference columns also averaged over the row and the 6 rows before it (as `<column>_7d`): the mean of
+    the non-empty ones, null when all seven are empty."""
     ratios_7d: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     """column → (numerator, denominator): difference columns summed over the 7 calendar days ending on the
     row's date, divided; null when the denominator's sum is 0 or null."""
@@ -56,8 +58,10 @@ class Dataset:
     """Descriptive text columns that may be empty (e.g. fips)."""
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """column → other header names it has had (headers match case-insensitively)."""
-    nullable_counts: bool = False
-    """Counts may be empty (stored as null) instead of failing the counts gate."""
+    nullable: tuple[str, ...] = ()
+    """Counts and values the publisher may leave empty: an empty field is "not reported", stored as null
+    (never zero, never a bad row); a non-empty one must still be a non-negative whole number. Differences
+    and 7-day values skip the empty ones (see `new`)."""
     date_in_file_name: str | None = None
     """For one-file-per-day sources: the `strptime` format of the file name (without .csv); no date column."""
     wide: str | None = None
@@ -108,6 +112,9 @@ class Dataset:
         duplicated = {c for c in columns if columns.count(c) > 1}
         if duplicated:
             fail("columns", f"{sorted(duplicated)} declared twice")
+        for column in self.nullable:
+            if column not in (*self.counts, *self.values):
+                fail("nullable", f"{column!r} is not one of the counts or values {(*self.counts, *self.values)}")
         for count in self.new:
             if count not in self.counts:
                 fail("new", f"{count!r} is not one of the counts {self.counts}")
@@ -144,6 +151,13 @@ class Dataset:
             from_elsewhere |= set(self.values)
         return tuple(c for c in self.stored_columns if c not in from_elsewhere)
 
+    def may_be_empty(self, column: str) -> bool:
+        """Whether a stored or derived column may hold null (not reported)."""
+        if column in self.nullable or column in self.ratios_7d:
+            return True
+        source = {new: count for count, new in self.new.items()}
+        return source.get(column.removesuffix("_7d")) in self.nullable
+
     @property
     def key(self) -> tuple[str, ...]:
         return (*self.region, "date")
@@ -162,6 +176,9 @@ US_STATES = Dataset(
     region=("state",),
     attributes=("fips",),
     counts=("cases", "deaths"),
+    # NYT: "deaths" is left empty where a jurisdiction does not report them (its README, for Puerto Rico);
+    # a state's row exists because it reports cases.
+    nullable=("deaths",),
     new={"cases": "new_cases", "deaths": "new_deaths"},
     rolling_7d=("new_cases", "new_deaths"),
     summaries=("national_daily",),
@@ -174,6 +191,9 @@ US_COUNTIES = Dataset(
     region=("state", "county"),
     attributes=("fips",),
     counts=("cases", "deaths"),
+    # NYT publishes no deaths for Puerto Rico's municipios, on purpose (its README): 2.4% of the rows of
+    # us-counties-recent.csv have an empty "deaths".
+    nullable=("deaths",),
     new={"cases": "new_cases", "deaths": "new_deaths"},
     rolling_7d=("new_cases",),
     # The dashboards' top counties of the latest date: the last entries of this index.
@@ -186,7 +206,9 @@ COVIDTRACKING = Dataset(
     region=("state",),
     counts=("positive", "negative", "total_tests"),
     aliases={"total_tests": ("totalTestResults",)},
-    nullable_counts=True,
+    # Each state reported what it could: the 2020-12-10 file leaves positive empty on 152 rows, negative on
+    # 310 and totalTestResults on 60.
+    nullable=("positive", "negative", "total_tests"),
     new={"positive": "new_positive", "negative": "new_negative", "total_tests": "new_tests"},
     ratios_7d={"positivity_7d": ("new_positive", "new_tests")},
     summaries=("testing_state_summary", "testing_outcome_totals"),
@@ -198,7 +220,9 @@ JHU_DAILY_US = Dataset(
     region=("state",),
     counts=("confirmed", "deaths", "total_test_results"),
     aliases={"state": ("Province_State",), "total_test_results": ("People_Tested",)},
-    nullable_counts=True,
+    # Tests are not reported for the cruise ships and some territories (62 empty cells in December 2020);
+    # Confirmed and Deaths are always there.
+    nullable=("total_test_results",),
     new={"confirmed": "new_confirmed", "deaths": "new_deaths"},
     date_in_file_name="%m-%d-%Y",
 )
@@ -210,6 +234,8 @@ CPS_SCHOOLS = Dataset(
     attributes=("school",),
     aliases={"school_id": ("CPS_School_ID",)},
     values=("new_cases",),
+    # An empty cell is a date the school did not report (a school added after the file's first dates).
+    nullable=("new_cases",),
     wide="%Y%m%d",
     wide_total="gTotal",
     summaries=("school_summary",),

@@ -3,7 +3,6 @@
 import os
 import socket
 import uuid
-from pathlib import Path
 from urllib.parse import urlparse
 
 import boto3
@@ -16,7 +15,6 @@ from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 

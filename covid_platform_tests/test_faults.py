@@ -6,7 +6,6 @@ equal a load without the fault), or the run fails with an error that names the p
 the file is not loaded. Never a half-written table, never a silent skip.
 """
 
-import gzip
 import hashlib
 import http.client
 import re
@@ -26,8 +25,7 @@ from dagster_aws.s3 import S3Resource
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
 from covid_platform.lib import ledger
 from covid_platform.resources.landing import LandingZone
-from covid_platform_tests.conftest import SHARED_DATA
-from covid_platform_tests.helpers import drop, ingest, nyt_states_slice
+from covid_platform_tests.helpers import county_rows, drop, ingest, nyt_states_slice
 from covid_platform_tests.test_sensor import tick, tick_until_quiet
 from covid_platform_tests.test_summaries import assert_tables_match, expected_daily, read_nyt, table
 
@@ -39,19 +37,16 @@ LOST_CONNECTION = re.compile(
 COUNTY_COLUMNS = ["state", "county", "fips", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d"]
 
 
-def county_rows(first: str, last: str, states: set[str] | None = None) -> bytes:
-    """Real rows of the JHU county file (NYT layout) between two dates, inclusive (from 2020-03-23: the
-    first date holds the file's one duplicate key)."""
-    lines = [b"date,county,state,fips,cases,deaths\n"]
-    with gzip.open(SHARED_DATA / "counties" / "us-counties-jhu-2020-03-22_2021-10-28.csv.gz") as source:
-        next(source)
-        for line in source:
-            day = line[:10].decode()
-            if day > last:
-                break
-            if day >= first and (states is None or line.decode().split(",")[2] in states):
-                lines.append(line)
-    return b"".join(lines)
+def with_copies(data: bytes, copies: int) -> bytes:
+    """The rows, then `copies - 1` copies of them as other counties (names suffixed " #1", " #2", ...; the
+    same values): many rows from the small real slice, the same on every run."""
+    header, *lines = data.splitlines(keepends=True)
+    out = [header, *lines]
+    for copy in range(1, copies):
+        for line in lines:
+            date, county, rest = line.split(b",", 2)
+            out.append(b"%s,%s #%d,%s" % (date, county, copy, rest))
+    return b"".join(out)
 
 
 def read_counties(data: bytes) -> pd.DataFrame:
@@ -147,10 +142,11 @@ class BackendKiller(threading.Thread):
         self.join(10)
 
 
-# A small earlier file, then a large one (125k real county rows, 5 MB) whose COPY and merge take long
-# enough to be caught. The small file's counts are off by one, so the large file revises its last 3 days.
+# A small earlier file, then a large one (126k county rows, 6 MB: the slice's 4 states over 45 days, 83 times)
+# whose COPY and merge take long enough to be caught. The small file's counts are off by one, so the large
+# file revises its last 3 days.
 EARLY = county_rows("2020-03-28", "2020-04-03", {"Rhode Island", "Delaware", "Vermont"})
-LARGE = county_rows("2020-04-01", "2020-05-15")
+LARGE = with_copies(county_rows("2020-04-01", "2020-05-15"), 83)
 
 
 def _bumped(data: bytes) -> bytes:

@@ -6,10 +6,9 @@ import io
 import dagster as dg
 import pandas as pd
 
-from covid_platform_tests.conftest import SHARED_DATA
-from covid_platform_tests.helpers import drop, ingest
+from covid_platform_tests.helpers import TEST_DATA, drop, ingest
 
-CPS = SHARED_DATA / "cps" / "allCpsCovidData_2021-03-28.csv"
+CPS = TEST_DATA / "cps" / "allCpsCovidData_2021-03-28.csv"
 
 
 def long_form(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,14 +1,12 @@
 """The clean and summary tables against values computed independently (pandas) from real NYT/JHU slices."""
 
-import gzip
 import io
 
 import dagster as dg
 import pandas as pd
 import pytest
 
-from covid_platform_tests.conftest import SHARED_DATA
-from covid_platform_tests.helpers import drop, ingest, nyt_states_slice
+from covid_platform_tests.helpers import county_rows, drop, ingest, nyt_states_slice
 
 
 def expected_daily(frame: pd.DataFrame, region: list[str], rolling: bool) -> pd.DataFrame:
@@ -92,22 +90,8 @@ def test_files_arriving_out_of_order_give_the_same_tables(landing, resources, qu
     assert_tables_match(query, pd.concat([read_nyt(early), read_nyt(late)], ignore_index=True))
 
 
-def county_slice(last_date: str, states: set[str]) -> bytes:
-    """Real rows of the JHU county file (NYT layout), including 'Unassigned' counties with no fips."""
-    lines = [b"date,county,state,fips,cases,deaths\n"]
-    with gzip.open(SHARED_DATA / "counties" / "us-counties-jhu-2020-03-22_2021-10-28.csv.gz") as source:
-        next(source)
-        for line in source:
-            fields = line.decode().split(",")
-            if fields[0] > last_date:
-                break
-            if fields[2] in states:
-                lines.append(line)
-    return b"".join(lines)
-
-
 def test_county_daily(landing, resources, query):
-    data = county_slice("2020-04-20", {"Rhode Island", "Delaware", "Vermont"})
+    data = county_rows("2020-03-22", "2020-04-20", {"Rhode Island", "Delaware", "Vermont"})
     with dg.instance_for_test() as instance:
         assert ingest(landing, resources, drop(landing, "us_counties/spring.csv", data), instance).success
     frame = pd.read_csv(io.BytesIO(data), dtype={"fips": str}, parse_dates=["date"], keep_default_na=False)
@@ -128,10 +112,8 @@ def test_county_daily(landing, resources, query):
 
 
 def test_county_daily_is_partitioned_by_year_and_differences_cross_the_boundary(landing, resources, query):
-    data = county_slice("2021-01-05", {"Delaware"})
-    header, *lines = data.splitlines(keepends=True)
-    december = header + b"".join(line for line in lines if b"2020-12-20" <= line[:10] <= b"2020-12-31")
-    january = header + b"".join(line for line in lines if line[:10] >= b"2021-01-01")
+    december = county_rows("2020-12-20", "2020-12-31", {"Delaware"})
+    january = county_rows("2021-01-01", "2021-01-05", {"Delaware"})
     with dg.instance_for_test() as instance:
         for key, body in (("us_counties/december.csv", december), ("us_counties/january.csv", january)):
             assert ingest(landing, resources, drop(landing, key, body), instance).success
@@ -142,9 +124,8 @@ def test_county_daily_is_partitioned_by_year_and_differences_cross_the_boundary(
         ("county_daily_2020", "FOR VALUES FROM ('2020-01-01') TO ('2021-01-01')"),
         ("county_daily_2021", "FOR VALUES FROM ('2021-01-01') TO ('2022-01-01')"),
     ]
-    frame = pd.read_csv(io.BytesIO(header + b"".join(lines)), dtype={"fips": str}, parse_dates=["date"],
-                        keep_default_na=False)
-    frame = frame[frame["date"] >= "2020-12-20"]
+    both = county_rows("2020-12-20", "2021-01-05", {"Delaware"})
+    frame = pd.read_csv(io.BytesIO(both), dtype={"fips": str}, parse_dates=["date"], keep_default_na=False)
     columns = ["state", "county", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d"]
     expected = expected_daily(frame, ["state", "county"], rolling=True)[columns]
     actual = table(query, f"SELECT {', '.join(columns)} FROM covid.county_daily ORDER BY state, county, date",

@@ -18,7 +18,7 @@ GATES = {
     "not_empty": "The file holds at least one data row.",
     "keys_present": "Key columns (region and date) are never empty.",
     "dates_valid": "Dates are real calendar dates written YYYY-MM-DD and not in the future.",
-    "counts_valid": "Counts are non-negative whole numbers.",
+    "counts_valid": "Counts are non-negative whole numbers (or empty, where the dataset allows: not reported).",
     "keys_unique": "No two rows share a key with different values.",
 }
 
@@ -184,8 +184,8 @@ def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int, strict: 
                 for c in (*dataset.region, *dataset.attributes)]
         bad.append(sql.SQL("date IS NULL OR date > current_date"))
         for c in (*dataset.counts, *dataset.values):
-            bad.append(sql.SQL("{} < 0" if dataset.nullable_counts else "{c} < 0 OR {c} IS NULL").format(
-                sql.Identifier(c), c=sql.Identifier(c)))
+            bad.append(sql.SQL("{c} < 0" if c in dataset.nullable else "{c} < 0 OR {c} IS NULL").format(
+                c=sql.Identifier(c)))
         key = sql.SQL(", ").join(sql.Identifier(c) for c in dataset.key)
         # Repeated keys by a hash aggregate: the planner, blind to a fresh table's size, would sort it.
         cur.execute("SET LOCAL enable_sort = off")
@@ -233,9 +233,10 @@ def _problems(dataset: Dataset, staged: StagedFile) -> list[Problem]:
     for column in (*dataset.counts, *dataset.values):
         value = sql.Identifier(column)
         condition = sql.SQL("NOT {}").format(sql.SQL(COUNT_OK).format(v=value))
-        if dataset.nullable_counts:
+        if column in dataset.nullable:
             condition = sql.SQL("{} <> '' AND {}").format(value, condition)
-        problems.append(Problem("counts_valid", column, condition, "a non-negative whole number"))
+        expected = "a non-negative whole number" + (" or an empty field" if column in dataset.nullable else "")
+        problems.append(Problem("counts_valid", column, condition, expected))
     return problems
 
 

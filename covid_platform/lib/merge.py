@@ -21,10 +21,11 @@ INCOMING_ONE = "CREATE TEMP VIEW incoming AS {staged};"
 
 MERGE = """
 CREATE TEMP TABLE changed ON COMMIT DROP AS
-SELECT {f_region}, f.from_date, coalesce(seed.date, '-infinity') AS window_start
+SELECT {f_region}, f.from_date, coalesce(least(seed.date{reach_back}), '-infinity') AS window_start
 FROM (SELECT {region}, min(date) AS from_date FROM incoming GROUP BY {region}) AS f
 LEFT JOIN LATERAL (
-    -- the earliest unchanged row the window functions need to see
+    -- the earliest unchanged row the window functions need to see (for a count that may be empty, the
+    -- difference of the row after it reaches back to the latest row where the count is not: reach_back)
     SELECT t.date FROM {table} AS t
     WHERE {region_match_f} AND t.date < f.from_date
     ORDER BY t.date DESC OFFSET {seed_rows} - 1 LIMIT 1
@@ -83,25 +84,32 @@ def derived_columns(dataset: Dataset) -> list[str]:
 
 
 def table_ddl(dataset: Dataset) -> sql.Composed:
-    """The clean table and its indexes; counts and differences are NOT NULL unless the dataset allows empty
-    counts."""
-    not_null = sql.SQL("" if dataset.nullable_counts else " NOT NULL")
+    """The clean table and its indexes; a count, and what is derived from it, is NOT NULL unless the dataset
+    declares it may be empty. A table created before a column was declared nullable loses the constraint
+    (a catalog change, no rewrite)."""
+    table = sql.Identifier("covid", dataset.table)
+    numeric = [(c, "bigint") for c in (*dataset.counts, *dataset.values, *dataset.new.values())]
+    numeric += [(c, "double precision") for c in (*dataset.rolling_columns, *dataset.ratios_7d)]
     columns = [sql.SQL("{} text NOT NULL").format(sql.Identifier(c)) for c in dataset.region]
     columns += [sql.SQL("{} text").format(sql.Identifier(c)) for c in dataset.attributes]
     columns.append(sql.SQL("date date NOT NULL"))
-    columns += [sql.SQL("{} bigint{}").format(sql.Identifier(c), not_null) for c in (*dataset.counts, *dataset.values)]
-    columns += [sql.SQL("{} bigint{}").format(sql.Identifier(c), not_null) for c in dataset.new.values()]
-    columns += [sql.SQL("{} double precision{}").format(sql.Identifier(c), not_null) for c in dataset.rolling_columns]
-    columns += [sql.SQL("{} double precision").format(sql.Identifier(c)) for c in dataset.ratios_7d]
+    columns += [
+        sql.SQL("{} {}{}").format(sql.Identifier(c), sql.SQL(kind), sql.SQL("" if dataset.may_be_empty(c) else " NOT NULL"))
+        for c, kind in numeric
+    ]
     columns.append(sql.SQL("file_id bigint NOT NULL"))  # the ledger row of the file the values came from
     create = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, CONSTRAINT {} PRIMARY KEY ({})){}").format(
-        sql.Identifier("covid", dataset.table),
+        table,
         sql.SQL(", ").join(columns),
         _primary_key(dataset),
         _ids(dataset.key),
         sql.SQL(" PARTITION BY RANGE (date)" if dataset.partition_by_year else ""),
     )
-    return sql.SQL("; ").join([create, *_secondary_indexes(dataset)])
+    relax = [
+        sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(table, sql.Identifier(c))
+        for c, _ in numeric if dataset.may_be_empty(c)
+    ]
+    return sql.SQL("; ").join([create, *relax, *_secondary_indexes(dataset)])
 
 
 def _primary_key(dataset: Dataset) -> sql.Identifier:
@@ -160,14 +168,24 @@ def staged_rows(dataset: Dataset, file_id: int) -> sql.Composed:
     return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(columns), staging_table(file_id))
 
 
+def _difference(dataset: Dataset, count: str, new: str) -> sql.Composed:
+    """x minus x on the region's latest earlier date where x is not empty; x itself when there is none."""
+    c, n = sql.Identifier(count), sql.Identifier(new)
+    if count not in dataset.nullable:
+        # Every row has x: the previous row's; on a region's first date (lag(date) is null), x itself.
+        return sql.SQL("CASE WHEN lag(date) OVER by_region IS NULL THEN {c} ELSE {c} - lag({c}) OVER by_region END "
+                       "AS {n}").format(c=c, n=n)
+    # The latest non-empty x before the row, in the same sort as by_region (PostgreSQL has no IGNORE NULLS):
+    # the largest (day number, x) pair over the rows before it, empty x left out; [2] is that x.
+    return sql.SQL(
+        "{c} - coalesce((max(CASE WHEN {c} IS NOT NULL THEN ARRAY[date - DATE '2000-01-01', {c}] END) OVER "
+        "(by_region ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING))[2], 0) AS {n}"
+    ).format(c=c, n=n)
+
+
 def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Composed:
     """Merge the staged files' rows; the last statement's row count is the rows written."""
-    differences = [
-        # On a region's first date there is no previous row (lag(date) is null): the difference is x itself.
-        sql.SQL("CASE WHEN lag(date) OVER by_region IS NULL THEN {c} ELSE {c} - lag({c}) OVER by_region END AS {n}")
-        .format(c=sql.Identifier(count), n=sql.Identifier(new))
-        for count, new in dataset.new.items()
-    ]
+    differences = [_difference(dataset, count, new) for count, new in dataset.new.items()]
     windowed = [
         sql.SQL("avg({n}) OVER last_7_rows AS {a}").format(n=sql.Identifier(n), a=sql.Identifier(f"{n}_7d"))
         for n in dataset.rolling_7d
@@ -179,6 +197,12 @@ def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Compose
     ]
     derived = derived_columns(dataset)
     base = base_columns(dataset)
+    reach_back = [
+        sql.SQL(", (SELECT max(t.date) FROM {table} AS t WHERE {match} AND t.date <= seed.date AND {c} IS NOT NULL)")
+        .format(table=sql.Identifier("covid", dataset.table), match=_match("t", "f", dataset.region),
+                c=sql.Identifier("t", count))
+        for count in dataset.new if count in dataset.nullable
+    ]
     incoming = INCOMING_ONE if len(staged) == 1 else INCOMING_MANY
     return sql.SQL(incoming + MERGE).format(
         key=_ids(dataset.key),
@@ -190,6 +214,7 @@ def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Compose
         region_match_f=_match("t", "f", dataset.region),
         region_match_c=_match("t", "c", dataset.region),
         seed_rows=sql.Literal(7 if windowed else 1),
+        reach_back=sql.Composed(reach_back),
         table=sql.Identifier("covid", dataset.table),
         staged=sql.SQL(" UNION ALL ").join(staged),
         differences=sql.SQL(", ").join(differences) if differences else sql.SQL("NULL AS no_difference"),

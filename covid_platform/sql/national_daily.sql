@@ -1,16 +1,21 @@
--- covid.national_daily: one row per date, cases and deaths summed over the states present that date;
--- new_x and new_x_7d defined as in state_daily, over the national series.
+-- covid.national_daily: one row per date, cases and deaths summed over the states that reported them that
+-- date (an empty count is not reported: it adds nothing, and a total is null when no state reported it);
+-- new_x and new_x_7d defined as in state_daily, over the national series: new_x is null where x is, else x
+-- minus the latest earlier non-null x; new_x_7d is the mean of the non-null new_x of the row and the 6 before.
 -- Rebuilt from covid.state_daily (about 1,100 dates, milliseconds) in one transaction: readers keep the
 -- old rows until it commits.
 CREATE TABLE IF NOT EXISTS covid.national_daily (
     date          date   PRIMARY KEY,
-    cases         bigint NOT NULL,
-    deaths        bigint NOT NULL,
-    new_cases     bigint NOT NULL,
-    new_deaths    bigint NOT NULL,
-    new_cases_7d  double precision NOT NULL,
-    new_deaths_7d double precision NOT NULL
+    cases         bigint,
+    deaths        bigint,
+    new_cases     bigint,
+    new_deaths    bigint,
+    new_cases_7d  double precision,
+    new_deaths_7d double precision
 );
+ALTER TABLE covid.national_daily ALTER COLUMN cases DROP NOT NULL, ALTER COLUMN deaths DROP NOT NULL,
+    ALTER COLUMN new_cases DROP NOT NULL, ALTER COLUMN new_deaths DROP NOT NULL,
+    ALTER COLUMN new_cases_7d DROP NOT NULL, ALTER COLUMN new_deaths_7d DROP NOT NULL;  -- tables of older versions
 
 DELETE FROM covid.national_daily;
 
@@ -20,13 +25,15 @@ SELECT date, cases, deaths, new_cases, new_deaths,
        avg(new_deaths) OVER last_7_rows
 FROM (
     SELECT date, cases, deaths,
-           cases  - coalesce(lag(cases)  OVER by_date, 0) AS new_cases,
-           deaths - coalesce(lag(deaths) OVER by_date, 0) AS new_deaths
+           cases  - coalesce((max(CASE WHEN cases  IS NOT NULL THEN ARRAY[date - DATE '2000-01-01', cases]  END)
+                              OVER before_date)[2], 0) AS new_cases,
+           deaths - coalesce((max(CASE WHEN deaths IS NOT NULL THEN ARRAY[date - DATE '2000-01-01', deaths] END)
+                              OVER before_date)[2], 0) AS new_deaths
     FROM (
         SELECT date, sum(cases)::bigint AS cases, sum(deaths)::bigint AS deaths
         FROM covid.state_daily
         GROUP BY date
     ) AS totals
-    WINDOW by_date AS (ORDER BY date)
+    WINDOW before_date AS (ORDER BY date ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ) AS differences
 WINDOW last_7_rows AS (ORDER BY date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW);

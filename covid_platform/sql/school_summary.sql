@@ -1,13 +1,16 @@
--- covid.school_summary: one row per school from covid.school_cases: total_cases over every report date;
+-- covid.school_summary: one row per school from covid.school_cases: total_cases over every report date
+-- (the cells the school reported; null if it reported none);
 -- cases_last_7d / cases_last_14d over the dates after (the latest date in the table minus 7 / 14 days);
 -- school: the name reported on the school's latest date (spellings vary between files).
 CREATE TABLE IF NOT EXISTS covid.school_summary (
     school_id      text   PRIMARY KEY,
     school         text,
-    total_cases    bigint NOT NULL,
+    total_cases    bigint,
     cases_last_7d  bigint NOT NULL,
     cases_last_14d bigint NOT NULL
 );
+
+ALTER TABLE covid.school_summary ALTER COLUMN total_cases DROP NOT NULL;  -- tables of older versions
 
 DELETE FROM covid.school_summary;
 

@@ -1,0 +1,136 @@
+"""An empty count is "not reported": loaded as null (never zero, never a bad row) where the dataset declares
+it may be empty, and skipped by the derived values, which are checked against pandas.
+
+NYT publishes no deaths for Puerto Rico's municipios (its README); the JHU county file in data/ writes them
+as 0. `nyt_published` turns the real JHU rows into what NYT publishes: the municipios' deaths empty.
+"""
+
+import csv
+import dataclasses
+import io
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from covid_platform.datasets import US_COUNTIES, DatasetError
+from covid_platform_tests.helpers import (
+    data_file, drop, ingest, nyt_states_slice, with_differences, with_rolling_7d,
+)
+
+PR_DE = "counties/us-counties-jhu-pr-de-2021-02-16_2021-03-17.csv.gz"
+# Kent County, Delaware, leaves deaths unreported for ten days: a difference after them reaches back past them.
+GAP = ("Kent", "2021-02-20", "2021-03-01")
+COUNTY_COLUMNS = ["state", "county", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d"]
+
+
+def nyt_published(data: bytes, keep=lambda date: True) -> bytes:
+    """The rows (those whose date `keep` accepts) with deaths empty for Puerto Rico's municipios (not for its
+    "Unassigned" row) and for Kent County over GAP."""
+    header, *rows = csv.reader(io.StringIO(data.decode()))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    for date, county, state, fips, cases, deaths in rows:
+        if not keep(date):
+            continue
+        municipio = state == "Puerto Rico" and county != "Unassigned"
+        if municipio or (county == GAP[0] and GAP[1] <= date <= GAP[2]):
+            deaths = ""
+        writer.writerow([date, county, state, fips, cases, deaths])
+    return out.getvalue().encode()
+
+
+def expected_county_daily(*files: bytes) -> pd.DataFrame:
+    """The clean table computed with pandas: later files win each key, then the derived columns."""
+    frame = pd.concat(
+        pd.read_csv(io.BytesIO(data), parse_dates=["date"], dtype={"fips": str}) for data in files
+    ).drop_duplicates(["state", "county", "date"], keep="last")
+    frame = with_differences(frame, {"cases": "new_cases", "deaths": "new_deaths"}, region=("state", "county"))
+    frame = with_rolling_7d(frame, ["new_cases"], region=("state", "county"))
+    return frame[COUNTY_COLUMNS].astype({c: "float64" for c in COUNTY_COLUMNS[3:]})
+
+
+def county_daily(query) -> pd.DataFrame:
+    rows = query(
+        'SELECT state, county, date, cases, deaths, new_cases, new_deaths, new_cases_7d FROM covid.county_daily '
+        'ORDER BY state COLLATE "C", county COLLATE "C", date'
+    )
+    frame = pd.DataFrame(rows, columns=COUNTY_COLUMNS)
+    frame["date"] = pd.to_datetime(frame["date"])
+    return frame.astype({c: "float64" for c in COUNTY_COLUMNS[3:]})
+
+
+def test_nyt_county_file_with_unreported_deaths_loads_as_published(landing, resources, query):
+    data = nyt_published(data_file(PR_DE))
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, "us_counties/us-counties-recent.csv", data), instance)
+    assert result.success
+    assert query("SELECT status, rows, rows_loaded FROM covid.ingested_files") == [("loaded", 2520, 2520)]
+    assert query("SELECT count(*) FROM covid.rejected_rows") == [(0,)]
+
+    expected = expected_county_daily(data)
+    empty = expected["deaths"].isna()
+    assert empty.sum() == 79 * 30 + 10, "every municipio's deaths, and Kent's ten days"
+    actual = county_daily(query)
+    assert actual["deaths"].isna().equals(empty), "not reported stays null: never zero"
+    pd.testing.assert_frame_equal(actual, expected, check_exact=False, rtol=1e-9, check_dtype=False)
+    kent = expected[expected["county"] == "Kent"].set_index("date")
+    assert kent.loc["2021-03-02", "new_deaths"] == kent.loc["2021-03-02", "deaths"] - kent.loc["2021-02-19", "deaths"]
+
+
+def test_a_later_file_merges_across_unreported_days(landing, resources, query):
+    """The second file starts inside Kent's gap's reach: its new_deaths need the value before the gap, which
+    the merge must read although it lies more than 7 rows back."""
+    first = nyt_published(data_file(PR_DE), keep=lambda date: date <= "2021-03-05")
+    revised = nyt_published(data_file(PR_DE), keep=lambda date: date >= "2021-03-02")
+    revised = revised.replace(b",Kent,Delaware,10001,", b",Kent,Delaware,10001,1", 1)  # one cumulative revised up
+    with dg.instance_for_test() as instance:
+        for name, data in (("first.csv", first), ("second.csv", revised)):
+            assert ingest(landing, resources, drop(landing, f"us_counties/{name}", data), instance).success
+    pd.testing.assert_frame_equal(county_daily(query), expected_county_daily(first, revised), check_exact=False,
+                                  rtol=1e-9, check_dtype=False)
+
+
+def test_national_totals_sum_the_states_that_reported(landing, resources, query):
+    """Puerto Rico reports no deaths at all and Ohio none on 2021-01-10: that day's national deaths are the
+    other states' sum, and the national differences skip nothing but empty totals."""
+    header, *rows = nyt_states_slice("2021-01-01", "2021-01-20").decode().splitlines()
+    blanked = [header] + [
+        ",".join(f[:4] + [""]) if f[1] == "Puerto Rico" or (f[1] == "Ohio" and f[0] == "2021-01-10") else line
+        for line in rows
+        for f in [line.split(",")]
+    ]
+    data = "\r\n".join(blanked + [""]).encode()
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_states/blanks.csv", data), instance).success
+
+    states = pd.read_csv(io.BytesIO(data), parse_dates=["date"])
+    national = states.groupby("date")[["cases", "deaths"]].sum(min_count=1).reset_index().assign(region="US")
+    national = with_differences(national, {"cases": "new_cases", "deaths": "new_deaths"}, region=("region",))
+    national = with_rolling_7d(national, ["new_cases", "new_deaths"], region=("region",))
+    columns = ["date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d"]
+    actual = pd.DataFrame(query(f"SELECT {', '.join(columns)} FROM covid.national_daily ORDER BY date"),
+                          columns=columns)
+    actual["date"] = pd.to_datetime(actual["date"])
+    pd.testing.assert_frame_equal(actual.astype({c: float for c in columns[1:]}),
+                                  national[columns].astype({c: float for c in columns[1:]}), check_exact=False,
+                                  check_dtype=False)
+    assert query("SELECT count(*) FROM covid.state_daily WHERE deaths IS NULL") == [(21,)]
+
+
+def test_a_value_that_is_not_a_count_is_still_bad(landing, resources, query):
+    lines = nyt_published(data_file(PR_DE)).split(b"\r\n")
+    bad = lines.index(next(line for line in lines if b",Kent,Delaware," in line and not line.endswith(b",")))
+    lines[bad] = lines[bad].rsplit(b",", 1)[0] + b",n/a"
+    data = b"\r\n".join(lines)
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_counties/na.csv", data), instance).success
+    assert query("SELECT line, reason FROM covid.rejected_rows") == [
+        (bad + 1, "column 'deaths': expected a non-negative whole number or an empty field, got 'n/a'")
+    ]
+
+
+def test_only_counts_may_be_declared_empty():
+    with pytest.raises(DatasetError, match="dataset 'us_counties', field 'nullable': 'fips' is not one of"):
+        dataclasses.replace(US_COUNTIES, nullable=("fips",))
