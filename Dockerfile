@@ -13,7 +13,7 @@ COPY covid_platform ./covid_platform
 RUN pip install . && useradd --system --home /opt/dagster dagster \
     && mkdir -p "$DAGSTER_HOME" && chown dagster "$DAGSTER_HOME"
 COPY workspace.yaml ./
-COPY dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+COPY covid_platform/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 
 USER dagster
 EXPOSE 3000

@@ -29,12 +29,12 @@ from importlib import resources
 from pathlib import Path
 
 import psycopg2
-from psycopg2 import sql
 from common import COUNTY_FILE, add_data_argument, connect, data_file, scratch_database
+from psycopg2 import sql
 
 from covid_platform.dashboard.queries import QUERIES
 from covid_platform.datasets import US_COUNTIES, US_STATES
-from covid_platform.lib.merge import table_ddl, year_partitions_ddl
+from covid_platform.lib.tables import table_ddl, year_partitions_ddl
 
 STATE, STATE_CODE = "New York", "NY"
 BUILT = {US_COUNTIES.table, US_STATES.table, *US_STATES.summaries}

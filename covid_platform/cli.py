@@ -1,14 +1,16 @@
-"""`covid-platform`: run the platform locally on its embedded defaults, or drop a file into the landing zone."""
+"""`covid-platform`: run the platform locally on its embedded defaults, drop a file into the landing zone, or
+serve the analysts' dashboard."""
 
 import argparse
 import os
 import re
-import shutil
+import shlex
 import signal
 import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
 from dagster_aws.s3 import S3Resource
 
@@ -16,7 +18,15 @@ from covid_platform.datasets import DATASETS
 from covid_platform.lib import embedded
 from covid_platform.resources.landing import LandingZone
 
+# The instance `dev` runs on, copied into its DAGSTER_HOME. It lives in the package, not in the repository
+# root: `dagster dev` warns about a dagster.yaml in its working directory that is not DAGSTER_HOME's, and
+# `dg check defs` (with no DAGSTER_HOME) would build its instance from it and need DAGSTER_PG_URL.
+INSTANCE_YAML = resources.files("covid_platform").joinpath("dagster.yaml")
+# What another shell needs to reach what `dev` runs; the AWS variables of an S3 landing zone are the user's own.
+SHARED_ENV = ("DAGSTER_HOME", "DAGSTER_PG_URL", "DATABASE_URL", "LANDING_URL")
+
 SAMPLE = ("us_states", "sample/nyt-us-states-2021-01-01_2021-02-14.csv")
+DASHBOARD = Path(__file__).resolve().parent / "dashboard" / "app.py"
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -24,7 +34,27 @@ def sqlalchemy_url(database_url: str) -> str:
     return re.sub(r"^postgres(ql)?://", "postgresql+psycopg2://", database_url)
 
 
-def dev(state_dir: Path, port: int) -> int:
+def dashboard_command(port: int, address: str) -> list[str]:
+    """`streamlit run` on the dashboard: headless (no browser opened, no e-mail prompt), no usage statistics
+    sent, no file watcher (the code does not change under a running server), the toolbar of a viewer (no
+    "Deploy" or developer options)."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(DASHBOARD),
+        "--server.port", str(port), "--server.address", address, "--server.headless", "true",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
+    ]
+
+
+def dashboard(port: int, address: str) -> NoReturn:
+    if not (os.environ.get("DATABASE_READ_URL") or os.environ.get("DATABASE_URL")):
+        sys.exit("Set DATABASE_READ_URL (a covid_reader login) or DATABASE_URL; "
+                 "`covid-platform dev` starts the dashboard on its own database.")
+    print(f"Dashboard on http://{address}:{port} (health: /_stcore/health)", flush=True)
+    command = dashboard_command(port, address)
+    os.execv(command[0], command)  # Streamlit becomes this process: signals reach it directly
+
+
+def dev(state_dir: Path, port: int, dashboard_port: int) -> int:
     """`dagster dev` (UI + daemon) with an embedded PostgreSQL and a local landing folder unless
     DATABASE_URL / LANDING_URL say otherwise; the sample file is dropped so the first run starts at once."""
     env = dict(os.environ)
@@ -38,8 +68,9 @@ def dev(state_dir: Path, port: int) -> int:
     env.setdefault("DAGSTER_HOME", str((state_dir / "dagster_home").resolve()))
     home = Path(env["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile("dagster.yaml", home / "dagster.yaml")
+    (home / "dagster.yaml").write_bytes(INSTANCE_YAML.read_bytes())
     print(f"Landing zone: {env['LANDING_URL']}")
+    print(connection_help(env), flush=True)
 
     dataset, name = SAMPLE
     sample = resources.files("covid_platform.sample_data").joinpath(f"{dataset}.csv")
@@ -47,6 +78,10 @@ def dev(state_dir: Path, port: int) -> int:
         LandingZone(url=env["LANDING_URL"], s3=S3Resource()).put(f"{dataset}/{name}", body)
     print(f"Dropped the sample file as {dataset}/{name}; open http://127.0.0.1:{port} to watch it load")
     process = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)], env=env)
+    board = None
+    if dashboard_port:
+        board = subprocess.Popen(dashboard_command(dashboard_port, "127.0.0.1"), env=env)
+        print(f"Dashboard on http://127.0.0.1:{dashboard_port}")
     # `dagster dev` shuts its webserver, daemon and code servers down cleanly on SIGINT; pass a
     # SIGTERM on as one, then wait, so the embedded server stops only after its clients have gone.
     signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGINT))
@@ -56,7 +91,28 @@ def dev(state_dir: Path, port: int) -> int:
             break
         except KeyboardInterrupt:
             continue  # the terminal sent SIGINT to the whole group: dagster dev is already stopping
+    if board:
+        board.terminate()  # before the embedded server it reads from stops
+        board.wait(30)
     return code  # an embedded server stops as this process exits
+
+
+def _shown(url: str) -> str:
+    """A URL fit for the terminal: a password is replaced by *** (the embedded server has none)."""
+    return re.sub(r"^([a-z0-9+]+://[^:/@]*:)[^@/]+@", r"\1***@", url)
+
+
+def connection_help(env: dict[str, str]) -> str:
+    """How to reach, from another shell, the warehouse (psql) and this Dagster instance (Dagster's own CLI:
+    its runs are recorded in the instance's storage and show in the UI)."""
+    exports = " ".join(f"{name}={shlex.quote(_shown(env[name]))}" for name in SHARED_ENV)
+    return "\n".join([
+        f"Warehouse: psql {shlex.quote(_shown(env['DATABASE_URL']))}",
+        "Dagster's CLI on this instance, from another shell in this folder:",
+        f"  export {exports}",
+        "  dg launch --job replay_us_states   # or: dg launch --assets national_daily",
+        "  dagster asset materialize -m covid_platform.definitions --select national_daily",
+    ])
 
 
 def drop(path: Path, dataset: str, name: str | None) -> int:
@@ -75,13 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("dev", help="run the UI and daemon on the embedded defaults")
     run.add_argument("--state-dir", type=Path, default=Path(".covid_platform"))
     run.add_argument("--port", type=int, default=3000, help="port of the web UI")
+    run.add_argument("--dashboard-port", type=int, default=8501, help="port of the dashboard (0: none)")
+    board = commands.add_parser("dashboard", help="serve the analysts' dashboard (Streamlit)")
+    board.add_argument("--port", type=int, default=8501)
+    board.add_argument("--address", default="127.0.0.1", help="0.0.0.0 behind a load balancer")
     put = commands.add_parser("drop", help="put a CSV file into the landing zone")
     put.add_argument("path", type=Path)
     put.add_argument("dataset", choices=sorted(DATASETS))
     put.add_argument("--name", help="object name under the dataset prefix (default: the file's name)")
     args = parser.parse_args(argv)
     if args.command == "dev":
-        return dev(args.state_dir, args.port)
+        return dev(args.state_dir, args.port, args.dashboard_port)
+    if args.command == "dashboard":
+        return dashboard(args.port, args.address)
     return drop(args.path, args.dataset, args.name)
 
 

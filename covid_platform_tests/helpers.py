@@ -99,7 +99,8 @@ def start_dev(env: dict, log) -> subprocess.Popen:
     from covid_platform_tests.conftest import _free_port
 
     return subprocess.Popen(
-        [sys.executable, "-m", "covid_platform.cli", "dev", "--port", str(_free_port())],
+        # no dashboard: test_dashboard.py tests it; others would contend for its port
+        [sys.executable, "-m", "covid_platform.cli", "dev", "--port", str(_free_port()), "--dashboard-port", "0"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
 

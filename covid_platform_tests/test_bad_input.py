@@ -218,9 +218,11 @@ def test_bad_file_is_quarantined_by_its_gate(name, landing, resources, query, s3
     for fragment in bad.reason_has:
         assert fragment in reason, f"{fragment!r} not in reason {reason!r}"
 
-    # (c) the gate's check failed, and it is the only one blamed at ERROR severity
+    # (c) the gate's check failed, and it is the only one blamed at ERROR severity; the gates before it
+    # passed, and those its failure made moot are not reported (the UI shows them not executed, not passed)
     evaluations = checks(result)
-    assert set(GATES) <= set(evaluations)
+    assert bad.gate in evaluations and set(evaluations) <= set(GATES)
+    assert not any((e.description or "").startswith("not evaluated") for e in evaluations.values())
     assert evaluations[bad.gate].passed is False
     assert evaluations[bad.gate].severity == dg.AssetCheckSeverity.ERROR
     assert evaluations[bad.gate].description == reason

@@ -27,7 +27,14 @@ from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
 from covid_platform.sensors.landing import MAX_KEYS_PER_TICK
 from covid_platform_tests.helpers import (
-    dev_env, loaded_files, drop, ingest, nyt_states_slice, start_dev, stop_dev, wait_for,
+    dev_env,
+    drop,
+    ingest,
+    loaded_files,
+    nyt_states_slice,
+    start_dev,
+    stop_dev,
+    wait_for,
 )
 from covid_platform_tests.test_faults import county_rows, county_table, expected_counties, read_counties
 from covid_platform_tests.test_sensor import tick_until_quiet

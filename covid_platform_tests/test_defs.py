@@ -90,9 +90,20 @@ def test_dg_check_defs(tmp_path):
     assert "All definitions loaded successfully" in done.stdout + done.stderr
 
 
+def test_dg_check_defs_in_the_repo_root_needs_no_environment(tmp_path):
+    """As typed in a fresh shell: no DAGSTER_HOME, DAGSTER_PG_URL, DATABASE_URL or LANDING_URL. dg then builds
+    a temporary instance from the working directory, which holds no dagster.yaml (it is the package's)."""
+    dg_cli = Path(os.sys.executable).with_name("dg")
+    env = {"PATH": f"{dg_cli.parent}:/usr/bin:/bin", "HOME": str(tmp_path), "VIRTUAL_ENV": str(dg_cli.parent.parent)}
+    done = subprocess.run([dg_cli, "check", "defs"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "All definitions loaded successfully" in done.stdout + done.stderr
+    assert not (REPO / "dagster.yaml").exists()
+
+
 def test_dagster_yaml_stores_runs_in_postgres(database_url, monkeypatch):
     monkeypatch.setenv("DAGSTER_PG_URL", sqlalchemy_url(database_url))
-    with dg.DagsterInstance.from_config(str(REPO)) as instance:
+    with dg.DagsterInstance.from_config(str(REPO / "covid_platform")) as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert instance.run_retries_enabled

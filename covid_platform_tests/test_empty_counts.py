@@ -13,9 +13,17 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from covid_platform.assets.factory import build_dataset_assets
+from covid_platform.assets.raw import ETAG_TAG, KEY_TAG, files_partitions
 from covid_platform.datasets import US_COUNTIES, DatasetError
+from covid_platform.lib.ledger import partition_key
 from covid_platform_tests.helpers import (
-    data_file, drop, ingest, nyt_states_slice, with_differences, with_rolling_7d,
+    data_file,
+    drop,
+    ingest,
+    nyt_states_slice,
+    with_differences,
+    with_rolling_7d,
 )
 
 PR_DE = "counties/us-counties-jhu-pr-de-2021-02-16_2021-03-17.csv.gz"
@@ -129,6 +137,31 @@ def test_a_value_that_is_not_a_count_is_still_bad(landing, resources, query):
     assert query("SELECT line, reason FROM covid.rejected_rows") == [
         (bad + 1, "column 'deaths': expected a non-negative whole number or an empty field, got 'n/a'")
     ]
+
+
+def test_a_file_quarantined_under_an_older_rule_loads_from_the_archive(landing, resources, query):
+    """Before empty deaths were declared, this file was quarantined. Once the declaration allows them,
+    materializing its raw partition again (as from the UI: no tags) loads it from the archive, although
+    the landing key has been deleted since."""
+    strict = dataclasses.replace(US_COUNTIES, name="counties_recent", table="counties_recent", nullable=())
+    relaxed = dataclasses.replace(strict, nullable=("deaths",))
+    key = drop(landing, "counties_recent/us-counties-recent.csv", nyt_published(data_file(PR_DE)))
+    etag = landing.describe(key).etag
+    partition = partition_key(key, etag)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(files_partitions(strict).name, [partition])
+        first = dg.materialize(build_dataset_assets(strict), partition_key=partition, instance=instance,
+                               resources=resources, tags={KEY_TAG: key, ETAG_TAG: etag}, raise_on_error=False)
+        assert not first.success
+        ((status, reason),) = query("SELECT status, reason FROM covid.ingested_files")
+        assert status == "quarantined" and "column 'deaths': expected a non-negative whole number" in reason
+
+        landing.client().delete_object(Bucket=landing.bucket, Key=landing.prefix + key)
+        again = dg.materialize(build_dataset_assets(relaxed), partition_key=partition, instance=instance,
+                               resources=resources, raise_on_error=False)
+    assert again.success
+    assert query("SELECT status, reason, rows_loaded FROM covid.ingested_files") == [("loaded", None, 2520)]
+    assert query("SELECT count(*), count(deaths) FROM covid.counties_recent") == [(2520, 2520 - 79 * 30 - 10)]
 
 
 def test_only_counts_may_be_declared_empty():

@@ -7,7 +7,12 @@ import time
 import pandas as pd
 
 from covid_platform_tests.helpers import (
-    dev_env, loaded_files, nyt_states_slice, start_dev, stop_dev, wait_for,
+    dev_env,
+    loaded_files,
+    nyt_states_slice,
+    start_dev,
+    stop_dev,
+    wait_for,
 )
 from covid_platform_tests.test_summaries import NATIONAL_COLUMNS, expected_national, read_nyt, table
 

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
+import botocore.exceptions
 import dagster as dg
 import pandas as pd
-import botocore.exceptions
 import psycopg2
 import pytest
 from dagster_aws.s3 import S3Resource

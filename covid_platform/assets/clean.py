@@ -1,19 +1,42 @@
-"""Clean tables: every staged file of a dataset merged in, later files winning, derived columns recomputed."""
-
-from dataclasses import dataclass
+"""Clean tables: every staged file of a dataset merged in, later files winning, derived columns recomputed
+(`lib/merge.py`); or, for the job `replay_<dataset>`, rebuilt from every archived file under the gates of
+the day (`lib/replay.py`)."""
 
 import dagster as dg
-from psycopg2 import sql
 
 from covid_platform.assets.policies import RETRY, freshness
-from covid_platform.assets.raw import raw_asset_key
+from covid_platform.assets.raw import DATASET_TAG, raw_asset_key
 from covid_platform.datasets import Dataset
 from covid_platform.lib import ledger
-from covid_platform.lib.merge import (
-    build_indexes_ddl, derived_columns, drop_indexes_ddl, merge_statement, staged_rows, table_ddl, year_partitions_ddl,
-)
-from covid_platform.lib.staging import staging_table
+from covid_platform.lib.ledger import Status
+from covid_platform.lib.merge import Merged, merge_pending
+from covid_platform.lib.replay import Verdict, replay
+from covid_platform.lib.tables import derived_columns
+from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.warehouse import Warehouse
+
+
+class CleanConfig(dg.Config):
+    replay: bool = False
+    """Rebuild the table from every archived file of the dataset, gated again (the job replay_<dataset>
+    sets it); otherwise merge the files staged so far."""
+
+
+def replay_job_name(dataset: Dataset) -> str:
+    return f"replay_{dataset.name}"
+
+
+def build_replay_job(dataset: Dataset):
+    return dg.define_asset_job(
+        replay_job_name(dataset),
+        selection=dg.AssetSelection.assets(dataset.table).downstream(),
+        config={"ops": {dataset.table: {"config": {"replay": True}}}},
+        executor_def=dg.in_process_executor,
+        tags={DATASET_TAG: dataset.name},
+        description=f"Rebuild covid.{dataset.table} and its summaries from every archived {dataset.name} file, "
+        "in ledger order, gated by today's rules (after a gate rule changed or a bug was fixed). The table "
+        "is built aside and swapped in; files dropped meanwhile are merged after the swap.",
+    )
 
 
 def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
@@ -33,111 +56,83 @@ def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
         deps=[raw_asset_key(dataset)],
         group_name="clean",
         kinds={"postgres"},
-        output_required=False,
+        tags={DATASET_TAG: dataset.name},
         freshness_policy=freshness(dataset),
         retry_policy=RETRY,
         description=f"`covid.{dataset.table}`: one row per ({region}, date), the latest value any file "
-        f"reported. Derived: {derived}. `new_x` = x minus x on the region's previous date present (x on "
-        "its first date, null when x or the previous x is null; negative revisions kept); `*_7d` = mean "
-        "over the row and the 6 rows before it for the region; 7-day ratios sum both sides over the 7 "
-        "calendar days ending on the row's date.",
+        f"reported. Derived: {derived}. `new_x` = x minus x on the region's latest earlier date where x "
+        "is not empty (x itself when there is none; null where x is empty: not reported; negative "
+        "revisions kept); `*_7d` = mean of the non-empty values over the row and the 6 rows before it for "
+        "the region; 7-day ratios sum both sides over the 7 calendar days ending on the row's date.",
     )
-    def clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
-        with warehouse.connect() as conn, ledger.transaction(conn) as cur:
-            merged = _merge_pending(cur, dataset)
-        if merged is None:
-            # Another run's merge took this run's file along (runs overlap), or the file was a duplicate.
+    def clean(context: dg.AssetExecutionContext, config: CleanConfig, warehouse: Warehouse, landing: LandingZone):
+        verdicts: list[Verdict] = []
+        with warehouse.connect() as conn:
+            if config.replay:
+                merged, verdicts = replay(conn, landing, dataset)
+            else:
+                with ledger.transaction(conn) as cur:
+                    merged = merge_pending(cur, dataset)
+        if not merged.loaded and not config.replay:
+            # Another run's merge took this run's file along (runs overlap), the file was a duplicate, or the
+            # partition was loaded before: still a success, so backfills and re-executions complete.
             context.log.info(f"No staged {dataset.name} file to merge: {dataset.table} is unchanged")
-        else:
-            yield dg.MaterializeResult(metadata=merged.metadata)
+        yield dg.MaterializeResult(metadata={**_metadata(merged), **_replay_metadata(context, verdicts)})
+        yield from _file_statuses(dataset, merged, verdicts)
         if revisions:
-            decreases = merged.decreases if merged else dict.fromkeys(dataset.new, 0)
-            revised = {count: n for count, n in decreases.items() if n}
+            revised = {count: n for count, n in merged.decreases.items() if n}
             yield dg.AssetCheckResult(
                 check_name="cumulative_revisions",
                 passed=not revised,
                 severity=dg.AssetCheckSeverity.WARN,
                 description="; ".join(f"{n} decrease(s) of cumulative '{c}' (kept as reported)" for c, n in revised.items())
-                or (None if merged else "no rows written by this run"),
-                metadata={f"decreases_{count}": n for count, n in decreases.items()},
+                or (None if merged.loaded else "no rows written by this run"),
+                metadata={f"decreases_{count}": n for count, n in merged.decreases.items()},
             )
 
     return clean
 
 
-@dataclass
-class Merged:
-    metadata: dict
-    decreases: dict[str, int]
+def _metadata(merged: Merged) -> dict:
+    metadata = {"files_merged": dg.MetadataValue.int(len(merged.loaded)),
+                "rows_written": dg.MetadataValue.int(merged.rows_written)}
+    if merged.loaded:
+        metadata.update(rows_in_files=dg.MetadataValue.int(merged.rows_in_files),
+                        first_date=str(merged.first_date), last_date=str(merged.last_date))
+    return metadata
 
 
-def _merge_pending(cur, dataset: Dataset) -> Merged | None:
-    """Merge every staged file of the dataset in one transaction (the caller's); None when there is none."""
-    # One merge per table at a time; a second run waits, then merges what is still pending.
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"covid.{dataset.table}",))
-    cur.execute(
-        """
-        SELECT file_id FROM covid.ingested_files
-        WHERE dataset = %s AND status = 'staged'
-        ORDER BY file_id
-        FOR UPDATE
-        """,
-        (dataset.name,),
-    )
-    pending = [file_id for (file_id,) in cur.fetchall()]
-    if not pending:
-        return None
-    staged = [staged_rows(dataset, file_id) for file_id in pending]
-    cur.execute(table_ddl(dataset))
-    if dataset.partition_by_year:
-        cur.execute(sql.SQL("SELECT min(date), max(date) FROM ({}) AS s").format(sql.SQL(" UNION ALL ").join(staged)))
-        first, last = cur.fetchone()
-        for ddl in year_partitions_ddl(dataset, range(first.year, last.year + 1)):
-            cur.execute(ddl)
-    cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(sql.Identifier("covid", dataset.table)))
-    first_load = cur.fetchone()[0]
-    if first_load:
-        cur.execute(drop_indexes_ddl(dataset))
-    cur.execute(merge_statement(dataset, staged))
-    rows_written = cur.rowcount
-    if first_load:
-        cur.execute(build_indexes_ddl(dataset))
-    cur.execute(
-        """
-        UPDATE covid.ingested_files AS f
-        SET status = 'loaded', processed_at = now(), rows_loaded = coalesce(won.rows, 0)
-        FROM (SELECT unnest(%s::bigint[]) AS file_id) AS p
-        LEFT JOIN (SELECT file_id, count(*) AS rows FROM recomputed GROUP BY file_id) AS won USING (file_id)
-        WHERE f.file_id = p.file_id
-        """,
-        (pending,),
-    )
-    cur.execute("SELECT count(*), min(date), max(date) FROM incoming")
-    incoming, first_date, last_date = cur.fetchone()
-    decreases = _decreases(cur, dataset)
-    for file_id in pending:
-        cur.execute(sql.SQL("DROP TABLE {} CASCADE").format(staging_table(file_id)))  # and the view on it
-    return Merged(
-        metadata={
-            "files_merged": dg.MetadataValue.int(len(pending)),
-            "rows_in_files": dg.MetadataValue.int(incoming),
-            "rows_written": dg.MetadataValue.int(rows_written),
-            "first_date": str(first_date),
-            "last_date": str(last_date),
-        },
-        decreases=decreases,
-    )
-
-
-def _decreases(cur, dataset: Dataset) -> dict[str, int]:
-    """Rows the merge wrote (`recomputed`) whose cumulative count fell since the region's previous date."""
-    if not dataset.new:
+def _replay_metadata(context: dg.AssetExecutionContext, verdicts: list[Verdict]) -> dict:
+    """What a replay changed: each file whose verdict differs from its first one (a file that now fails
+    is logged as a warning)."""
+    if not verdicts:
         return {}
-    cur.execute(
-        sql.SQL("SELECT {} FROM recomputed").format(
-            sql.SQL(", ").join(
-                sql.SQL("count(*) FILTER (WHERE {} < 0)").format(sql.Identifier(new)) for new in dataset.new.values()
-            )
-        )
-    )
-    return dict(zip(dataset.new, cur.fetchone()))
+    changed = [v for v in verdicts if v.after != v.before]
+    for verdict in changed:
+        if verdict.status == Status.QUARANTINED:
+            context.log.warning(f"{verdict.key} loaded before, now quarantined: {verdict.reason}")
+    lines = ["| file_id | key | before | now | reason |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {v.file_id} | {v.key} | {v.before} | {v.after} | {v.reason or ''} |" for v in changed]
+    return {
+        "files_replayed": dg.MetadataValue.int(len(verdicts)),
+        **{f"files_{status}": dg.MetadataValue.int(sum(v.after == status for v in verdicts))
+           for status in (Status.LOADED, Status.QUARANTINED, Status.DUPLICATE)},
+        "verdicts_changed": dg.MetadataValue.md("\n".join(lines) if changed else "none"),
+    }
+
+
+def _file_statuses(dataset: Dataset, merged: Merged, verdicts: list[Verdict]):
+    """Each file's ledger status once this step is done, on its raw partition (the raw step could only say
+    `staged`): `loaded` for the files merged; a replay's new verdict for the others."""
+    raw = raw_asset_key(dataset)
+    for file_id, key, partition, rows_loaded in merged.loaded:
+        yield dg.AssetObservation(asset_key=raw, partition=partition, metadata={
+            "status": str(Status.LOADED), "file_id": dg.MetadataValue.int(file_id), "key": key,
+            "rows_loaded": dg.MetadataValue.int(rows_loaded), "table": f"covid.{dataset.table}",
+        })
+    for verdict in verdicts:
+        if verdict.status != Status.STAGED:
+            yield dg.AssetObservation(asset_key=raw, partition=verdict.partition_key, metadata={
+                "status": str(verdict.status), "file_id": dg.MetadataValue.int(verdict.file_id),
+                "key": verdict.key, "reason": verdict.reason or "",
+            })

@@ -12,18 +12,22 @@ import dagster as dg
 from covid_platform.assets.policies import RETRY
 from covid_platform.datasets import Dataset
 from covid_platform.resources.http_source import HttpSources
-from covid_platform.resources.landing import LandingZone
+from covid_platform.resources.landing import LandingZone, landing_kinds
 
 SPOOL_BYTES = 64 * 1024 * 1024  # pages stay in memory up to this size, then spill to a temporary file
+
+
+def pull_asset_key(dataset: Dataset) -> dg.AssetKey:
+    return dg.AssetKey(f"{dataset.name}_pull")
 
 
 def build_pull_asset(dataset: Dataset) -> dg.AssetsDefinition:
     pull = dataset.pull
 
     @dg.asset(
-        name=f"{dataset.name}_pull",
+        key=pull_asset_key(dataset),
         group_name="sources",
-        kinds={"http", "s3"},
+        kinds={"http", *landing_kinds()},
         retry_policy=RETRY,
         description=f"Pulls {pull.url} (or ${dataset.name.upper()}_URL) page by page into "
         f"`{dataset.name}/pull-<time>.csv` in the landing zone, where the landing sensor loads it.",
@@ -51,7 +55,7 @@ def build_pull_asset(dataset: Dataset) -> dg.AssetsDefinition:
 def build_pull_schedule(dataset: Dataset) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(
         name=f"{dataset.name}_daily_pull",
-        target=dg.AssetSelection.assets(f"{dataset.name}_pull"),
+        target=dg.AssetSelection.assets(pull_asset_key(dataset)),
         cron_schedule=dataset.pull.cron,
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )

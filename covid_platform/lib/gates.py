@@ -10,7 +10,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
-from covid_platform.lib.staging import StagedFile, source_rows, staging_table
+from covid_platform.lib.staging import StagedFile, create_typed, source_rows, staging_table
 
 GATES = {
     "csv_readable": "The file is UTF-8 CSV text whose rows have as many fields as its header.",
@@ -46,11 +46,6 @@ class GateResult:
     """A failure that stops the file (ERROR in the UI); otherwise a warning: moot, or bad rows set aside."""
     detail: str = ""
     """For row gates: the lines and problems, without the verdict on the file."""
-
-
-def not_evaluated(name: str, because: str) -> GateResult:
-    """A gate that an earlier failure made moot: shown as a warning, so the UI blames only the real failure."""
-    return GateResult(name, False, f"not evaluated: {because}", blocking=False)
 
 
 @dataclass
@@ -100,11 +95,11 @@ def evaluate(
             f"the header has {', '.join(repr(c) for c in staged.header) or 'no columns'}"
         )
         results.append(GateResult("required_columns", False, reason))
-        return results + [not_evaluated(name, "required columns are missing") for name in list(GATES)[2:]]
+        return results  # the later gates need the columns: not evaluated
     results.append(GateResult("required_columns", True))
     if staged.rows == 0:
         results.append(GateResult("not_empty", False, "the file has a header but no data rows"))
-        return results + [not_evaluated(name, "the file has no rows") for name in list(GATES)[3:]]
+        return results
     results.append(GateResult("not_empty", True, metadata={"rows": staged.rows}))
 
     with conn:  # the rejected rows leave the staging table and enter covid.rejected_rows together
@@ -114,7 +109,7 @@ def evaluate(
         oversized = [f for f in found if f.gate == "csv_readable"]
         if oversized:
             results[0] = GateResult("csv_readable", False, oversized[0].detail)
-            return results + [not_evaluated(name, "the file has an oversized field") for name in ROW_GATES]
+            return results
         bad_lines = _count_rejects(conn)
         share = bad_lines / staged.rows
         too_many = share > dataset.max_bad_row_share
@@ -142,40 +137,19 @@ def evaluate(
 
 
 def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int, strict: bool) -> bool:
-    """Cast the staged text into the typed table the merge reads (`covid_platform.lib.staging.staging_table`).
+    """The typed rows the merge reads (`staging.create_typed`).
 
     strict: the fast path, tried first: plain casts, then one aggregate over the typed rows; any value that
     does not cast or breaks a gate drops the table and returns False, and the detailed (slower) gates find
     the bad rows. Not strict: after those gates have set the bad rows aside, when every cast is safe.
     """
-    table = staging_table(file_id)
-    date = sql.Identifier("date")
-    columns = [sql.Identifier(c) for c in dataset.region]
-    columns += [sql.SQL("nullif({c}, '') AS {c}").format(c=sql.Identifier(c)) for c in dataset.attributes]
-    # Only YYYY-MM-DD (or Socrata's midnight timestamps): PostgreSQL's date input would take 01/05/2021 too.
-    columns.append(sql.SQL(
-        "CASE WHEN length({d}) = 10 AND substr({d}, 5, 1) = '-' AND substr({d}, 8, 1) = '-' THEN {d}::date "
-        r"WHEN {d} ~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}T00:00:00(\.0+)?$' THEN left({d}, 10)::date END AS date"
-    ).format(d=date))
-    # "12.0" is 12: the detailed gate admits only zeros after a decimal point; the fast path takes plain digits.
-    count = "nullif({c}, '')::bigint AS {c}" if strict else "split_part(nullif({c}, ''), '.', 1)::bigint AS {c}"
-    columns += [sql.SQL(count).format(c=sql.Identifier(c)) for c in (*dataset.counts, *dataset.values)]
-    # One row per key: the fast path admits no repeated key; the detailed gates leave only exact duplicates.
-    create = sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {}{} FROM ({}) AS s").format(
-        table,
-        sql.SQL("") if strict else sql.SQL("DISTINCT ON ({}) ").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in dataset.key)),
-        sql.SQL(", ").join(columns),
-        source_rows(dataset, staged),
-    )
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
         if not strict:
-            cur.execute(create)
+            create_typed(cur, dataset, staged, file_id, distinct=True)
             return True
         cur.execute("SAVEPOINT typed")
         try:
-            cur.execute(create)
+            create_typed(cur, dataset, staged, file_id, distinct=False)
         except psycopg2.DataError:  # a value that does not cast
             cur.execute("ROLLBACK TO SAVEPOINT typed")
             return False
@@ -193,7 +167,8 @@ def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int, strict: 
             sql.SQL(
                 "SELECT EXISTS (SELECT FROM {t} WHERE {bad}) "
                 "OR EXISTS (SELECT FROM {t} GROUP BY {key} HAVING count(*) > 1)"
-            ).format(t=table, bad=sql.SQL(" OR ").join(sql.SQL("({})").format(b) for b in bad), key=key)
+            ).format(t=staging_table(file_id), bad=sql.SQL(" OR ").join(sql.SQL("({})").format(b) for b in bad),
+                     key=key)
         )
         (any_bad,) = cur.fetchone()
         cur.execute("SET LOCAL enable_sort = on")

@@ -5,10 +5,24 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 
 import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extras import Json
+
+
+class Status(StrEnum):
+    """A file's ledger status (the CHECK of `covid.ingested_files.status`)."""
+
+    RECEIVED = "received"
+    """Seen, being archived and gated."""
+    STAGED = "staged"
+    """Passed the gates; its typed rows wait for the merge."""
+    LOADED = "loaded"
+    QUARANTINED = "quarantined"
+    DUPLICATE = "duplicate"
+    """The same bytes as a file already loaded: nothing to change."""
 
 
 def partition_key(obj_key: str, etag: str) -> str:
@@ -43,7 +57,9 @@ class LedgerEntry:
     file_id: int
     key: str
     etag: str
-    status: str
+    status: Status
+    archive_key: str | None = None
+    """Where the version was archived (None until it is): a rerun reads it from there, not the landing key."""
 
 
 def register(
@@ -54,37 +70,54 @@ def register(
         cur.execute(
             """
             INSERT INTO covid.ingested_files (key, etag, partition_key, dataset, status, run_id)
-            VALUES (%s, %s, %s, %s, 'received', %s)
+            VALUES (%s, %s, %s, %s, %s, %s)
             ON CONFLICT (partition_key) DO UPDATE SET run_id = EXCLUDED.run_id
-            RETURNING file_id, key, etag, status
+            RETURNING file_id, key, etag, status, archive_key
             """,
-            (key, etag, partition, dataset, run_id),
+            (key, etag, partition, dataset, Status.RECEIVED, run_id),
         )
-        return LedgerEntry(*cur.fetchone())
+        return _entry(cur.fetchone())
 
 
 def lookup(conn: psycopg2.extensions.connection, partition: str) -> LedgerEntry | None:
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT file_id, key, etag, status FROM covid.ingested_files WHERE partition_key = %s", (partition,)
+            "SELECT file_id, key, etag, status, archive_key FROM covid.ingested_files WHERE partition_key = %s",
+            (partition,),
         )
         row = cur.fetchone()
-    return LedgerEntry(*row) if row else None
+    return _entry(row) if row else None
+
+
+def _entry(row: tuple) -> LedgerEntry:
+    file_id, key, etag, status, archive_key = row
+    return LedgerEntry(file_id, key, etag, Status(status), archive_key)
+
+
+def reason(conn: psycopg2.extensions.connection, file_id: int) -> str | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT reason FROM covid.ingested_files WHERE file_id = %s", (file_id,))
+        return cur.fetchone()[0]
 
 
 def update(conn: psycopg2.extensions.connection, file_id: int, **fields) -> None:
     """Set ledger columns of one file (names come from this module's callers, never from input)."""
+    with transaction(conn) as cur:
+        set_fields(cur, file_id, **fields)
+
+
+def set_fields(cur: psycopg2.extensions.cursor, file_id: int, **fields) -> None:
+    """`update` in the caller's transaction."""
     if "columns" in fields:
         fields["columns"] = Json(fields["columns"])
     assignments = sql.SQL(", ").join(
         sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in fields
     )
-    with transaction(conn) as cur:
-        cur.execute(
-            sql.SQL("UPDATE covid.ingested_files SET {}, processed_at = now() WHERE file_id = %(file_id)s")
-            .format(assignments),
-            {**fields, "file_id": file_id},
-        )
+    cur.execute(
+        sql.SQL("UPDATE covid.ingested_files SET {}, processed_at = now() WHERE file_id = %(file_id)s")
+        .format(assignments),
+        {**fields, "file_id": file_id},
+    )
 
 
 def loaded_with_same_content(conn, dataset: str, sha256: str, file_id: int) -> tuple[int, str] | None:
@@ -93,10 +126,10 @@ def loaded_with_same_content(conn, dataset: str, sha256: str, file_id: int) -> t
         cur.execute(
             """
             SELECT file_id, key FROM covid.ingested_files
-            WHERE dataset = %s AND sha256 = %s AND status IN ('loaded', 'staged') AND file_id <> %s
+            WHERE dataset = %s AND sha256 = %s AND status IN (%s, %s) AND file_id <> %s
             ORDER BY file_id LIMIT 1
             """,
-            (dataset, sha256, file_id),
+            (dataset, sha256, Status.LOADED, Status.STAGED, file_id),
         )
         return cur.fetchone()
 
@@ -107,10 +140,10 @@ def previous_rows(conn, dataset: str, file_id: int) -> int | None:
         cur.execute(
             """
             SELECT rows FROM covid.ingested_files
-            WHERE dataset = %s AND status = 'loaded' AND file_id < %s
+            WHERE dataset = %s AND status = %s AND file_id < %s
             ORDER BY file_id DESC LIMIT 1
             """,
-            (dataset, file_id),
+            (dataset, Status.LOADED, file_id),
         )
         row = cur.fetchone()
     return row[0] if row else None
@@ -121,3 +154,50 @@ def rejected_rows(conn, file_id: int) -> int:
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM covid.rejected_rows WHERE file_id = %s", (file_id,))
         return cur.fetchone()[0]
+
+
+def claim_staged(cur: psycopg2.extensions.cursor, dataset: str) -> list[int]:
+    """The dataset's staged files in ledger order, locked until the caller's transaction ends (its merge)."""
+    cur.execute(
+        "SELECT file_id FROM covid.ingested_files WHERE dataset = %s AND status = %s ORDER BY file_id FOR UPDATE",
+        (dataset, Status.STAGED),
+    )
+    return [file_id for (file_id,) in cur.fetchall()]
+
+
+def mark_loaded(cur: psycopg2.extensions.cursor, file_ids: list[int]) -> list[tuple[int, str, str, int]]:
+    """The merged files `loaded`, each with the rows it won in the merge (the temp table `recomputed`);
+    returns (file_id, key, partition_key, rows_loaded) by file_id."""
+    cur.execute(
+        """
+        UPDATE covid.ingested_files AS f
+        SET status = %s, processed_at = now(), rows_loaded = coalesce(won.rows, 0)
+        FROM (SELECT unnest(%s::bigint[]) AS file_id) AS p
+        LEFT JOIN (SELECT file_id, count(*) AS rows FROM recomputed GROUP BY file_id) AS won USING (file_id)
+        WHERE f.file_id = p.file_id
+        RETURNING f.file_id, f.key, f.partition_key, f.rows_loaded
+        """,
+        (Status.LOADED, file_ids),
+    )
+    return sorted(cur.fetchall())
+
+
+def archived_files(conn: psycopg2.extensions.connection, dataset: str) -> list[tuple]:
+    """(file_id, key, etag, partition_key, status, archive_key) of the dataset's files that have a verdict
+    and an archived copy, in ledger order (what a replay gates again)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT file_id, key, etag, partition_key, status, archive_key FROM covid.ingested_files
+            WHERE dataset = %s AND status IN (%s, %s, %s) AND archive_key IS NOT NULL
+            ORDER BY file_id
+            """,
+            (dataset, Status.LOADED, Status.QUARANTINED, Status.DUPLICATE),
+        )
+        return [(*row[:4], Status(row[4]), row[5]) for row in cur.fetchall()]
+
+
+def forget_rejected_rows(conn: psycopg2.extensions.connection, file_id: int) -> None:
+    """Before a file is gated again: the rows it sets aside are the new gates' (see gates._set_aside)."""
+    with transaction(conn) as cur:
+        cur.execute("DELETE FROM covid.rejected_rows WHERE file_id = %s", (file_id,))

@@ -4,10 +4,23 @@ For each region a file touches, only rows from its earliest changed date onward 
 just before it (1 for the differences, 7 with 7-row or 7-day windows) are read to seed the window functions.
 """
 
+from dataclasses import dataclass, field
+from datetime import date
+
 from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
+from covid_platform.lib import ledger, staging
 from covid_platform.lib.staging import staging_table
+from covid_platform.lib.tables import (
+    base_columns,
+    build_indexes_ddl,
+    column_list,
+    derived_columns,
+    drop_indexes_ddl,
+    table_ddl,
+    year_partitions_ddl,
+)
 
 # Several files at once: the latest file's row wins each key. One file's keys are already unique (the
 # gates reject conflicting keys and the typed table holds one row per key), so it is read in place.
@@ -65,100 +78,10 @@ INSERT INTO {table} ({columns}) SELECT {columns} FROM recomputed;
 """
 
 
-def _ids(names) -> sql.Composed:
-    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
-
-
 def _match(left: str, right: str, names) -> sql.Composed:
     return sql.SQL(" AND ").join(
         sql.SQL("{} = {}").format(sql.Identifier(left, n), sql.Identifier(right, n)) for n in names
     )
-
-
-def base_columns(dataset: Dataset) -> list[str]:
-    return list(dataset.stored_columns)
-
-
-def derived_columns(dataset: Dataset) -> list[str]:
-    return [*dataset.new.values(), *dataset.rolling_columns, *dataset.ratios_7d]
-
-
-def table_ddl(dataset: Dataset) -> sql.Composed:
-    """The clean table and its indexes; a count, and what is derived from it, is NOT NULL unless the dataset
-    declares it may be empty. A table created before a column was declared nullable loses the constraint
-    (a catalog change, no rewrite)."""
-    table = sql.Identifier("covid", dataset.table)
-    numeric = [(c, "bigint") for c in (*dataset.counts, *dataset.values, *dataset.new.values())]
-    numeric += [(c, "double precision") for c in (*dataset.rolling_columns, *dataset.ratios_7d)]
-    columns = [sql.SQL("{} text NOT NULL").format(sql.Identifier(c)) for c in dataset.region]
-    columns += [sql.SQL("{} text").format(sql.Identifier(c)) for c in dataset.attributes]
-    columns.append(sql.SQL("date date NOT NULL"))
-    columns += [
-        sql.SQL("{} {}{}").format(sql.Identifier(c), sql.SQL(kind), sql.SQL("" if dataset.may_be_empty(c) else " NOT NULL"))
-        for c, kind in numeric
-    ]
-    columns.append(sql.SQL("file_id bigint NOT NULL"))  # the ledger row of the file the values came from
-    create = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, CONSTRAINT {} PRIMARY KEY ({})){}").format(
-        table,
-        sql.SQL(", ").join(columns),
-        _primary_key(dataset),
-        _ids(dataset.key),
-        sql.SQL(" PARTITION BY RANGE (date)" if dataset.partition_by_year else ""),
-    )
-    relax = [
-        sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(table, sql.Identifier(c))
-        for c, _ in numeric if dataset.may_be_empty(c)
-    ]
-    return sql.SQL("; ").join([create, *relax, *_secondary_indexes(dataset)])
-
-
-def _primary_key(dataset: Dataset) -> sql.Identifier:
-    return sql.Identifier(f"{dataset.table}_pkey")
-
-
-def _secondary_indexes(dataset: Dataset) -> list[sql.Composed]:
-    return [
-        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-            sql.Identifier("_".join((dataset.table, *index))),
-            sql.Identifier("covid", dataset.table),
-            _ids(index),
-        )
-        for index in dataset.indexes
-    ]
-
-
-# A first load of millions of rows into an empty table: its indexes are dropped and built once the rows are
-# in (in the same transaction), one sort each instead of millions of insertions at random places of an
-# index larger than PostgreSQL's buffers. Readers of the (empty) table wait for the commit.
-def drop_indexes_ddl(dataset: Dataset) -> sql.Composed:
-    table = sql.Identifier("covid", dataset.table)
-    drops = [sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, _primary_key(dataset))]
-    drops += [sql.SQL("DROP INDEX {}").format(sql.Identifier("covid", "_".join((dataset.table, *index))))
-              for index in dataset.indexes]
-    return sql.SQL("; ").join(drops)
-
-
-def build_indexes_ddl(dataset: Dataset) -> sql.Composed:
-    return sql.SQL("; ").join([
-        sql.SQL("SET LOCAL maintenance_work_mem = '256MB'"),
-        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
-            sql.Identifier("covid", dataset.table), _primary_key(dataset), _ids(dataset.key)
-        ),
-        *_secondary_indexes(dataset),
-    ])
-
-
-def year_partitions_ddl(dataset: Dataset, years: range) -> list[sql.Composed]:
-    """A partition of the clean table for each year (created as the years arrive)."""
-    return [
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
-            sql.Identifier("covid", f"{dataset.table}_{year}"),
-            sql.Identifier("covid", dataset.table),
-            sql.Literal(f"{year}-01-01"),
-            sql.Literal(f"{year + 1}-01-01"),
-        )
-        for year in years
-    ]
 
 
 def staged_rows(dataset: Dataset, file_id: int) -> sql.Composed:
@@ -205,12 +128,12 @@ def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Compose
     ]
     incoming = INCOMING_ONE if len(staged) == 1 else INCOMING_MANY
     return sql.SQL(incoming + MERGE).format(
-        key=_ids(dataset.key),
-        region=_ids(dataset.region),
+        key=column_list(dataset.key),
+        region=column_list(dataset.region),
         f_region=sql.SQL(", ").join(sql.Identifier("f", n) for n in dataset.region),
-        base=_ids(base),
+        base=column_list(base),
         t_base=sql.SQL(", ").join(sql.Identifier("t", n) for n in base),
-        columns=_ids([*base, *derived, "file_id"]),
+        columns=column_list([*base, *derived, "file_id"]),
         region_match_f=_match("t", "f", dataset.region),
         region_match_c=_match("t", "c", dataset.region),
         seed_rows=sql.Literal(7 if windowed else 1),
@@ -220,3 +143,77 @@ def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Compose
         differences=sql.SQL(", ").join(differences) if differences else sql.SQL("NULL AS no_difference"),
         windowed=sql.SQL(", ").join(windowed or [sql.SQL("NULL AS no_window")]),
     )
+
+
+@dataclass
+class Merged:
+    """What one merge did."""
+
+    loaded: list[tuple[int, str, str, int]] = field(default_factory=list)
+    """(file_id, key, partition_key, rows_loaded) of each file merged, now `loaded` in the ledger."""
+    rows_in_files: int = 0
+    rows_written: int = 0
+    first_date: date | None = None
+    last_date: date | None = None
+    decreases: dict[str, int] = field(default_factory=dict)
+    """count → rows written whose cumulative count fell since the region's previous date (revisions)."""
+
+
+def lock(cur, table: str, session: bool = False) -> None:
+    """One writer per clean table at a time: a merge for its transaction, a replay for its session."""
+    function = sql.SQL("pg_advisory_lock" if session else "pg_advisory_xact_lock")
+    cur.execute(sql.SQL("SELECT {}(hashtext(%s))").format(function), (f"covid.{table}",))
+
+
+def unlock(cur, table: str) -> None:
+    cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", (f"covid.{table}",))
+
+
+def merge_pending(cur, dataset: Dataset) -> Merged:
+    """Merge every staged file of the dataset, in ledger order, in the caller's transaction. A second run
+    waits for the first one's lock, then merges what is still pending (often nothing)."""
+    lock(cur, dataset.table)
+    pending = ledger.claim_staged(cur, dataset.name)
+    return merge_files(cur, dataset, pending) if pending else Merged(decreases=dict.fromkeys(dataset.new, 0))
+
+
+def merge_files(cur, dataset: Dataset, file_ids: list[int]) -> Merged:
+    """Merge these staged files into `covid.<dataset.table>` (created, and its year partitions, as
+    needed), mark them loaded and drop their staging tables, in the caller's transaction."""
+    staged = [staged_rows(dataset, file_id) for file_id in file_ids]
+    table = sql.Identifier("covid", dataset.table)
+    cur.execute(table_ddl(dataset))
+    if dataset.partition_by_year:
+        cur.execute(sql.SQL("SELECT min(date), max(date) FROM ({}) AS s").format(sql.SQL(" UNION ALL ").join(staged)))
+        first, last = cur.fetchone()
+        for ddl in year_partitions_ddl(dataset, range(first.year, last.year + 1)):
+            cur.execute(ddl)
+    cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(table))
+    first_load = cur.fetchone()[0]
+    if first_load:
+        cur.execute(drop_indexes_ddl(dataset))
+    cur.execute(merge_statement(dataset, staged))
+    rows_written = cur.rowcount
+    if first_load:
+        cur.execute(build_indexes_ddl(dataset))
+    loaded = ledger.mark_loaded(cur, file_ids)
+    cur.execute("SELECT count(*), min(date), max(date) FROM incoming")
+    rows_in_files, first_date, last_date = cur.fetchone()
+    merged = Merged(loaded, rows_in_files, rows_written, first_date, last_date, _decreases(cur, dataset))
+    for file_id in file_ids:
+        staging.drop(cur, file_id)
+    return merged
+
+
+def _decreases(cur, dataset: Dataset) -> dict[str, int]:
+    """Rows the merge wrote (`recomputed`) whose cumulative count fell since the region's previous date."""
+    if not dataset.new:
+        return {}
+    cur.execute(
+        sql.SQL("SELECT {} FROM recomputed").format(
+            sql.SQL(", ").join(
+                sql.SQL("count(*) FILTER (WHERE {} < 0)").format(sql.Identifier(new)) for new in dataset.new.values()
+            )
+        )
+    )
+    return dict(zip(dataset.new, cur.fetchone()))

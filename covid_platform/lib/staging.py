@@ -45,7 +45,7 @@ class _Landed:
         return chunk
 
 
-class HashingReader:
+class CheckedText:
     """What COPY reads: the landed bytes (hashed as they arrive), gunzipped on the fly when they are gzip,
     and checked on the way to be UTF-8 text without NUL bytes, so a bad byte is named by its offset.
 
@@ -177,6 +177,10 @@ def source_rows(dataset: Dataset, staged: StagedFile) -> sql.Composed:
     return source + sql.SQL(" CROSS JOIN LATERAL (VALUES {}) AS wide (date, value)").format(cells)
 
 
+# A staged file lives in two tables of `covid_staging`, both created and dropped here: the text COPY read
+# (`stage`), and the typed rows that passed the gates (`create_typed`), which wait for the merge.
+
+
 def staging_table(file_id: int) -> sql.Composed:
     """The file's rows, typed and gated: what the merge reads (dropped once merged)."""
     return sql.SQL("covid_staging.{}").format(sql.Identifier(f"file_{file_id}"))
@@ -185,6 +189,42 @@ def staging_table(file_id: int) -> sql.Composed:
 def text_table(file_id: int) -> sql.Composed:
     """The file as COPY read it: one text column per header field (dropped once typed)."""
     return sql.SQL("covid_staging.{}").format(sql.Identifier(f"text_{file_id}"))
+
+
+def create_typed(cur, dataset: Dataset, staged: StagedFile, file_id: int, distinct: bool) -> None:
+    """Cast the staged text into `staging_table(file_id)`: dates (YYYY-MM-DD, or Socrata's midnight
+    timestamps; PostgreSQL's own date input would take 01/05/2021 too), counts as bigint ("12.0" is 12:
+    the gates admit only zeros after a decimal point), empty attributes and counts as null.
+
+    distinct: one row per key, for a file whose conflicting keys the gates have set aside already (only
+    exact duplicates remain); otherwise the cast fails on a value that is not a count (the caller's
+    savepoint)."""
+    table = staging_table(file_id)
+    date = sql.Identifier("date")
+    columns = [sql.Identifier(c) for c in dataset.region]
+    columns += [sql.SQL("nullif({c}, '') AS {c}").format(c=sql.Identifier(c)) for c in dataset.attributes]
+    columns.append(sql.SQL(
+        "CASE WHEN length({d}) = 10 AND substr({d}, 5, 1) = '-' AND substr({d}, 8, 1) = '-' THEN {d}::date "
+        r"WHEN {d} ~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}T00:00:00(\.0+)?$' THEN left({d}, 10)::date END AS date"
+    ).format(d=date))
+    count = "split_part(nullif({c}, ''), '.', 1)::bigint AS {c}" if distinct else "nullif({c}, '')::bigint AS {c}"
+    columns += [sql.SQL(count).format(c=sql.Identifier(c)) for c in (*dataset.counts, *dataset.values)]
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+    cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {}{} FROM ({}) AS s").format(
+        table,
+        sql.SQL("DISTINCT ON ({}) ").format(sql.SQL(", ").join(sql.Identifier(c) for c in dataset.key))
+        if distinct else sql.SQL(""),
+        sql.SQL(", ").join(columns),
+        source_rows(dataset, staged),
+    ))
+
+
+def drop(cur, file_id: int, typed: bool = True) -> None:
+    """Drop the file's text table, and its typed rows too unless they still wait for the merge (CASCADE:
+    the merge's view on them)."""
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(text_table(file_id)))
+    if typed:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(staging_table(file_id)))
 
 
 def parse_header(line: bytes) -> list[str]:
@@ -204,7 +244,7 @@ def date_from_file_name(key: str, fmt: str) -> str:
 
 
 def stage(
-    conn: psycopg2.extensions.connection, reader: HashingReader, file_id: int, dataset: Dataset, key: str
+    conn: psycopg2.extensions.connection, reader: CheckedText, file_id: int, dataset: Dataset, key: str
 ) -> StagedFile:
     """COPY the file into `covid_staging.text_<file_id>` (all text, one column per header field) and commit.
 
@@ -262,7 +302,7 @@ def stage(
     return StagedFile(table, header, positions, missing, rows, file_date, wide_dates)
 
 
-def copy_error_reason(error: psycopg2.Error, header: list[str], reader: HashingReader) -> str:
+def copy_error_reason(error: psycopg2.Error, header: list[str], reader: CheckedText) -> str:
     """Turn PostgreSQL's COPY error into a line of the file and what was wrong with it."""
     message = error.diag.message_primary or str(error).strip()
     found = re.search(r"line (\d+)", error.diag.context or "")

@@ -65,6 +65,13 @@ class _ObjectBody:
         self.close()
 
 
+def landing_kinds() -> set[str]:
+    """The assets' kind tag for the landing zone this code location is configured with: "s3" for an S3
+    prefix, none for a local folder (kinds are fixed when the definitions load, so `LANDING_URL` is read
+    then; unset, as under `dg check defs`, no kind is claimed)."""
+    return {"s3"} if os.environ.get("LANDING_URL", "").startswith("s3://") else set()
+
+
 @dataclass(frozen=True)
 class LandingObject:
     key: str
@@ -131,14 +138,16 @@ class LandingZone(dg.ConfigurableResource):
             self._client = client
         return self._client
 
-    def list_after(self, start_after: str, limit: int = PAGE_SIZE) -> list[LandingObject]:
-        """Up to `limit` objects whose key sorts after `start_after`, in key order (S3's own order)."""
+    def list_after(self, start_after: str, limit: int = PAGE_SIZE, within: str = "") -> list[LandingObject]:
+        """Up to `limit` objects whose key sorts after `start_after`, in key order (S3's own order); with
+        `within` (a folder such as `us_states/`), only the keys under it."""
         if not self.is_s3:
-            return self._list_local(start_after, limit)
+            return self._list_local(start_after, limit, within)
         found: list[LandingObject] = []
         token = None
         while len(found) < limit:
-            args = {"Bucket": self.bucket, "Prefix": self.prefix, "MaxKeys": min(PAGE_SIZE, limit - len(found))}
+            args = {"Bucket": self.bucket, "Prefix": self.prefix + within,
+                    "MaxKeys": min(PAGE_SIZE, limit - len(found))}
             if token:
                 args["ContinuationToken"] = token
             elif start_after:
@@ -158,11 +167,11 @@ class LandingZone(dg.ConfigurableResource):
                 break
         return found
 
-    def _list_local(self, start_after: str, limit: int) -> list[LandingObject]:
+    def _list_local(self, start_after: str, limit: int, within: str = "") -> list[LandingObject]:
         keys = sorted(
-            p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()
+            p.relative_to(self.root).as_posix() for p in (self.root / within).rglob("*") if p.is_file()
         )
-        return [self.describe(key) for key in keys if key > start_after][:limit]
+        return [self.describe(key) for key in keys if key > start_after and key.startswith(within)][:limit]
 
     def describe(self, key: str) -> LandingObject:
         if self.is_s3:
@@ -202,9 +211,12 @@ class LandingZone(dg.ConfigurableResource):
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.root / key, dest)
 
-    def put(self, key: str, body: BinaryIO) -> None:
+    def put(self, key: str, body: BinaryIO, content_type: str | None = None) -> None:
+        """`content_type`: the S3 object's Content-Type (a published web page must be served as text/html,
+        not S3's default binary/octet-stream); a folder has none."""
         if self.is_s3:
-            self.client().upload_fileobj(body, self.bucket, self.prefix + key)
+            extra = {"ContentType": content_type} if content_type else None
+            self.client().upload_fileobj(body, self.bucket, self.prefix + key, ExtraArgs=extra)
             return
         dest = self.root / key
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -9,12 +9,12 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
-from dagster._core.definitions.freshness import FreshnessState
-from dagster._time import get_current_timestamp
 
 from covid_platform.assets.raw import KEY_TAG
+from covid_platform.compat import FreshnessState, get_current_timestamp
 from covid_platform.datasets import DATASETS
 from covid_platform.lib import ledger
+from covid_platform.lib.ledger import Status
 from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
 
@@ -56,10 +56,8 @@ def ingestion_failure_alert(context: dg.RunFailureSensorContext, notifier: Notif
     if partition and key:
         with warehouse.connect_read() as conn:
             entry = ledger.lookup(conn, partition)
-            if entry and entry.status == "quarantined":
-                with conn.cursor() as cur:
-                    cur.execute("SELECT reason FROM covid.ingested_files WHERE file_id = %s", (entry.file_id,))
-                    reason = cur.fetchone()[0]
+            if entry and entry.status == Status.QUARANTINED:
+                reason = ledger.reason(conn, entry.file_id)
     dataset = _run_dataset(run)
     notifier.send(
         f"File quarantined: {key}" if reason else f"Run failed: {key or dataset or run.job_name}",

@@ -1,0 +1,59 @@
+"""State explorer: one state's cases and deaths over chosen dates, and its test positivity where reported."""
+
+import pandas as pd
+import streamlit as st
+
+from covid_platform.dashboard import charts, queries, view
+from covid_platform.dashboard.state_codes import POSTAL_CODES
+from covid_platform.datasets import COVIDTRACKING, US_STATES
+
+DEFAULT_STATE = "New York"
+DEFAULT_DAYS = 180
+
+st.title("State explorer")
+names = queries.read("state_names")
+if names.empty:
+    view.no_data(US_STATES)
+
+states = names["state"].tolist()
+pick, span = st.columns([1, 2])
+state = pick.selectbox("State", states, index=states.index(DEFAULT_STATE) if DEFAULT_STATE in states else 0,
+                      key="state")
+dates = queries.read("state_dates", state=state).iloc[0]
+first, last = dates["first"].date(), dates["last"].date()
+chosen = span.date_input(
+    "Dates", value=(max(first, last - pd.Timedelta(days=DEFAULT_DAYS).to_pytimedelta()), last),
+    min_value=first, max_value=last, format="YYYY-MM-DD", key="dates",
+)
+if len(chosen) != 2:
+    st.info("Choose the last date of the range.")  # the picker returns one date until the second is chosen
+    st.stop()
+start, end = chosen
+frame = queries.read("state_daily", state=state, first=start, last=end)
+if frame.empty:
+    st.info(f"{state} reported nothing between {start} and {end}.")
+    st.stop()
+first_report = " The charts start a week after the state's first date, whose new cases and deaths are all " \
+    "those reported up to it." if start == first else ""
+st.caption(f"{state}, {view.day(frame['date'].iloc[0])} to {view.day(frame['date'].iloc[-1])}.{first_report}")
+view.latest_figures(frame)
+
+charted = view.daily_chart_rows(frame, starts_series=start == first)
+view.chart(charts.daily(charted, "new_cases", f"New cases per day in {state} (people)"))
+view.chart(charts.daily(charted, "new_deaths", f"New deaths per day in {state} (people)"))
+
+code = POSTAL_CODES.get(state)
+positivity = queries.read("positivity", state_code=code, first=start, last=end) if code else pd.DataFrame()
+st.subheader("Test positivity")
+percent = {}
+if positivity.empty:
+    st.info(f"No test positivity for {state} in these dates: it comes from `covid.{COVIDTRACKING.table}` "
+            f"(`{COVIDTRACKING.name}` files).")
+else:
+    st.caption("New positive results over new test results, both summed over the 7 calendar days ending that day.")
+    view.chart(charts.over_time(positivity, "positivity_7d", f"Test positivity in {state}, 7 days (% of tests)",
+                                "% of tests positive", ".1%"))
+    frame = frame.merge(positivity, on="date", how="left")
+    percent["positivity_7d"] = st.column_config.NumberColumn(format="percent")
+
+view.table(frame.iloc[::-1], view.slug(state, "daily"), "Newest first.", **percent)

@@ -1,0 +1,161 @@
+"""A landed file's way to its verdict: archived, streamed into staging, gated, and settled as staged for the
+merge, quarantined (bytes and reason kept under `_quarantine/`) or a duplicate of a file already loaded.
+The raw assets run it for each dropped file, a replay for each archived one."""
+
+import hashlib
+import io
+from dataclasses import dataclass
+
+from psycopg2 import sql
+
+from covid_platform.datasets import Dataset
+from covid_platform.lib import ledger
+from covid_platform.lib.gates import GateResult, evaluate, reason_of
+from covid_platform.lib.ledger import Status
+from covid_platform.lib.staging import CheckedText, FileRejected, StagedFile, stage
+from covid_platform.resources.landing import LandingZone, ObjectChanged
+
+S3_KEY_BYTES = 1024
+# A file with less than this share of the previous file's rows is reported (non-blocking).
+ROW_DROP_RATIO = 0.5
+WARNINGS = {
+    "row_count_drop": f"The file has under {ROW_DROP_RATIO:.0%} of the rows of the dataset's previous file.",
+    "wide_total_matches": "Each row's total column equals the sum of its date columns (wide files).",
+}
+
+
+def warnings_of(dataset: Dataset) -> dict[str, str]:
+    return {name: text for name, text in WARNINGS.items() if name != "wide_total_matches" or dataset.wide_total}
+
+
+def platform_key(landing: LandingZone, folder: str, obj_key: str, etag: str) -> str:
+    """`<folder>/<key>/<etag>`; for a key so long that this would pass S3's 1,024-byte limit, the key's
+    digest stands in for it (the ledger's archive_key records which)."""
+    key = f"{folder}/{obj_key}/{etag}"
+    if len(f"{landing.prefix}{key}.reason.txt".encode()) > S3_KEY_BYTES:
+        digest = hashlib.sha256(obj_key.encode()).hexdigest()
+        key = f"{folder}/{obj_key.split('/', 1)[0]}/{digest}/{etag}"
+    return key
+
+
+def archive(conn, landing: LandingZone, entry: ledger.LedgerEntry) -> str:
+    """Copy the listed version (its ETag) under `_archive/` before anything parses it, once: a version an
+    earlier run archived is read from there, whatever became of its landing key. Raises ObjectChanged
+    (reason in the ledger) when that version is gone."""
+    if entry.archive_key:
+        return entry.archive_key
+    archive_key = platform_key(landing, "_archive", entry.key, entry.etag)
+    try:
+        landing.copy(entry.key, archive_key, etag=entry.etag)
+    except ObjectChanged as gone:
+        ledger.update(conn, entry.file_id, reason=str(gone))
+        raise
+    ledger.update(conn, entry.file_id, archive_key=archive_key)
+    return archive_key
+
+
+def quarantine(landing: LandingZone, archive_key: str, obj_key: str, etag: str, reason: str) -> None:
+    """Keep the rejected bytes and the reason side by side under `_quarantine/` for the person who fixes it."""
+    quarantine_key = platform_key(landing, "_quarantine", obj_key, etag)
+    landing.copy(archive_key, quarantine_key)
+    landing.put(f"{quarantine_key}.reason.txt", io.BytesIO(f"{reason}\n".encode()))
+
+
+@dataclass
+class Gated:
+    """An archived file streamed into staging and gated."""
+
+    staged: StagedFile | None
+    """None when the bytes are not a CSV that could be staged."""
+    gates: list[GateResult]
+    """The gates that were evaluated (an earlier failure leaves the later ones out)."""
+    sha256: str
+    bytes: int
+
+    @property
+    def failed(self) -> bool:
+        return any(gate.blocking and not gate.passed for gate in self.gates)
+
+    @property
+    def rows(self) -> int | None:
+        return self.staged.rows if self.staged else None
+
+
+def gate_archived(conn, landing: LandingZone, dataset: Dataset, file_id: int, obj_key: str, archive_key: str) -> Gated:
+    """Stream the archived copy into staging and run the gates of the day; the typed rows of a file that
+    passed are left in `staging_table(file_id)` for the merge."""
+    staged: StagedFile | None = None
+    with landing.open(archive_key) as body:
+        reader = CheckedText(body)
+        try:
+            staged = stage(conn, reader, file_id, dataset, obj_key)
+            gates = evaluate(conn, dataset, staged, file_id, obj_key)
+        except FileRejected as rejected:
+            gates = [GateResult("csv_readable", False, str(rejected))]
+        reader.drain()
+    return Gated(staged, gates, reader.hexdigest, reader.bytes)
+
+
+def settle(landing: LandingZone, gated: Gated, obj_key: str, etag: str, archive_key: str,
+           duplicate_of: tuple[int, str] | None) -> tuple[Status, str | None]:
+    """The file's ledger status and reason: quarantined (its bytes and reason copied under `_quarantine/`),
+    a duplicate of an earlier loaded file, or staged for the merge."""
+    if gated.failed:
+        reason = reason_of(gated.gates)
+        quarantine(landing, archive_key, obj_key, etag, reason)
+        return Status.QUARANTINED, reason
+    if duplicate_of:
+        return Status.DUPLICATE, f"same bytes as file {duplicate_of[0]} ({duplicate_of[1]}), already loaded"
+    return Status.STAGED, None
+
+
+def warnings(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> list[GateResult]:
+    """The non-blocking checks of a staged file."""
+    results = [_row_drop(conn, dataset, file_id, staged)]
+    if dataset.wide_total:
+        results.append(_wide_total(conn, dataset, staged))
+    return results
+
+
+def _row_drop(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> GateResult:
+    previous = ledger.previous_rows(conn, dataset.name, file_id)
+    dropped = previous is not None and staged.rows < ROW_DROP_RATIO * previous
+    return GateResult(
+        "row_count_drop",
+        not dropped,
+        f"{staged.rows} rows, the previous file had {previous}" if dropped else "",
+        {"rows": staged.rows, "previous_rows": previous or 0},
+        blocking=False,
+    )
+
+
+def _wide_total(conn, dataset: Dataset, staged: StagedFile) -> GateResult:
+    """Rows whose total column disagrees with the sum of their date columns."""
+    total = staged.positions.get(dataset.wide_total)
+    if total is None:
+        return GateResult("wide_total_matches", False, f"no {dataset.wide_total!r} column to compare with",
+                          blocking=False)
+    cells = sql.SQL(" + ").join(
+        sql.SQL("coalesce(nullif(btrim({}), ''), '0')::numeric").format(sql.Identifier(f"c{p}"))
+        for p in staged.wide_dates.values()
+    )
+    region = sql.SQL(" || '/' || ").join(
+        sql.SQL("btrim({})").format(sql.Identifier(f"c{staged.positions[c]}")) for c in dataset.region
+    )
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT {region}, btrim({total}), {cells} FROM {table} "
+                "WHERE btrim({total})::numeric <> {cells} ORDER BY line"
+            ).format(region=region, total=sql.Identifier(f"c{total}"), cells=cells, table=staged.table)
+        )
+        disagree = cur.fetchall()
+    listed = ", ".join(f"{region} ({total} vs {int(summed)})" for region, total, summed in disagree[:10])
+    return GateResult(
+        "wide_total_matches",
+        not disagree,
+        f"{len(disagree)} row(s) whose {dataset.wide_total} differs from the sum of the date columns: {listed}"
+        if disagree else "",
+        {"rows_disagreeing": len(disagree)},
+        blocking=False,
+    )

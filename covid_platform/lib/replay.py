@@ -1,0 +1,123 @@
+"""Replay: a dataset's archived files gated again with the gates of the day, in ledger order, after a gate
+rule changed or a bug was fixed; the clean table is rebuilt aside from those that pass and swapped in.
+
+The staging and gates are those of a dropped file (`intake`); only the order and the table differ. The
+table's lock is held from the first file to the swap: merges of files dropped meanwhile wait, then apply
+to the new table.
+"""
+
+from dataclasses import dataclass, replace
+
+import psycopg2.extensions
+from psycopg2 import sql
+
+from covid_platform.datasets import Dataset
+from covid_platform.lib import ledger, merge, staging
+from covid_platform.lib.intake import gate_archived, settle
+from covid_platform.lib.ledger import Status
+from covid_platform.lib.tables import table_ddl
+from covid_platform.resources.landing import LandingZone
+
+ASIDE_SUFFIX = "_replay"
+
+
+@dataclass
+class Verdict:
+    """One archived file's outcome under the gates of the day."""
+
+    file_id: int
+    key: str
+    partition_key: str
+    before: Status
+    """Its ledger status before the replay."""
+    status: Status
+    """Staged (merged by the replay, then loaded), quarantined or duplicate."""
+    reason: str | None
+    rows: int | None
+    columns: dict | None
+
+    @property
+    def after(self) -> Status:
+        return Status.LOADED if self.status == Status.STAGED else self.status
+
+
+def replay(conn: psycopg2.extensions.connection, landing: LandingZone, dataset: Dataset) -> tuple[merge.Merged, list[Verdict]]:
+    """Rebuild `covid.<table>` from every archived file of the dataset; readers see the old table until the
+    swap commits, then the new one."""
+    with ledger.transaction(conn) as cur:
+        merge.lock(cur, dataset.table, session=True)
+    try:
+        verdicts = _regate(conn, landing, dataset)
+        built = _aside(dataset)
+        with ledger.transaction(conn) as cur:  # the new table, the ledger's verdicts and the swap at once
+            _record(cur, verdicts)
+            passed = [verdict.file_id for verdict in verdicts if verdict.status == Status.STAGED]
+            if passed:
+                merged = merge.merge_files(cur, built, passed)
+            else:
+                cur.execute(table_ddl(built))
+                merged = merge.Merged(decreases=dict.fromkeys(dataset.new, 0))
+            _swap(cur, dataset)
+    finally:
+        if not conn.closed:
+            conn.rollback()
+            with ledger.transaction(conn) as cur:
+                merge.unlock(cur, dataset.table)
+    return merged, verdicts
+
+
+def _aside(dataset: Dataset) -> Dataset:
+    """The dataset with its clean table renamed: the table the replay builds, readers never see it."""
+    return replace(dataset, table=f"{dataset.table}{ASIDE_SUFFIX}")
+
+
+def _regate(conn: psycopg2.extensions.connection, landing: LandingZone, dataset: Dataset) -> list[Verdict]:
+    """Stage and gate every archived file again; those that pass keep their typed rows for the merge.
+    Files in flight (received, staged) are left to their own runs, whose merges follow the swap."""
+    verdicts = []
+    first_with: dict[str, tuple[int, str]] = {}  # sha256 → the first file of the replay that passed with it
+    for file_id, key, etag, partition, before, archive_key in ledger.archived_files(conn, dataset.name):
+        ledger.forget_rejected_rows(conn, file_id)  # the rows set aside are today's gates' (none if quarantined)
+        gated = gate_archived(conn, landing, dataset, file_id, key, archive_key)
+        duplicate_of = None if gated.failed else first_with.get(gated.sha256)
+        status, reason = settle(landing, gated, key, etag, archive_key, duplicate_of)
+        with conn, conn.cursor() as cur:
+            staging.drop(cur, file_id, typed=status != Status.STAGED)
+        if status == Status.STAGED:
+            first_with[gated.sha256] = (file_id, key)
+        columns = gated.staged.columns if gated.staged else None
+        verdicts.append(Verdict(file_id, key, partition, before, status, reason, gated.rows, columns))
+    return verdicts
+
+
+def _record(cur: psycopg2.extensions.cursor, verdicts: list[Verdict]) -> None:
+    """Today's verdicts in the ledger, in the caller's transaction (the merge then marks the staged files
+    loaded, with the rows each wrote)."""
+    for verdict in verdicts:
+        fields = {"status": verdict.status, "reason": verdict.reason, "rows": verdict.rows}
+        if verdict.status == Status.STAGED:
+            fields["columns"] = verdict.columns
+        else:
+            fields["rows_loaded"] = None  # as for a file quarantined or skipped on its first load
+        ledger.set_fields(cur, verdict.file_id, **fields)
+
+
+def _swap(cur: psycopg2.extensions.cursor, dataset: Dataset) -> None:
+    """Replace `covid.<table>` by the table built aside, with its indexes and year partitions, in the
+    caller's transaction: until it commits readers see the old table, then the new one."""
+    built = _aside(dataset).table
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("covid", dataset.table)))
+    cur.execute(
+        """
+        SELECT c.relname, c.relkind IN ('i', 'I') FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'covid' AND c.relkind IN ('r', 'p', 'i', 'I') AND left(c.relname, length(%s)) = %s
+        """,
+        (built, built),
+    )
+    for name, is_index in cur.fetchall():
+        # Renaming the primary key's index renames its constraint too.
+        cur.execute(sql.SQL("ALTER {} {} RENAME TO {}").format(
+            sql.SQL("INDEX" if is_index else "TABLE"),
+            sql.Identifier("covid", name),
+            sql.Identifier(dataset.table + name[len(built):]),
+        ))

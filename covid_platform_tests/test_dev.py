@@ -1,0 +1,78 @@
+"""`covid-platform dev` on its embedded defaults, as a newcomer starts it (tracker issue 10, part 5): it prints
+a psql line for its database and the exports that point Dagster's own CLI at its instance, and those lines
+work as printed; it starts without dagster's warning about a dagster.yaml it would not use."""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+
+import psycopg2
+
+from covid_platform_tests.conftest import _free_port
+from covid_platform_tests.helpers import REPO, stop_dev
+
+PLATFORM_ENV = ("DATABASE_URL", "DAGSTER_HOME", "DAGSTER_PG_URL", "LANDING_URL", "DATABASE_READ_URL")
+
+
+def _wait_for(condition, timeout: float, what: str, dev: subprocess.Popen, log_path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert dev.poll() is None, f"covid-platform dev exited: {log_path.read_text()[-3000:]}"
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}: {log_path.read_text()[-3000:]}")
+
+
+def _loaded(url: str) -> bool:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('covid.ingested_files') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return False
+        cur.execute("SELECT count(*) FROM covid.ingested_files WHERE status = 'loaded'")
+        return cur.fetchone()[0] > 0
+
+
+def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path):
+    env = {name: value for name, value in os.environ.items() if name not in PLATFORM_ENV}
+    env["COVID_SENSOR_INTERVAL_SECONDS"] = "2"
+    log_path = tmp_path / "dev.log"
+    with open(log_path, "w") as log:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "covid_platform.cli", "dev", "--state-dir", str(tmp_path / "state"),
+             "--port", str(_free_port()), "--dashboard-port", "0"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        printed = _wait_for(lambda: re.search(r"^  export (.*)$", log_path.read_text(), re.M), 180,
+                            "the export line", dev, log_path)
+        exports = dict(item.split("=", 1) for item in shlex.split(printed.group(1)))
+        assert set(exports) == {"DAGSTER_HOME", "DAGSTER_PG_URL", "DATABASE_URL", "LANDING_URL"}
+        (psql,) = re.findall(r"^Warehouse: psql (.*)$", log_path.read_text(), re.M)
+        (warehouse,) = shlex.split(psql)
+        assert warehouse == exports["DATABASE_URL"]
+
+        # The printed URL reaches the embedded server, where the sample file loads.
+        _wait_for(lambda: _loaded(warehouse), 240, "the sample file to load", dev, log_path)
+
+        # The printed commands run against the same instance: their runs are in its storage (the UI's).
+        shell = {**env, **exports}
+        commands = re.findall(r"^  ((?:dg|dagster) [^#\n]*?)\s*(?:#.*)?$", log_path.read_text(), re.M)
+        assert [c.split()[:2] for c in commands] == [["dg", "launch"], ["dagster", "asset"]]
+        bin_dir = os.path.dirname(sys.executable)
+        for command in commands:
+            argv = shlex.split(command)
+            done = subprocess.run([os.path.join(bin_dir, argv[0]), *argv[1:]], cwd=REPO, env=shell,
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
+        with psycopg2.connect(exports["DAGSTER_PG_URL"].replace("+psycopg2", "")) as conn, conn.cursor() as cur:
+            cur.execute("SELECT pipeline_name, status FROM runs WHERE pipeline_name NOT LIKE 'ingest_%' ORDER BY id")
+            runs = cur.fetchall()
+        assert ("replay_us_states", "SUCCESS") in runs and ("__ASSET_JOB", "SUCCESS") in runs
+    finally:
+        stop_dev(dev)
+    assert "will not be used" not in log_path.read_text()  # no dagster.yaml in the working directory
