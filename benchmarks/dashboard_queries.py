@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/dashboard_queries.py [--rows 15000000] [--runs 50] [--data DIR]
 
 Builds covid.county_daily, covid.state_daily and covid.national_daily in a scratch database with the
-platform's own DDL (lib/merge.table_ddl for the dataset declarations, sql/schema.sql, sql/national_daily.sql),
+platform's own DDL (engine/tables.table_ddl for the dataset declarations, sql/schema.sql, sql/national_daily.sql),
 filled set-based: the real county file (counties/… of the --data folder, default ../shared/data; 1.88M rows)
 loaded once by COPY, its derived columns computed with the platform's definitions, then copied with suffixed
 names until each clean table holds about `--rows` rows (county names suffixed in county_daily; state names in
@@ -34,7 +34,7 @@ from psycopg2 import sql
 
 from covid_platform.dashboard.queries import QUERIES
 from covid_platform.datasets import US_COUNTIES, US_STATES
-from covid_platform.lib.tables import table_ddl, year_partitions_ddl
+from covid_platform.engine.tables import table_ddl, year_partitions_ddl
 
 STATE, STATE_CODE = "New York", "NY"
 BUILT = {US_COUNTIES.table, US_STATES.table, *US_STATES.summaries}
@@ -50,7 +50,7 @@ def parameters(cur) -> dict:
             "date": cur.fetchone()[0]}
 
 
-# The platform's derived columns (lib/merge.py): new_x = x minus x on the region's previous date (x on its
+# The platform's derived columns (engine/merge.py): new_x = x minus x on the region's previous date (x on its
 # first); new_x_7d = mean of new_x over the row and the 6 rows before it.
 COUNTY_BASE = """
 CREATE UNLOGGED TABLE bench_county AS

@@ -74,7 +74,7 @@ def ingest(url: str, landing_dir: str, key: str, out) -> None:
 
     from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
     from covid_platform.definitions import defs
-    from covid_platform.lib.ledger import partition_key
+    from covid_platform.engine.ledger import partition_key
     from covid_platform.resources.landing import LandingZone
     from covid_platform.resources.http_source import HttpSources
     from covid_platform.resources.notifier import Notifier

@@ -15,8 +15,9 @@ from typing import NoReturn
 from dagster_aws.s3 import S3Resource
 
 from covid_platform.datasets import DATASETS
-from covid_platform.lib import embedded
+from covid_platform.engine import embedded
 from covid_platform.resources.landing import LandingZone
+from covid_platform.stream import command as stream
 
 # The instance `dev` runs on, copied into its DAGSTER_HOME. It lives in the package, not in the repository
 # root: `dagster dev` warns about a dagster.yaml in its working directory that is not DAGSTER_HOME's, and
@@ -54,7 +55,17 @@ def dashboard(port: int, address: str) -> NoReturn:
     os.execv(command[0], command)  # Streamlit becomes this process: signals reach it directly
 
 
-def dev(state_dir: Path, port: int, dashboard_port: int) -> int:
+def api(port: int, address: str, workers: int) -> int:
+    if not (os.environ.get("DATABASE_READ_URL") or os.environ.get("DATABASE_URL")):
+        sys.exit("Set DATABASE_READ_URL (a covid_reader login) or DATABASE_URL; "
+                 "`covid-platform dev` starts the API on its own database.")
+    from covid_platform.api.app import serve  # FastAPI and uvicorn only for this command
+
+    serve(port, address, workers)
+    return 0
+
+
+def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -> int:
     """`dagster dev` (UI + daemon) with an embedded PostgreSQL and a local landing folder unless
     DATABASE_URL / LANDING_URL say otherwise; the sample file is dropped so the first run starts at once."""
     env = dict(os.environ)
@@ -82,6 +93,14 @@ def dev(state_dir: Path, port: int, dashboard_port: int) -> int:
     if dashboard_port:
         board = subprocess.Popen(dashboard_command(dashboard_port, "127.0.0.1"), env=env)
         print(f"Dashboard on http://127.0.0.1:{dashboard_port}")
+    service = None
+    if api_port:
+        service = subprocess.Popen([sys.executable, "-m", "covid_platform.cli", "api", "--port", str(api_port)], env=env)
+        print(f"API on http://127.0.0.1:{api_port} (docs: /docs)")
+    # The stream bridge only when there is a broker to bridge (no embedded broker is started).
+    bridge = None
+    if env.get("MQTT_URL"):
+        bridge = subprocess.Popen([sys.executable, "-m", "covid_platform.cli", "stream"], env=env)
     # `dagster dev` shuts its webserver, daemon and code servers down cleanly on SIGINT; pass a
     # SIGTERM on as one, then wait, so the embedded server stops only after its clients have gone.
     signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGINT))
@@ -94,6 +113,12 @@ def dev(state_dir: Path, port: int, dashboard_port: int) -> int:
     if board:
         board.terminate()  # before the embedded server it reads from stops
         board.wait(30)
+    if service:
+        service.terminate()
+        service.wait(30)
+    if bridge:
+        bridge.terminate()  # it writes what it holds, then acknowledges it
+        bridge.wait(60)
     return code  # an embedded server stops as this process exits
 
 
@@ -132,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--state-dir", type=Path, default=Path(".covid_platform"))
     run.add_argument("--port", type=int, default=3000, help="port of the web UI")
     run.add_argument("--dashboard-port", type=int, default=8501, help="port of the dashboard (0: none)")
+    run.add_argument("--api-port", type=int, default=8000, help="port of the read API (0: none)")
+    serve_api = commands.add_parser("api", help="serve the read API (FastAPI on uvicorn)")
+    serve_api.add_argument("--port", type=int, default=8000)
+    serve_api.add_argument("--address", default="127.0.0.1", help="0.0.0.0 behind a load balancer")
+    serve_api.add_argument("--workers", type=int, default=1, help="server processes (each with its own pool)")
     board = commands.add_parser("dashboard", help="serve the analysts' dashboard (Streamlit)")
     board.add_argument("--port", type=int, default=8501)
     board.add_argument("--address", default="127.0.0.1", help="0.0.0.0 behind a load balancer")
@@ -139,9 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     put.add_argument("path", type=Path)
     put.add_argument("dataset", choices=sorted(DATASETS))
     put.add_argument("--name", help="object name under the dataset prefix (default: the file's name)")
+    stream.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "stream":
+        return stream.run(args)
     if args.command == "dev":
-        return dev(args.state_dir, args.port, args.dashboard_port)
+        return dev(args.state_dir, args.port, args.dashboard_port, args.api_port)
+    if args.command == "api":
+        return api(args.port, args.address, args.workers)
     if args.command == "dashboard":
         return dashboard(args.port, args.address)
     return drop(args.path, args.dataset, args.name)

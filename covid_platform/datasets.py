@@ -11,8 +11,21 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Mapping
+from urllib.parse import urlparse
+
+from covid_platform.compat import is_valid_cron_string
+from covid_platform.engine.dates import DateFormatError, pattern
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# How a file may write its regions (`region_names`): as in covid.regions' name, code (USPS, or an agency's
+# alternative such as CDC's FSM) or fips column.
+REGION_NAMINGS = ("name", "code", "fips")
+# The canonical region every row of a dataset with `region_names` gets, beside what its file wrote.
+REGION_COLUMNS = ("state_fips", "state_name")
+# What `source_comparison` compares across sources (`measures`), and by how much they may differ: the
+# spread over the largest value.
+MEASURES = ("cases", "deaths")
+COMPARISON_TOLERANCE = 0.05
 
 
 class DatasetError(ValueError):
@@ -33,6 +46,17 @@ class SocrataPull:
 
 
 @dataclass(frozen=True)
+class CsvDownload:
+    """A scheduled download of a CSV (or .csv.gz) file its publisher updates in place at a URL, into the
+    dataset's landing prefix; a version already landed is not landed again (conditional GET). Its schedule
+    is off unless `<DATASET>_URL` is set or COVID_PULLS=on (README, "Scheduled downloads")."""
+
+    url: str
+    """Default URL; `<DATASET>_URL` overrides it."""
+    cron: str = "0 7 * * *"
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str
     """Landing prefix, and the suffix of the dataset's raw asset (`raw_<name>`)."""
@@ -44,12 +68,18 @@ class Dataset:
     """Cumulative counts, non-negative integers ("12" or "12.0")."""
     values: tuple[str, ...] = ()
     """Other non-negative integers (per-period counts), stored as reported."""
+    signed: tuple[str, ...] = ()
+    """Values that may be negative (a day's count revised down on a later day): whole numbers with an
+    optional minus sign."""
+    decimals: tuple[str, ...] = ()
+    """Counts or values that are decimal numbers (rates per hundred people, shares), stored as `numeric`
+    exactly as written ("1.25"); their differences are `numeric` too, their 7-day means double precision."""
     new: Mapping[str, str] = field(default_factory=dict)
     """count → column holding its daily difference: null where x is empty; otherwise x minus x on the
     region's latest earlier date where x is not empty (x itself when there is none); negative revisions
     kept."""
     rolling_7d: tuple[str, ...] = ()
-    """Difference columns also averaged over the row and the 6 rows before it (as `<column>_7d`): the mean of
+    """Difference (or values) columns also averaged over the row and the 6 rows before it (as `<column>_7d`): the mean of
     the non-empty ones, null when all seven are empty."""
     ratios_7d: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     """column → (numerator, denominator): difference columns summed over the 7 calendar days ending on the
@@ -62,6 +92,17 @@ class Dataset:
     """Counts and values the publisher may leave empty: an empty field is "not reported", stored as null
     (never zero, never a bad row); a non-empty one must still be a non-negative whole number. Differences
     and 7-day values skip the empty ones (see `new`)."""
+    date_format: str | None = None
+    """The `strptime` format of the date column (e.g. "%m/%d/%Y"), from %Y %y %m %d %b and literal text;
+    unset: YYYY-MM-DD (or a midnight timestamp, YYYY-MM-DDT00:00:00)."""
+    region_names: Mapping[str, str] = field(default_factory=dict)
+    """region column → how the files write it: "name" (full name), "code" (postal code, or an agency's
+    alternative such as FSM) or "fips", as in `covid.regions`. Each row then gets its canonical region,
+    `state_fips` and `state_name` (REGION_COLUMNS), beside what the file wrote; a value that names no region
+    is a bad row, its reason naming the nearest known one. A county dataset declares its state column."""
+    measures: Mapping[str, str] = field(default_factory=dict)
+    """measure ("cases", "deaths") → the cumulative count holding it, compared with other sources' in
+    `covid.source_comparison` (state-level datasets: one region column, declared in `region_names`)."""
     date_in_file_name: str | None = None
     """For one-file-per-day sources: the `strptime` format of the file name (without .csv); no date column."""
     wide: str | None = None
@@ -81,8 +122,12 @@ class Dataset:
     max_bad_row_share: float = 0.01
     """Rows with bad values are set aside in `covid.rejected_rows` and the rest loads, unless they are more
     than this share of the file: then the whole file is quarantined."""
-    pull: SocrataPull | None = None
-    """For API sources: what a scheduled asset pulls into the landing zone (the sensor then loads it)."""
+    pull: SocrataPull | CsvDownload | None = None
+    """For API sources and files published at a URL: what a scheduled asset pulls into the landing zone (the
+    sensor then loads it)."""
+    stream: str | None = None
+    """MQTT topic filter (e.g. `covid/us_states/#`) whose messages `covid-platform stream` batches into CSV
+    objects under `<name>/stream/`; each message a JSON object, or an array of them, with the file's columns."""
 
     def __post_init__(self):
         def fail(field_name: str, problem: str):
@@ -112,15 +157,44 @@ class Dataset:
         duplicated = {c for c in columns if columns.count(c) > 1}
         if duplicated:
             fail("columns", f"{sorted(duplicated)} declared twice")
-        for column in self.nullable:
-            if column not in (*self.counts, *self.values):
-                fail("nullable", f"{column!r} is not one of the counts or values {(*self.counts, *self.values)}")
+        numbers = (*self.counts, *self.values)
+        for field_name in ("nullable", "decimals"):
+            for column in getattr(self, field_name):
+                if column not in numbers:
+                    fail(field_name, f"{column!r} is not one of the counts or values {numbers}")
+        for column in self.signed:
+            if column not in self.values:
+                fail("signed", f"{column!r} is not one of the values {self.values} (cumulative counts are not signed)")
+        if self.date_format is not None:
+            if self.date_in_file_name or self.wide:
+                fail("date_format", "only a dataset whose files have a date column")
+            try:
+                pattern(self.date_format)
+            except DateFormatError as error:
+                fail("date_format", f"{self.date_format!r}: {error}")
+        for column, naming in self.region_names.items():
+            if column not in self.region:
+                fail("region_names", f"{column!r} is not a region column {self.region}")
+            if naming not in REGION_NAMINGS:
+                fail("region_names", f"{naming!r} is not one of {REGION_NAMINGS}")
+        if len(self.region_names) > 1:
+            fail("region_names", "one column names the state")
+        if self.region_names and set(REGION_COLUMNS) & {*columns, *self.region}:
+            fail("region_names", f"{REGION_COLUMNS} are added from covid.regions: the files' columns need other names")
+        for measure, count in self.measures.items():
+            if measure not in MEASURES:
+                fail("measures", f"{measure!r} is not one of {MEASURES}")
+            if count not in self.counts or count in self.decimals:
+                fail("measures", f"{count!r} is not one of the whole-number counts {self.counts}")
+        if self.measures and tuple(self.region_names) != self.region:
+            fail("measures", "only a dataset of one row per state and date, its state column in region_names")
         for count in self.new:
             if count not in self.counts:
                 fail("new", f"{count!r} is not one of the counts {self.counts}")
         for column in self.rolling_7d:
-            if column not in self.new.values():
-                fail("rolling_7d", f"{column!r} is not a difference column ({', '.join(self.new.values())})")
+            if column not in (*self.new.values(), *self.values):
+                fail("rolling_7d", f"{column!r} is not a difference or values column "
+                                   f"({', '.join((*self.new.values(), *self.values))})")
         for column, pair in self.ratios_7d.items():
             if len(pair) != 2 or any(part not in self.new.values() for part in pair):
                 fail("ratios_7d", f"{column!r} needs two difference columns from {list(self.new.values())}")
@@ -129,13 +203,28 @@ class Dataset:
                 fail("aliases", f"{column!r} is not a column of the files ({', '.join(self.source_columns)})")
         if not 0 <= self.max_bad_row_share < 1:
             fail("max_bad_row_share", f"{self.max_bad_row_share} is not a share in [0, 1)")
-        if self.pull:
+        if isinstance(self.pull, SocrataPull):
             missing = [c for c in self.source_columns if c.lower() not in {p.lower() for p in self.pull.columns}]
             if missing:
                 fail("pull", f"the pulled columns lack {missing}")
+        if self.pull:
+            url = urlparse(self.pull.url)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                fail("pull", f"url {self.pull.url!r} is not an http(s) URL")
+            if not is_valid_cron_string(self.pull.cron):
+                fail("pull", f"cron {self.pull.cron!r} is not a five-field cron schedule")
+            if self.date_in_file_name:
+                # a pulled file is named by the pull (pull-<time>.csv), not by the date it holds
+                fail("pull", "a date_in_file_name dataset takes its date from the file name")
         for summary in self.summaries:
             if not resources.files("covid_platform.sql").joinpath(f"{summary}.sql").is_file():
                 fail("summaries", f"no SQL file covid_platform/sql/{summary}.sql")
+        if self.stream is not None:
+            problem = topic_filter_problem(self.stream)
+            if problem:
+                fail("stream", f"{self.stream!r} is not an MQTT topic filter: {problem}")
+            if self.wide or self.date_in_file_name:
+                fail("stream", "each message's rows carry their own date: not for wide or date_in_file_name")
 
     @property
     def stored_columns(self) -> tuple[str, ...]:
@@ -156,7 +245,18 @@ class Dataset:
         if column in self.nullable or column in self.ratios_7d:
             return True
         source = {new: count for count, new in self.new.items()}
-        return source.get(column.removesuffix("_7d")) in self.nullable
+        column = column.removesuffix("_7d") if column in self.rolling_columns else column
+        return source.get(column, column) in self.nullable
+
+    def is_decimal(self, column: str) -> bool:
+        """Whether a count, value or difference holds decimal numbers (stored as numeric)."""
+        source = {new: count for count, new in self.new.items()}
+        return source.get(column, column) in self.decimals
+
+    @property
+    def region_columns(self) -> tuple[str, ...]:
+        """The canonical region's columns, added from covid.regions (none without `region_names`)."""
+        return REGION_COLUMNS if self.region_names else ()
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -169,19 +269,42 @@ class Dataset:
     def header_names(self, column: str) -> tuple[str, ...]:
         return tuple(name.lower() for name in (column, *self.aliases.get(column, ())))
 
+    @property
+    def stream_folder(self) -> str:
+        """Where the stream bridge writes its batches (ingested like any file of the dataset)."""
+        return f"{self.name}/stream/"
+
+
+def topic_filter_problem(value: str) -> str | None:
+    """What makes `value` an invalid MQTT subscription filter (MQTT 5.0, 4.7), or None."""
+    if not value or len(value.encode()) > 65535 or "\0" in value:
+        return "it must be 1 to 65,535 bytes of UTF-8 without NUL"
+    levels = value.split("/")
+    for number, level in enumerate(levels, 1):
+        if "#" in level and (level != "#" or number != len(levels)):
+            return "'#' must be a whole level, the last one"
+        if "+" in level and level != "+":
+            return "'+' must be a whole level"
+    return None
+
 
 US_STATES = Dataset(
     name="us_states",
     table="state_daily",
     region=("state",),
+    region_names={"state": "name"},
     attributes=("fips",),
     counts=("cases", "deaths"),
+    measures={"cases": "cases", "deaths": "deaths"},
     # NYT: "deaths" is left empty where a jurisdiction does not report them (its README, for Puerto Rico);
     # a state's row exists because it reports cases.
     nullable=("deaths",),
     new={"cases": "new_cases", "deaths": "new_deaths"},
     rolling_7d=("new_cases", "new_deaths"),
     summaries=("national_daily",),
+    stream="covid/us_states/#",
+    # NYT's file on its public repository (final since March 2023: a download is mostly "unchanged")
+    pull=CsvDownload(url="https://raw.githubusercontent.com/nytimes/covid-19-data/master/us-states.csv"),
 )
 
 US_COUNTIES = Dataset(
@@ -189,6 +312,8 @@ US_COUNTIES = Dataset(
     table="county_daily",
     partition_by_year=True,
     region=("state", "county"),
+    # the county's state (its FIPS is the first two digits of the county's, where the county has one)
+    region_names={"state": "name"},
     attributes=("fips",),
     counts=("cases", "deaths"),
     # NYT publishes no deaths for Puerto Rico's municipios, on purpose (its README): 2.4% of the rows of
@@ -198,13 +323,19 @@ US_COUNTIES = Dataset(
     rolling_7d=("new_cases",),
     # The dashboards' top counties of the latest date: the last entries of this index.
     indexes=(("date", "new_cases_7d"),),
+    stream="covid/us_counties/#",
+    # the last 30 days only (the full history, us-counties.csv, is 1.9M rows): revisions arrive within them
+    pull=CsvDownload(url="https://raw.githubusercontent.com/nytimes/covid-19-data/master/us-counties-recent.csv"),
 )
 
 COVIDTRACKING = Dataset(
     name="covidtracking",
     table="testing_daily",
     region=("state",),
+    region_names={"state": "code"},
     counts=("positive", "negative", "total_tests"),
+    # positive cases (confirmed, as the project counted them); its files' `death` column is not loaded yet
+    measures={"cases": "positive"},
     aliases={"total_tests": ("totalTestResults",)},
     # Each state reported what it could: the 2020-12-10 file leaves positive empty on 152 rows, negative on
     # 310 and totalTestResults on 60.
@@ -218,7 +349,10 @@ JHU_DAILY_US = Dataset(
     name="jhu_daily_us",
     table="jhu_state_daily",
     region=("state",),
+    # full names, and JHU's two cruise ships (covid.regions holds them, with JHU's FIPS 88888 and 99999)
+    region_names={"state": "name"},
     counts=("confirmed", "deaths", "total_test_results"),
+    measures={"cases": "confirmed", "deaths": "deaths"},
     aliases={"state": ("Province_State",), "total_test_results": ("People_Tested",)},
     # Tests are not reported for the cruise ships and some territories (62 empty cells in December 2020);
     # Confirmed and Deaths are always there.
@@ -239,13 +373,19 @@ CPS_SCHOOLS = Dataset(
     wide="%Y%m%d",
     wide_total="gTotal",
     summaries=("school_summary",),
+    # The wide file is the CPS-COVID project's export of the district's case sheet (a row per case, in
+    # Google Sheets), the copy data/cps comes from; the sheet itself is not in this layout.
+    pull=CsvDownload(url="https://s3.amazonaws.com/cpscovid.com/data/allCpsCovidData.csv"),
 )
 
 PCR_TESTING = Dataset(
     name="pcr_testing",
     table="pcr_testing_daily",
     region=("state", "overall_outcome"),
-    attributes=("state_name", "state_fips", "fema_region"),
+    # The files' state_name and state_fips are covid.regions' name and FIPS of the code in `state`: they are
+    # now taken from there (same columns, same values), so a code that names no region is a bad row.
+    region_names={"state": "code"},
+    attributes=("fema_region",),
     counts=("total_results_reported",),
     values=("new_results_reported",),
     summaries=("pcr_outcome_totals", "pcr_state_results", "pcr_smoothed", "pcr_state_totals"),
@@ -259,3 +399,26 @@ PCR_TESTING = Dataset(
 DATASETS: dict[str, Dataset] = {
     d.name: d for d in (US_STATES, US_COUNTIES, COVIDTRACKING, JHU_DAILY_US, CPS_SCHOOLS, PCR_TESTING)
 }
+
+SUFFIXES = (".csv", ".csv.gz")
+
+
+def top_folder(key: str) -> str:
+    """A landing key's first path segment: the dataset it is dropped under ('' at the zone's root)."""
+    return key.split("/", 1)[0] if "/" in key else ""
+
+
+def route(key: str) -> Dataset | None:
+    """The dataset that takes a landing key (`<dataset>/<name>.csv` or `.csv.gz`), or None."""
+    return None if unrouted_reason(key) else DATASETS[top_folder(key)]
+
+
+def unrouted_reason(key: str) -> str | None:
+    """Why no dataset takes this key, or None when one does."""
+    folder = top_folder(key)
+    if folder not in DATASETS:
+        where = f"under {folder!r}/" if folder else "at the root of the landing zone"
+        return f"no dataset is named by the key's first folder ({where}); drop files under one of: {', '.join(DATASETS)}"
+    if not key.lower().endswith(SUFFIXES):
+        return f"not a .csv or .csv.gz file; {folder!r} takes only those"
+    return None

@@ -32,7 +32,7 @@ def postgres_admin_url(tmp_path_factory) -> str:
     url = os.environ.get("TEST_POSTGRES_URL", LOCAL_POSTGRES)
     if _reachable(url):
         return url
-    from covid_platform.lib import embedded
+    from covid_platform.engine import embedded
 
     server, urls = embedded.start(tmp_path_factory.mktemp("pgdata"), ("postgres",))
     pytest.embedded_server = server  # kept alive for the session

@@ -17,7 +17,7 @@ import pandas as pd
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG, files_partitions
 from covid_platform.datasets import DATASETS
 from covid_platform.definitions import defs
-from covid_platform.lib.ledger import partition_key
+from covid_platform.engine.ledger import partition_key
 from covid_platform.resources.landing import LandingZone
 
 ASSETS = list(defs.assets)
@@ -99,8 +99,9 @@ def start_dev(env: dict, log) -> subprocess.Popen:
     from covid_platform_tests.conftest import _free_port
 
     return subprocess.Popen(
-        # no dashboard: test_dashboard.py tests it; others would contend for its port
-        [sys.executable, "-m", "covid_platform.cli", "dev", "--port", str(_free_port()), "--dashboard-port", "0"],
+        # no dashboard nor API: their own tests start them; others would contend for their ports
+        [sys.executable, "-m", "covid_platform.cli", "dev", "--port", str(_free_port()), "--dashboard-port", "0",
+         "--api-port", "0"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
 

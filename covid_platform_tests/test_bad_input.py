@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import dagster as dg
 import pytest
 
-from covid_platform.lib.gates import GATES
+from covid_platform.engine.gates import GATES
 from covid_platform_tests.helpers import drop, ingest, nyt_states_slice
 
 STATES = {"Ohio", "Texas", "Vermont"}

@@ -19,8 +19,8 @@ from dagster_aws.s3 import S3Resource
 
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
 from covid_platform.cli import SAMPLE as SAMPLE_DROP
-from covid_platform.lib import ledger
-from covid_platform.lib.ledger import partition_key
+from covid_platform.engine import ledger
+from covid_platform.engine.ledger import partition_key
 from covid_platform.resources.http_source import HttpSources
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier

@@ -12,7 +12,8 @@ from covid_platform.datasets import DATASETS
 from covid_platform.definitions import defs
 
 REPO = Path(__file__).resolve().parents[1]
-GATES = ["csv_readable", "required_columns", "not_empty", "keys_present", "dates_valid", "counts_valid", "keys_unique"]
+GATES = ["csv_readable", "required_columns", "not_empty", "keys_present", "regions_known", "dates_valid", "counts_valid",
+         "keys_unique"]
 WARNINGS = ["row_count_drop"]
 
 
@@ -36,12 +37,17 @@ def test_asset_graph_snapshot():
         "school_cases": "clean",
         "school_summary": "summaries",
         "pcr_testing_pull": "sources",
+        "us_states_pull": "sources",  # CsvDownload pulls (test_csv_download.py)
+        "us_counties_pull": "sources",
+        "cps_schools_pull": "sources",
         "raw_pcr_testing": "raw",
         "pcr_testing_daily": "clean",
         "pcr_outcome_totals": "summaries",
         "pcr_state_results": "summaries",
         "pcr_smoothed": "summaries",
         "pcr_state_totals": "summaries",
+        "source_comparison": "summaries",  # NYT, JHU and COVID Tracking side by side
+        "daily_report": "reports",
     }
     parents = {key.to_user_string(): sorted(p.to_user_string() for p in graph.get(key).parent_keys)
                for key in graph.get_all_asset_keys()}
@@ -50,6 +56,7 @@ def test_asset_graph_snapshot():
     assert parents["national_daily"] == ["state_daily"]
     assert parents["testing_state_summary"] == ["testing_daily"]
     assert parents["testing_outcome_totals"] == ["testing_state_summary"]
+    assert parents["daily_report"] == ["national_daily", "state_daily", "testing_daily", "testing_state_summary"]
 
 
 def test_gates_are_blocking_checks_and_warnings_are_not():

@@ -36,7 +36,7 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, Postgr
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
 from covid_platform.cli import sqlalchemy_url
 from covid_platform.definitions import defs
-from covid_platform.lib.ledger import partition_key
+from covid_platform.engine.ledger import partition_key
 from covid_platform_tests import helpers
 from covid_platform_tests.conftest import _free_port
 

@@ -16,7 +16,7 @@ import pytest
 from covid_platform.assets.factory import build_dataset_assets
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG, files_partitions
 from covid_platform.datasets import US_COUNTIES, DatasetError
-from covid_platform.lib.ledger import partition_key
+from covid_platform.engine.ledger import partition_key
 from covid_platform_tests.helpers import (
     data_file,
     drop,
@@ -143,7 +143,8 @@ def test_a_file_quarantined_under_an_older_rule_loads_from_the_archive(landing, 
     """Before empty deaths were declared, this file was quarantined. Once the declaration allows them,
     materializing its raw partition again (as from the UI: no tags) loads it from the archive, although
     the landing key has been deleted since."""
-    strict = dataclasses.replace(US_COUNTIES, name="counties_recent", table="counties_recent", nullable=())
+    strict = dataclasses.replace(US_COUNTIES, name="counties_recent", table="counties_recent", nullable=(),
+                                 pull=None, stream=None)  # nothing fetched from the internet
     relaxed = dataclasses.replace(strict, nullable=("deaths",))
     key = drop(landing, "counties_recent/us-counties-recent.csv", nyt_published(data_file(PR_DE)))
     etag = landing.describe(key).etag

@@ -10,7 +10,7 @@ import pytest
 from covid_platform.assets.factory import build_dataset_assets
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG, files_partitions
 from covid_platform.datasets import Dataset, DatasetError
-from covid_platform.lib.ledger import partition_key
+from covid_platform.engine.ledger import partition_key
 from covid_platform_tests.helpers import csv_bytes, drop
 
 HOSPITALS = Dataset(
@@ -97,11 +97,22 @@ BASE = dict(name="ok", table="ok_daily", region=("region",), counts=("x",), new=
         ({"table": "ok;drop"}, "table", "not a valid table name"),
         ({"region": ()}, "region", "at least one column"),
         ({"new": {"y": "new_y"}}, "new", "'y' is not one of the counts"),
-        ({"rolling_7d": ("new_z",)}, "rolling_7d", "'new_z' is not a difference column"),
+        ({"rolling_7d": ("new_z",)}, "rolling_7d", "'new_z' is not a difference or values column"),
         ({"ratios_7d": {"rate": ("new_x",)}}, "ratios_7d", "needs two difference columns"),
         ({"aliases": {"y": ("Y",)}}, "aliases", "'y' is not a column of the files"),
         ({"summaries": ("no_such_summary",)}, "summaries", "no SQL file covid_platform/sql/no_such_summary.sql"),
         ({"attributes": ("x",)}, "columns", "declared twice"),
+        ({"date_format": "%m/%d"}, "date_format", "exactly one year"),
+        ({"date_format": "%d.%m.%Y %H"}, "date_format", "'%H' is not supported"),
+        ({"date_format": "%Y%m%d", "date_in_file_name": "%Y%m%d"}, "date_format", "whose files have a date column"),
+        ({"signed": ("x",)}, "signed", "cumulative counts are not signed"),
+        ({"decimals": ("y",)}, "decimals", "'y' is not one of the counts or values"),
+        ({"nullable": ("y",)}, "nullable", "'y' is not one of the counts or values"),
+        ({"region_names": {"county": "name"}}, "region_names", "'county' is not a region column"),
+        ({"region_names": {"region": "abbreviation"}}, "region_names", "is not one of ('name', 'code', 'fips')"),
+        ({"region_names": {"region": "code"}, "attributes": ("state_fips",)}, "region_names", "other names"),
+        ({"measures": {"cases": "x"}}, "measures", "one row per state and date"),
+        ({"measures": {"tests": "x"}, "region_names": {"region": "code"}}, "measures", "'tests' is not one of"),
     ],
 )
 def test_a_declaration_that_cannot_work_names_dataset_and_field(changes, field, problem):

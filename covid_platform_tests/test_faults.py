@@ -23,7 +23,7 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
-from covid_platform.lib import ledger
+from covid_platform.engine import ledger
 from covid_platform.resources.landing import LandingZone
 from covid_platform_tests.helpers import county_rows, drop, ingest, nyt_states_slice
 from covid_platform_tests.test_sensor import tick, tick_until_quiet

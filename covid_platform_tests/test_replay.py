@@ -21,13 +21,15 @@ from dagster_aws.s3 import S3Resource
 
 from covid_platform.assets.clean import build_replay_job
 from covid_platform.datasets import DATASETS
-from covid_platform.lib import gates, replay
+from covid_platform.engine import gates, replay
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.warehouse import Warehouse
 from covid_platform_tests.helpers import ASSETS, drop, ingest, nyt_states_slice
 
 STATES = DATASETS["us_states"]
-SELECTED = {"raw_us_states", "state_daily", "national_daily"}
+# Every asset an ingestion of us_states selects: raw, clean, and all that is downstream of them.
+SELECTED = {key.to_user_string() for key in dg.AssetSelection.assets("raw_us_states").downstream().resolve(
+    [asset for asset in ASSETS])}
 
 
 def materialized(result) -> dict[str, dict]:
@@ -161,7 +163,7 @@ def test_a_replay_gives_the_tables_of_a_fresh_load_under_todays_rules(
         result = run_replay(resources, instance)
 
     assert result.success
-    assert set(materialized(result)) == {"state_daily", "national_daily"}
+    assert set(materialized(result)) == SELECTED - {"raw_us_states"}
     metadata = materialized(result)["state_daily"]
     assert metadata["files_replayed"].value == 5
     assert (metadata["files_loaded"].value, metadata["files_quarantined"].value) == (3, 1)

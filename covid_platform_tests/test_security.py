@@ -14,7 +14,7 @@ import pytest
 from psycopg2 import sql
 
 from covid_platform.datasets import DATASETS
-from covid_platform.lib.tables import table_ddl
+from covid_platform.engine.tables import table_ddl
 from covid_platform.resources import warehouse as warehouse_module
 from covid_platform.resources.warehouse import Warehouse
 

@@ -13,7 +13,7 @@ import pytest
 
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
 from covid_platform.definitions import defs
-from covid_platform.lib.ledger import partition_key
+from covid_platform.engine.ledger import partition_key
 from covid_platform.resources.landing import LandingZone
 from covid_platform.sensors.landing import landing_sensor
 from covid_platform_tests import helpers
@@ -311,8 +311,9 @@ def test_one_tick_then_its_run_loads_the_file(instance, landing, resources, quer
 # - Every step (raw, clean, summaries) has a RetryPolicy (assets/policies.py: 3 retries, exponential backoff
 #   from 2 s): an S3 or PostgreSQL hiccup inside a step is retried within the same run. Steps are idempotent:
 #   the ledger row stays 'received' until the file is staged, so the retry ingests the file again.
-# - A gate that fails is not retried (blocking check, not an error), nor is a vanished object version
-#   (dg.Failure(allow_retries=False)): a newer version of the key has its own partition and run.
+# - A gate that fails is not retried, nor is a vanished object version (both dg.Failure(allow_retries=False)):
+#   a newer version of the key has its own partition and run; the daemon's run retry of a quarantined
+#   partition fails with the ledger's reason without re-gating (test_ui.py).
 # - dagster.yaml's run_retries (max 2) has retry_on_asset_or_op_failure: false: only runs whose worker
 #   crashed are re-launched by the daemon.
 # - The sensor never requests a file version again, whatever its run's outcome: its run_key `<key>@<etag>`
@@ -393,3 +394,66 @@ def test_a_failed_run_is_not_requested_again_but_can_be_re_executed(
     retried = dg.materialize(helpers.ASSETS, **run_args)
     assert retried.success
     assert query("SELECT status FROM covid.ingested_files WHERE key = %s", (key,)) == [("loaded",)]
+
+
+def test_a_drop_in_a_folder_sorting_before_the_last_key_is_requested_on_the_next_tick(instance, landing, put):
+    # More than a page of objects, already requested: the zone as a running platform leaves it.
+    keys = [f"us_states/nyt-{i:05d}.csv" for i in range(1100)] + ["us_states/zz.csv"]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(put, keys))
+    requests, _, cursor = tick_until_quiet(instance, landing, None)
+    assert len(requests) == len(keys)
+    state = json.loads(cursor)
+    assert state["after"] == "us_states/zz.csv" == state["folders"]["us_states/"]
+
+    # Each sorts before the last key seen; the sweep is put past them, so only their folders' cursors can
+    # find them.
+    batch = "us_states/stream/20210101T000000.000000Z-b-000001.csv"
+    new = {key: put(key) for key in ("us_counties/2021-01-01.csv", batch, "us_states/nyt-01100a.csv")}
+    result, cursor = tick(instance, landing, json.dumps({**state, "sweep": "us_states/zz.csv"}))
+    assert sorted((r.tags[KEY_TAG], r.tags[ETAG_TAG], r.job_name) for r in result.run_requests) == sorted([
+        ("us_counties/2021-01-01.csv", new["us_counties/2021-01-01.csv"], "ingest_us_counties"),
+        (batch, new[batch], "ingest_us_states"),
+    ]), "us_states/nyt-01100a.csv sorts before the dataset's last key: the sweep's"
+    folders = json.loads(cursor)["folders"]
+    assert folders["us_states/stream/"] == batch
+    assert folders["us_states/"] == "us_states/zz.csv", "the dataset's folder skips its stream folder"
+    assert folders["us_counties/"] == "us_counties/2021-01-01.csv"
+    found = []
+    for _ in range(4):  # the sweep: from the top again, a page per tick
+        result, cursor = tick(instance, landing, cursor)
+        found += requested_keys(result)
+    assert found == ["us_states/nyt-01100a.csv"]
+
+
+def test_one_folders_backlog_does_not_delay_another_folders_new_file(instance, landing, put):
+    backlog = [f"us_states/f{i:05d}.csv" for i in range(1500)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(put, backlog))
+    put("us_counties/new.csv")
+
+    result, cursor = tick(instance, landing, None)
+
+    assert len(result.run_requests) == 1000
+    assert "us_counties/new.csv" in requested_keys(result)
+    requests, counts, cursor = tick_until_quiet(instance, landing, cursor)
+    assert counts[0] == 501 and sorted(r.tags[KEY_TAG] for r in requests) == backlog[999:]
+
+
+def test_a_cursor_from_before_folders_had_their_own_still_works(instance, landing, put):
+    for key in ("us_counties/a.csv", "us_states/a.csv", "us_states/b.csv"):
+        put(key)
+    requests, _, _ = tick_until_quiet(instance, landing, None)  # every version has its partition
+    assert len(requests) == 3
+    old = json.dumps({"after": "us_states/b.csv", "sweep": ""})  # the one-cursor format
+
+    result, cursor = tick(instance, landing, old)
+    assert result.run_requests == [], "nothing listed before is requested again"
+    late = put("us_counties/b.csv")  # behind the old cursor, in a folder listed from its start
+    put("us_states/c.csv")
+    result, cursor = tick(instance, landing, cursor)
+    assert sorted((r.tags[KEY_TAG], r.tags[ETAG_TAG]) for r in result.run_requests)[0] == ("us_counties/b.csv", late)
+    assert sorted(requested_keys(result)) == ["us_counties/b.csv", "us_states/c.csv"]
+    state = json.loads(cursor)
+    assert "mark" not in state and state["folders"]["us_counties/"] == "us_counties/b.csv"
+    assert state["after"] == "us_states/c.csv"

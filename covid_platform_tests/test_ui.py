@@ -5,12 +5,13 @@ not reported; the raw assets' kinds name the landing zone in use; an API pull is
 import dagster as dg
 from dagster._core.storage.partition_status_cache import AssetPartitionStatus
 
+from covid_platform.assets.docs import OWNERS
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG, build_raw_asset, files_partitions
 from covid_platform.compat import RETRY_NUMBER_TAG
 from covid_platform.datasets import DATASETS
 from covid_platform.definitions import defs
-from covid_platform.lib import intake
-from covid_platform.lib.ledger import partition_key
+from covid_platform.engine import intake
+from covid_platform.engine.ledger import partition_key
 from covid_platform_tests.helpers import ASSETS, drop, ingest, nyt_states_slice
 
 STATES = DATASETS["us_states"]
@@ -104,3 +105,30 @@ def test_an_api_pull_is_upstream_of_its_raw_asset_but_not_in_the_sensors_runs():
     ingest_job = defs.resolve_job_def("ingest_pcr_testing")
     assert dg.AssetKey("pcr_testing_pull") not in ingest_job.asset_layer.selected_asset_keys
     assert dg.AssetKey("raw_pcr_testing") in ingest_job.asset_layer.selected_asset_keys
+
+
+def test_the_lineage_reads_as_the_data_dictionary(landing, resources, query):
+    """Every asset says what it is, who owns it and which layer it is; a clean table's column schema names
+    each column PostgreSQL has, with its meaning; a materialization carries the table's row count."""
+    layers = {"sources", "raw", "clean", "summaries", "reports"}
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description and node.owners == OWNERS and node.group_name in layers, key
+
+    key = drop(landing, "us_states/good.csv", GOOD)
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, key, instance)
+    assert result.success
+    schema = graph.get(dg.AssetKey("state_daily")).metadata["dagster/column_schema"]
+    in_postgres = query("SELECT column_name FROM information_schema.columns WHERE table_schema = 'covid' "
+                        "AND table_name = 'state_daily' ORDER BY ordinal_position")
+    assert [c.name for c in schema.columns] == [name for (name,) in in_postgres]
+    assert all(c.description for c in schema.columns)
+    materialized = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
+                    for e in result.get_asset_materialization_events()}
+    for table in ("state_daily", "national_daily"):
+        rows = query(f"SELECT count(*) FROM covid.{table}")[0][0]
+        assert materialized[table]["dagster/row_count"].value == rows > 0
+    assert materialized["national_daily"]["dashboard"].value == "http://127.0.0.1:8501/"
+    assert materialized["state_daily"]["dashboard"].value == "http://127.0.0.1:8501/states"

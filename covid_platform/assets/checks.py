@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from covid_platform.lib.gates import GateResult
+from covid_platform.engine.gates import GateResult
 
 
 def check_result(gate: GateResult, **metadata) -> dg.AssetCheckResult:

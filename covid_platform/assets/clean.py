@@ -1,17 +1,18 @@
 """Clean tables: every staged file of a dataset merged in, later files winning, derived columns recomputed
-(`lib/merge.py`); or, for the job `replay_<dataset>`, rebuilt from every archived file under the gates of
-the day (`lib/replay.py`)."""
+(`engine/merge.py`); or, for the job `replay_<dataset>`, rebuilt from every archived file under the gates of
+the day (`engine/replay.py`)."""
 
 import dagster as dg
 
-from covid_platform.assets.policies import RETRY, freshness
-from covid_platform.assets.raw import DATASET_TAG, raw_asset_key
+from covid_platform.assets.docs import OWNERS, column_schema, table_metadata
+from covid_platform.assets.policies import DATASET_TAG, RETRY, freshness
+from covid_platform.assets.raw import raw_asset_key
 from covid_platform.datasets import Dataset
-from covid_platform.lib import ledger
-from covid_platform.lib.ledger import Status
-from covid_platform.lib.merge import Merged, merge_pending
-from covid_platform.lib.replay import Verdict, replay
-from covid_platform.lib.tables import derived_columns
+from covid_platform.engine import ledger
+from covid_platform.engine.ledger import Status
+from covid_platform.engine.merge import Merged, merge_pending
+from covid_platform.engine.replay import Verdict, replay
+from covid_platform.engine.tables import columns, derived_columns
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.warehouse import Warehouse
 
@@ -56,6 +57,8 @@ def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
         deps=[raw_asset_key(dataset)],
         group_name="clean",
         kinds={"postgres"},
+        owners=OWNERS,
+        metadata={"dagster/column_schema": column_schema(columns(dataset))},
         tags={DATASET_TAG: dataset.name},
         freshness_policy=freshness(dataset),
         retry_policy=RETRY,
@@ -73,11 +76,13 @@ def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
             else:
                 with ledger.transaction(conn) as cur:
                     merged = merge_pending(cur, dataset)
+            with ledger.transaction(conn) as cur:
+                described = table_metadata(cur, dataset.table)
         if not merged.loaded and not config.replay:
             # Another run's merge took this run's file along (runs overlap), the file was a duplicate, or the
             # partition was loaded before: still a success, so backfills and re-executions complete.
             context.log.info(f"No staged {dataset.name} file to merge: {dataset.table} is unchanged")
-        yield dg.MaterializeResult(metadata={**_metadata(merged), **_replay_metadata(context, verdicts)})
+        yield dg.MaterializeResult(metadata={**_metadata(merged), **described, **_replay_metadata(context, verdicts)})
         yield from _file_statuses(dataset, merged, verdicts)
         if revisions:
             revised = {count: n for count, n in merged.decreases.items() if n}
@@ -99,7 +104,26 @@ def _metadata(merged: Merged) -> dict:
     if merged.loaded:
         metadata.update(rows_in_files=dg.MetadataValue.int(merged.rows_in_files),
                         first_date=str(merged.first_date), last_date=str(merged.last_date))
+    if merged.revisions:
+        metadata.update(_revision_metadata(merged))
     return metadata
+
+
+def _revision_metadata(merged: Merged) -> dict:
+    """The merged files' keys added, revised and unchanged against the versions before them (covid.revisions),
+    and their largest revisions."""
+    files = merged.revisions.values()
+    largest = sorted((r for f in files for r in f.largest),
+                     key=lambda r: -abs((r["new"] or 0) - (r["old"] or 0)))[:10]
+    lines = ["| region | date | column | old | new |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {', '.join(map(str, r['region'].values()))} | {r['date']} | {r['column']} | {r['old']} | {r['new']} |"
+              for r in largest]
+    return {
+        "keys_added": dg.MetadataValue.int(sum(f.keys_added for f in files)),
+        "keys_revised": dg.MetadataValue.int(sum(f.keys_revised for f in files)),
+        "keys_unchanged": dg.MetadataValue.int(sum(f.keys_unchanged for f in files)),
+        "largest_revisions": dg.MetadataValue.md("\n".join(lines) if largest else "none"),
+    }
 
 
 def _replay_metadata(context: dg.AssetExecutionContext, verdicts: list[Verdict]) -> dict:

@@ -1,4 +1,4 @@
-"""Raw assets: one partition per landed file version, archived, staged and gated (`lib/intake.py`).
+"""Raw assets: one partition per landed file version, archived, staged and gated (`engine/intake.py`).
 
 A file that passes every gate is staged for its clean table; one that fails any is quarantined with the
 reason, and its step fails (not materialized: the partition is red in the UI) before the clean table is touched.
@@ -7,19 +7,19 @@ reason, and its step fails (not materialized: the partition is red in the UI) be
 import dagster as dg
 
 from covid_platform.assets.checks import check_result
-from covid_platform.assets.policies import RETRY
+from covid_platform.assets.docs import OWNERS
+from covid_platform.assets.policies import DATASET_TAG, RETRY
 from covid_platform.assets.pulls import pull_asset_key
 from covid_platform.compat import RETRY_NUMBER_TAG
 from covid_platform.datasets import Dataset
-from covid_platform.lib import intake, ledger, staging
-from covid_platform.lib.gates import GATES
-from covid_platform.lib.ledger import Status
+from covid_platform.engine import intake, ledger, staging
+from covid_platform.engine.gates import GATES
+from covid_platform.engine.ledger import Status
 from covid_platform.resources.landing import LandingZone, ObjectChanged, landing_kinds
 from covid_platform.resources.warehouse import Warehouse
 
 KEY_TAG = "covid/key"
 ETAG_TAG = "covid/etag"
-DATASET_TAG = "dataset"
 
 
 def files_partitions(dataset: Dataset) -> dg.DynamicPartitionsDefinition:
@@ -50,6 +50,7 @@ def build_raw_asset(dataset: Dataset) -> dg.AssetsDefinition:
             # partition materializes without the pull (the sensor's runs never include it).
             deps=[pull_asset_key(dataset)] if dataset.pull else [],
             group_name="raw",
+            owners=OWNERS,
             kinds={"postgres", *landing_kinds()},
             tags={DATASET_TAG: dataset.name},
             description=f"Files dropped under `{dataset.name}/` in the landing zone, one partition per object "
@@ -63,7 +64,8 @@ def build_raw_asset(dataset: Dataset) -> dg.AssetsDefinition:
     def raw(context: dg.AssetExecutionContext, landing: LandingZone, warehouse: Warehouse):
         with warehouse.connect() as conn:
             obj_key, etag = file_version(context, conn)
-            entry = ledger.register(conn, obj_key, etag, context.partition_key, dataset.name, context.run.run_id)
+            entry = ledger.register(conn, obj_key, etag, context.partition_key, dataset.name, context.run.run_id,
+                                    intake.issued_at(landing, obj_key, etag))
             if entry.status == Status.QUARANTINED and _automatic_retry(context):
                 # The step's RetryPolicy or the daemon's run retry does not gate the same bytes again (same
                 # verdict, another alert); a run a person starts (re-execution, materialize) does.

@@ -4,9 +4,9 @@ import re
 from importlib import resources
 
 import dagster as dg
-from psycopg2 import sql
 
-from covid_platform.assets.policies import RETRY, freshness
+from covid_platform.assets.docs import OWNERS, summary_schema, table_metadata
+from covid_platform.assets.policies import DATASET_TAG, RETRY, freshness
 from covid_platform.datasets import Dataset
 from covid_platform.resources.warehouse import Warehouse
 
@@ -27,6 +27,8 @@ def build_summary_asset(dataset: Dataset, name: str, upstream: list[str]) -> dg.
         deps=upstream,
         group_name="summaries",
         kinds={"postgres"},
+        owners=OWNERS,
+        tags={DATASET_TAG: dataset.name},
         freshness_policy=freshness(dataset),
         retry_policy=RETRY,
         description=description,
@@ -35,9 +37,8 @@ def build_summary_asset(dataset: Dataset, name: str, upstream: list[str]) -> dg.
         with warehouse.connect() as conn, conn, conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"covid.{name}",))
             cur.execute(statement)
-            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("covid", name)))
-            rows = cur.fetchone()[0]
-        return dg.MaterializeResult(metadata={"rows": dg.MetadataValue.int(rows)})
+            metadata = {**table_metadata(cur, name), "dagster/column_schema": summary_schema(cur, name)}
+        return dg.MaterializeResult(metadata=metadata)
 
     return summary
 

@@ -14,6 +14,7 @@ import streamlit as st
 from psycopg2 import sql
 
 from covid_platform.datasets import COVIDTRACKING, CPS_SCHOOLS, US_COUNTIES, US_STATES, Dataset
+from covid_platform.engine import ledger
 from covid_platform.resources.warehouse import Warehouse
 
 # A new load changes every cache key at once (`latest_load`); the TTL bounds what that key cannot see: a
@@ -32,11 +33,12 @@ class Query:
 
 
 def _query(table: str, text: str) -> Query:
-    """`text` with {table} (and {ledger}, {rejected}) as quoted identifiers."""
+    """`text` with {table} (and {ledger}, {rejected}, {regions}) as quoted identifiers."""
     return Query(table, sql.SQL(text).format(
         table=sql.Identifier("covid", table),
         ledger=sql.Identifier("covid", "ingested_files"),
         rejected=sql.Identifier("covid", "rejected_rows"),
+        regions=sql.Identifier("covid", "regions"),
     ))
 
 
@@ -72,10 +74,12 @@ QUERIES: dict[str, Query] = {
         WHERE state = %(state)s AND date BETWEEN %(first)s AND %(last)s
         ORDER BY date
     """),
+    # NYT names a state in full, the COVID Tracking Project by its postal code: covid.regions has both
     "positivity": _query(COVIDTRACKING.table, """
         SELECT date, positivity_7d
         FROM {table}
-        WHERE state = %(state_code)s AND date BETWEEN %(first)s AND %(last)s AND positivity_7d IS NOT NULL
+        WHERE state = (SELECT code FROM {regions} WHERE name = %(state)s)
+          AND date BETWEEN %(first)s AND %(last)s AND positivity_7d IS NOT NULL
         ORDER BY date
     """),
     # min and max read the two ends of the (date, new_cases_7d) index
@@ -104,24 +108,7 @@ QUERIES: dict[str, Query] = {
         SELECT school_id, date_trunc('week', date)::date AS week, sum(new_cases)::bigint AS new_cases
         FROM {table} GROUP BY school_id, week ORDER BY week, school_id
     """),
-    "files_by_dataset": _query("ingested_files", """
-        SELECT files.*, coalesce(set_aside.rows, 0) AS rows_set_aside
-        FROM (
-            SELECT dataset,
-                   max(processed_at) FILTER (WHERE status = 'loaded') AS last_load,
-                   count(*) FILTER (WHERE status = 'loaded') AS loaded,
-                   count(*) FILTER (WHERE status = 'quarantined') AS quarantined,
-                   count(*) FILTER (WHERE status = 'duplicate') AS duplicates,
-                   count(*) FILTER (WHERE status IN ('received', 'staged')) AS in_progress,
-                   coalesce(sum(rows_loaded) FILTER (WHERE status = 'loaded'), 0)::bigint AS rows_loaded
-            FROM {table} GROUP BY dataset
-        ) AS files
-        LEFT JOIN (
-            SELECT f.dataset, count(*) AS rows
-            FROM {rejected} AS r JOIN {ledger} AS f USING (file_id)
-            GROUP BY f.dataset
-        ) AS set_aside USING (dataset)
-    """),
+    "files_by_dataset": Query("ingested_files", ledger.STATUS_BY_DATASET),
     "quarantined": _query("ingested_files", """
         SELECT processed_at AS quarantined_at, dataset, key, reason
         FROM {table} WHERE status = 'quarantined' ORDER BY file_id DESC LIMIT 100

@@ -10,7 +10,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
 
 import boto3
@@ -92,6 +92,7 @@ class LandingZone(dg.ConfigurableResource):
     read_timeout_seconds: float = 30
 
     _client = PrivateAttr(default=None)
+    _backend = PrivateAttr(default=None)
 
     @property
     def is_s3(self) -> bool:
@@ -138,11 +139,53 @@ class LandingZone(dg.ConfigurableResource):
             self._client = client
         return self._client
 
+    @property
+    def _store(self) -> "_Store":
+        if self._backend is None:
+            self._backend = _S3Store(self.client(), self.bucket, self.prefix) if self.is_s3 else _FolderStore(self.root)
+        return self._backend
+
     def list_after(self, start_after: str, limit: int = PAGE_SIZE, within: str = "") -> list[LandingObject]:
         """Up to `limit` objects whose key sorts after `start_after`, in key order (S3's own order); with
         `within` (a folder such as `us_states/`), only the keys under it."""
-        if not self.is_s3:
-            return self._list_local(start_after, limit, within)
+        return self._store.list_after(start_after, limit, within)
+
+    def describe(self, key: str) -> LandingObject:
+        return self._store.describe(key)
+
+    def open(self, key: str) -> BinaryIO:
+        """A stream of the object's bytes; nothing is read ahead beyond what the caller reads."""
+        return self._store.open(key)
+
+    def copy(self, key: str, dest_key: str, etag: str | None = None) -> None:
+        """Copy inside the zone (server-side on S3: the bytes never pass through this process).
+
+        With `etag`, copy only that version of the object: raises `ObjectChanged` if it was overwritten."""
+        self._store.copy(key, dest_key, etag)
+
+    def put(self, key: str, body: BinaryIO, content_type: str | None = None) -> None:
+        """`content_type`: the S3 object's Content-Type (a published web page must be served as text/html,
+        not S3's default binary/octet-stream); a folder has none."""
+        self._store.put(key, body, content_type)
+
+
+class _Store(Protocol):
+    """What a landing zone does, for an S3 prefix or a local folder."""
+
+    def list_after(self, start_after: str, limit: int, within: str) -> list[LandingObject]: ...
+    def describe(self, key: str) -> LandingObject: ...
+    def open(self, key: str) -> BinaryIO: ...
+    def copy(self, key: str, dest_key: str, etag: str | None) -> None: ...
+    def put(self, key: str, body: BinaryIO, content_type: str | None) -> None: ...
+
+
+@dataclass
+class _S3Store:
+    client: object
+    bucket: str
+    prefix: str
+
+    def list_after(self, start_after: str, limit: int, within: str) -> list[LandingObject]:
         found: list[LandingObject] = []
         token = None
         while len(found) < limit:
@@ -152,14 +195,10 @@ class LandingZone(dg.ConfigurableResource):
                 args["ContinuationToken"] = token
             elif start_after:
                 args["StartAfter"] = self.prefix + start_after
-            page = self.client().list_objects_v2(**args)
+            page = self.client.list_objects_v2(**args)
             found += [
-                LandingObject(
-                    key=item["Key"][len(self.prefix) :],
-                    etag=item["ETag"].strip('"'),
-                    size=item["Size"],
-                    last_modified=item["LastModified"],
-                )
+                LandingObject(item["Key"][len(self.prefix):], item["ETag"].strip('"'), item["Size"],
+                              item["LastModified"])
                 for item in page.get("Contents", [])
             ]
             token = page.get("NextContinuationToken")
@@ -167,57 +206,58 @@ class LandingZone(dg.ConfigurableResource):
                 break
         return found
 
-    def _list_local(self, start_after: str, limit: int, within: str = "") -> list[LandingObject]:
+    def describe(self, key: str) -> LandingObject:
+        head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        return LandingObject(key, head["ETag"].strip('"'), head["ContentLength"], head["LastModified"])
+
+    def open(self, key: str) -> BinaryIO:
+        response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+        return _ObjectBody(response["Body"], f"s3://{self.bucket}/{self.prefix}{key}", response["ContentLength"])
+
+    def copy(self, key: str, dest_key: str, etag: str | None) -> None:
+        source = {"Bucket": self.bucket, "Key": self.prefix + key}
+        extra = {"CopySourceIfMatch": f"\"{etag}\""} if etag else None
+        try:
+            self.client.copy(source, self.bucket, self.prefix + dest_key, ExtraArgs=extra)
+        except botocore.exceptions.ClientError as error:
+            if error.response["Error"]["Code"] in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                raise ObjectChanged(key, etag) from error
+            raise
+
+    def put(self, key: str, body: BinaryIO, content_type: str | None) -> None:
+        extra = {"ContentType": content_type} if content_type else None
+        self.client.upload_fileobj(body, self.bucket, self.prefix + key, ExtraArgs=extra)
+
+
+@dataclass
+class _FolderStore:
+    root: Path
+
+    def list_after(self, start_after: str, limit: int, within: str) -> list[LandingObject]:
+        # A name starting with "." is a file being written (`put`'s temporary), never an object yet.
         keys = sorted(
-            p.relative_to(self.root).as_posix() for p in (self.root / within).rglob("*") if p.is_file()
+            p.relative_to(self.root).as_posix() for p in (self.root / within).rglob("*")
+            if p.is_file() and not p.name.startswith(".")
         )
         return [self.describe(key) for key in keys if key > start_after and key.startswith(within)][:limit]
 
     def describe(self, key: str) -> LandingObject:
-        if self.is_s3:
-            head = self.client().head_object(Bucket=self.bucket, Key=self.prefix + key)
-            return LandingObject(key, head["ETag"].strip('"'), head["ContentLength"], head["LastModified"])
         stat = (self.root / key).stat()
         # A local file has no ETag: size and mtime identify a version well enough for a dev folder.
         etag = hashlib.md5(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
-        modified = datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc)
-        return LandingObject(key, etag, stat.st_size, modified)
+        return LandingObject(key, etag, stat.st_size, datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc))
 
     def open(self, key: str) -> BinaryIO:
-        """A stream of the object's bytes; nothing is read ahead beyond what the caller reads."""
-        if self.is_s3:
-            response = self.client().get_object(Bucket=self.bucket, Key=self.prefix + key)
-            where = f"s3://{self.bucket}/{self.prefix}{key}"
-            return _ObjectBody(response["Body"], where, response["ContentLength"])
         return open(self.root / key, "rb")
 
-    def copy(self, key: str, dest_key: str, etag: str | None = None) -> None:
-        """Copy inside the zone (server-side on S3: the bytes never pass through this process).
-
-        With `etag`, copy only that version of the object: raises `ObjectChanged` if it was overwritten."""
-        if self.is_s3:
-            source = {"Bucket": self.bucket, "Key": self.prefix + key}
-            extra = {"CopySourceIfMatch": f"\"{etag}\""} if etag else None
-            try:
-                self.client().copy(source, self.bucket, self.prefix + dest_key, ExtraArgs=extra)
-            except botocore.exceptions.ClientError as error:
-                if error.response["Error"]["Code"] in ("PreconditionFailed", "412", "NoSuchKey", "404"):
-                    raise ObjectChanged(key, etag) from error
-                raise
-            return
+    def copy(self, key: str, dest_key: str, etag: str | None) -> None:
         if etag and (not (self.root / key).exists() or self.describe(key).etag != etag):
             raise ObjectChanged(key, etag)
         dest = self.root / dest_key
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.root / key, dest)
 
-    def put(self, key: str, body: BinaryIO, content_type: str | None = None) -> None:
-        """`content_type`: the S3 object's Content-Type (a published web page must be served as text/html,
-        not S3's default binary/octet-stream); a folder has none."""
-        if self.is_s3:
-            extra = {"ContentType": content_type} if content_type else None
-            self.client().upload_fileobj(body, self.bucket, self.prefix + key, ExtraArgs=extra)
-            return
+    def put(self, key: str, body: BinaryIO, content_type: str | None) -> None:
         dest = self.root / key
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.part")

@@ -1,5 +1,5 @@
-"""Alerts: always a log line, then a POST to a Slack-style incoming webhook and a message on an Amazon SNS
-topic, each when configured."""
+"""Alerts (and notices for readers, such as a published report): always a log line, then a POST to a
+Slack-style incoming webhook and a message on an Amazon SNS topic, each when configured."""
 
 import json
 import os
@@ -34,6 +34,10 @@ class Notifier(dg.ConfigurableResource):
     webhook_url_env: str = "ALERT_WEBHOOK_URL"
     sns_topic_arn_env: str = "ALERT_SNS_TOPIC_ARN"
     ui_url_env: str = "DAGSTER_UI_URL"
+    # Notices for readers (a daily report published) go to destinations of their own: analysts read
+    # them, not whoever is on call for the alerts (unset: logged only).
+    report_webhook_url_env: str = "REPORT_WEBHOOK_URL"
+    report_sns_topic_arn_env: str = "REPORT_SNS_TOPIC_ARN"
     timeout_seconds: float = 10.0
 
     def _ui_link(self, path: str) -> str | None:
@@ -48,12 +52,23 @@ class Notifier(dg.ConfigurableResource):
 
     def send(self, title: str, **details: str | None) -> None:
         """One alert: `title` (also the SNS subject) and one `name: value` line per non-empty detail."""
-        lines = [f"*{title}*", *(f"{name}: {value}" for name, value in details.items() if value)]
-        text = "\n".join(lines)
         logger = dg.get_dagster_logger("covid_platform.alerts")
         logger.warning("ALERT %s", json.dumps({"title": title, **details}))
-        # The log line above already carries the alert; a broken destination must not stop the sensor.
-        url = os.environ.get(self.webhook_url_env)
+        self._deliver(logger, "Alert", self.webhook_url_env, self.sns_topic_arn_env, title, details)
+
+    def announce(self, title: str, **details: str | None) -> None:
+        """A notice for readers (a report published), as `send` words an alert, to the report destinations."""
+        logger = dg.get_dagster_logger("covid_platform.notices")
+        logger.info("NOTICE %s", json.dumps({"title": title, **details}))
+        self._deliver(logger, "Notice", self.report_webhook_url_env, self.report_sns_topic_arn_env, title,
+                      details)
+
+    def _deliver(self, logger, kind: str, webhook_url_env: str, sns_topic_arn_env: str, title: str,
+                 details: dict[str, str | None]) -> None:
+        lines = [f"*{title}*", *(f"{name}: {value}" for name, value in details.items() if value)]
+        text = "\n".join(lines)
+        # The log line already carries the message; a broken destination must not stop the sensor.
+        url = os.environ.get(webhook_url_env)
         if url:
             try:
                 response = requests.post(url, json={"text": text}, timeout=self.timeout_seconds)
@@ -62,13 +77,13 @@ class Notifier(dg.ConfigurableResource):
                 # requests puts the URL in its messages: log the kind of failure only.
                 status = error.response.status_code if error.response is not None else None
                 logger.error(
-                    "Alert webhook failed (%s): %s%s",
-                    self.webhook_url_env, type(error).__name__, f", HTTP {status}" if status else "",
+                    "%s webhook failed (%s): %s%s",
+                    kind, webhook_url_env, type(error).__name__, f", HTTP {status}" if status else "",
                 )
-        topic_arn = os.environ.get(self.sns_topic_arn_env)
+        topic_arn = os.environ.get(sns_topic_arn_env)
         if topic_arn:
             try:
                 sns = boto3.client("sns", region_name=topic_region(topic_arn))
                 sns.publish(TopicArn=topic_arn, Subject=sns_subject(title), Message=text)
             except (BotoCoreError, ClientError) as error:
-                logger.error("Alert SNS publish failed (%s): %s", topic_arn, error)
+                logger.error("%s SNS publish failed (%s): %s", kind, topic_arn, error)

@@ -11,6 +11,8 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
+from covid_platform.engine import regions
+
 _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
 
@@ -60,6 +62,7 @@ class Warehouse(dg.ConfigurableResource):
                 # Several run workers may start at once: one migrates, the others wait.
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext('covid_platform.schema'))")
                 cur.execute(_sql("schema.sql"))
+                regions.load(cur)  # the packaged geography, as this version ships it
                 cur.execute("SAVEPOINT roles")
                 try:
                     cur.execute(_sql("roles.sql"))

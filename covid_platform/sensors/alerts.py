@@ -10,32 +10,33 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
+from covid_platform.assets.policies import DATASET_TAG
 from covid_platform.assets.raw import KEY_TAG
 from covid_platform.compat import FreshnessState, get_current_timestamp
-from covid_platform.datasets import DATASETS
-from covid_platform.lib import ledger
-from covid_platform.lib.ledger import Status
+from covid_platform.datasets import route
+from covid_platform.engine import ledger
+from covid_platform.engine.ledger import Status
 from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
 
 
-def _datasets_of_assets(keys: Iterable[dg.AssetKey]) -> list[str]:
-    """Datasets whose raw (`raw_<dataset>`) or pull (`<dataset>_pull`) asset is among `keys`."""
-    names = [key.to_user_string() for key in keys]
-    found = {name[len("raw_"):] for name in names if name.startswith("raw_")}
-    found |= {name[: -len("_pull")] for name in names if name.endswith("_pull")}
-    return sorted(found & DATASETS.keys())
+def _datasets_of_assets(graph, keys: Iterable[dg.AssetKey]) -> list[str]:
+    """The datasets whose tag the assets carry."""
+    return sorted({graph.get(key).tags.get(DATASET_TAG) for key in keys} - {None})
 
 
-def _run_dataset(run: dg.DagsterRun) -> str | None:
-    """The dataset a run worked on: its file's first path segment, else its `ingest_<dataset>` job, else
-    its assets."""
-    candidates = [
-        run.tags.get(KEY_TAG, "").split("/", 1)[0],
-        run.job_name.removeprefix("ingest_"),
-        *_datasets_of_assets(run.asset_selection or ()),
-    ]
-    return next((name for name in candidates if name in DATASETS), None)
+def _run_dataset(context: dg.RunFailureSensorContext) -> str | None:
+    """The dataset a run worked on: its job's tag, else the dataset its file's key routes to, else its assets'
+    tag (a run of assets launched from the UI)."""
+    run = context.dagster_run
+    if DATASET_TAG in run.tags:
+        return run.tags[DATASET_TAG]
+    routed = route(run.tags.get(KEY_TAG, ""))
+    if routed or context.repository_def is None:
+        return routed.name if routed else None
+    graph = context.repository_def.asset_graph
+    found = _datasets_of_assets(graph, [key for key in run.asset_selection or () if graph.has(key)])
+    return found[0] if len(found) == 1 else None
 
 
 @dg.run_failure_sensor(
@@ -58,7 +59,7 @@ def ingestion_failure_alert(context: dg.RunFailureSensorContext, notifier: Notif
             entry = ledger.lookup(conn, partition)
             if entry and entry.status == Status.QUARANTINED:
                 reason = ledger.reason(conn, entry.file_id)
-    dataset = _run_dataset(run)
+    dataset = _run_dataset(context)
     notifier.send(
         f"File quarantined: {key}" if reason else f"Run failed: {key or dataset or run.job_name}",
         dataset=dataset,
@@ -81,7 +82,7 @@ def _alert_stale(
         loaded = "never loaded"
     notifier.send(
         f"Table is stale: {key.to_user_string()}",
-        dataset=", ".join(_datasets_of_assets(dg.AssetSelection.assets(key).upstream().resolve(graph))),
+        dataset=", ".join(_datasets_of_assets(graph, [key])),
         asset=key.to_user_string(),
         key=run.tags.get(KEY_TAG) if run else None,
         reason=f"no successful load in the last {window} ({loaded})",

@@ -1,9 +1,12 @@
 """The landing-zone sensor: every new object version under a dataset prefix becomes one ingestion run, and
 every other object (an unknown prefix, not a CSV) one quarantine run: nothing dropped is ignored.
 
-The cursor holds the last key listed, so a tick asks S3 only for keys after it (`StartAfter`). Keys that
-S3 lists before the cursor (a late upload under an older name, an overwritten key) are found by a sweep
-that walks the whole zone one page per tick and requests any object version not yet partitioned.
+The cursor holds the last key listed in each folder (each dataset's folder, its stream folder, and the rest
+of the zone), so a tick asks S3 only for keys after it in each (`StartAfter`): a new file in a folder that
+sorts before another's last key (a `us_counties/` drop after a `us_states/` one, a `us_states/stream/`
+batch after `us_states/nyt.csv`) is found on the next tick. Keys that S3 lists before their folder's
+cursor (a late upload under an older name, an overwritten key) are found by a sweep that walks the whole
+zone one page per tick and requests any object version not yet partitioned.
 """
 
 import json
@@ -12,10 +15,11 @@ from collections import defaultdict
 
 import dagster as dg
 
+from covid_platform.assets.policies import DATASET_TAG
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG, files_partitions
-from covid_platform.assets.unrouted import UNROUTED, dataset_of, unrouted_reason
-from covid_platform.datasets import DATASETS, Dataset
-from covid_platform.lib.ledger import partition_key
+from covid_platform.assets.unrouted import UNROUTED
+from covid_platform.datasets import DATASETS, Dataset, route, top_folder
+from covid_platform.engine.ledger import partition_key
 from covid_platform.resources.landing import PAGE_SIZE, LandingObject, LandingZone
 
 # Sensor ticks are bounded by the daemon's 60 s evaluation timeout: cap the work of one tick.
@@ -32,6 +36,7 @@ def build_ingest_job(dataset: Dataset):
         selection=dg.AssetSelection.assets(f"raw_{dataset.name}").downstream(),
         # One process per run, not per step: a step subprocess costs seconds of start-up per file.
         executor_def=dg.in_process_executor,
+        tags={DATASET_TAG: dataset.name},
         description=f"Ingest one file of {dataset.name}: raw → clean → summaries.",
     )
 
@@ -46,20 +51,127 @@ QUARANTINE_JOB = dg.define_asset_job(
 
 def _skip_platform_keys(key: str) -> str:
     """Where to continue listing: past the whole `_archive/`-style folder when `key` is in one."""
-    top = dataset_of(key)
+    top = top_folder(key)
     return f"{top}0" if top.startswith("_") else key  # '0' sorts right after '/'
 
 
+def _folders() -> list[str]:
+    """The folders listed each with its own cursor: "" (keys no dataset takes), each dataset's folder, and the
+    stream folder of each dataset that declares a stream."""
+    return ["", *(f"{name}/" for name in DATASETS), *(d.stream_folder for d in DATASETS.values() if d.stream)]
+
+
+def _folder_of(key: str) -> str:
+    """The most specific folder of `_folders()` holding `key`."""
+    dataset = DATASETS.get(top_folder(key))
+    if dataset is None:
+        return ""
+    in_stream = dataset.stream and key.startswith(dataset.stream_folder)
+    return dataset.stream_folder if in_stream else f"{dataset.name}/"
+
+
+def _skip_to(folder: str, key: str) -> str | None:
+    """When `key`, listed in `folder`, belongs to another cursor's folder or to the platform: where the
+    listing of `folder` continues (past that whole folder), else None."""
+    if folder == "" and (top_folder(key) in DATASETS or top_folder(key).startswith("_")):
+        return f"{top_folder(key)}0"
+    inner = _folder_of(key)
+    return f"{inner[:-1]}0" if inner != folder else None
+
+
+def _list_folder(
+    landing: LandingZone, folder: str, after: str, limit: int
+) -> tuple[list[LandingObject], str, bool]:
+    """Up to `limit` objects of `folder` after its cursor `after`, skipping the folders inside it that other
+    cursors list: (the objects, the folder's new cursor, whether the listing reached the folder's end).
+
+    A dataset's cursor stays on its last key, so a key dropped between it and the stream folder is found on
+    the next tick. The cursor of "" also passes the folders it skips: keys no dataset takes are rare
+    mistakes, and finding one dropped behind it is the sweep's job; a request per folder boundary on every
+    tick is not worth it."""
+    found: list[LandingObject] = []
+    start = after
+    while len(found) < limit:
+        wanted = limit - len(found)
+        page = landing.list_after(start, wanted, within=folder)
+        skip = None
+        for obj in page:
+            skip = _skip_to(folder, obj.key)
+            if skip:
+                break
+            found.append(obj)
+            start = after = obj.key
+        if skip:  # S3 lists again from past the inner folder: at most once per inner folder
+            start = skip
+            after = skip if folder == "" else after
+        elif len(page) < wanted:
+            return found, after, True
+    return found, after, False
+
+
+def _new_objects(landing: LandingZone, cursors: dict[str, str]) -> tuple[list[LandingObject], bool]:
+    """Each folder's new objects, at most MAX_KEYS_PER_TICK in all: an equal share each first, so that one
+    folder's backlog never delays another's new file, then what is left to the folders that have more.
+    Moves `cursors` on; also says whether every folder was listed to its end."""
+    share = max(1, MAX_KEYS_PER_TICK // len(cursors))
+    found: list[LandingObject] = []
+    pending = []
+    for folder in cursors:
+        objects, cursors[folder], done = _list_folder(landing, folder, cursors[folder], share)
+        found += objects
+        if not done:
+            pending.append(folder)
+    for folder in list(pending):
+        if len(found) >= MAX_KEYS_PER_TICK:
+            break
+        left = MAX_KEYS_PER_TICK - len(found)
+        objects, cursors[folder], done = _list_folder(landing, folder, cursors[folder], left)
+        found += objects
+        if done:
+            pending.remove(folder)
+    return found, not pending
+
+
+def _load_cursor(cursor: str | None) -> tuple[dict[str, str], str, str, str]:
+    """(each folder's cursor, the last key listed anywhere, the sweep's position, a mark).
+
+    A folder the cursor does not know yet (every folder, for a cursor from before folders had their own; a
+    dataset or a stream declared since) is listed from its start, but its keys up to the mark (the last key
+    listed anywhere then) were listed before, under another cursor: they are requested only when their
+    version has no partition. The mark goes once every folder has been listed to its end."""
+    state = json.loads(cursor) if cursor else {}
+    after, sweep, mark = state.get("after", ""), state.get("sweep", ""), state.get("mark", "")
+    known = state.get("folders", {})
+    cursors = {}
+    for folder in _folders():
+        if folder in known:
+            cursors[folder] = known[folder]
+        else:  # exact for the folder the old cursor stopped in; the others from their start, up to the mark
+            cursors[folder] = after if after and _folder_of(after) == folder else ""
+            mark = mark or after
+    return cursors, after, sweep, mark
+
+
+def _without_partition(
+    context: dg.SensorEvaluationContext, objects: list[LandingObject]
+) -> list[LandingObject]:
+    """The object versions that have no dynamic partition yet (were never requested)."""
+    names = {_partitions(obj).name for obj in objects}
+    known = {name: set(context.instance.get_dynamic_partitions(name)) for name in names}
+    return [obj for obj in objects if partition_key(obj.key, obj.etag) not in known[_partitions(obj).name]]
+
+
 def _partitions(obj: LandingObject) -> dg.DynamicPartitionsDefinition:
-    return UNROUTED if unrouted_reason(obj.key) else files_partitions(DATASETS[dataset_of(obj.key)])
+    dataset = route(obj.key)
+    return files_partitions(dataset) if dataset else UNROUTED
 
 
 def _request(obj: LandingObject) -> dg.RunRequest:
-    unrouted = unrouted_reason(obj.key) is not None
+    dataset = route(obj.key)
     return dg.RunRequest(
         # The ETag in the run key: a new version of a key is a new run; the same version never is.
         run_key=f"{obj.key}@{obj.etag}",
-        job_name=QUARANTINE_JOB.name if unrouted else ingest_job_name(DATASETS[dataset_of(obj.key)]),
+        job_name=ingest_job_name(dataset) if dataset else QUARANTINE_JOB.name,
         partition_key=partition_key(obj.key, obj.etag),
         tags={KEY_TAG: obj.key, ETAG_TAG: obj.etag},
     )
@@ -74,25 +186,27 @@ def _request(obj: LandingObject) -> dg.RunRequest:
     "objects no dataset takes).",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
-    state = json.loads(context.cursor) if context.cursor else {}
-    after = state.get("after", "")
-    fresh = landing.list_after(_skip_platform_keys(after), MAX_KEYS_PER_TICK)
-    if fresh:
-        after = fresh[-1].key
+    cursors, after, sweep, mark = _load_cursor(context.cursor)
+    fresh, caught_up = _new_objects(landing, cursors)
+    after = max([after, *(obj.key for obj in fresh)])
+    if mark:
+        fresh = [obj for obj in fresh if obj.key > mark] + _without_partition(
+            context, [obj for obj in fresh if obj.key <= mark])
+        mark = "" if caught_up else mark
 
-    # The sweep: one page per tick, for the keys the cursor has already passed.
-    sweep = state.get("sweep", "")
-    page = [obj for obj in landing.list_after(_skip_platform_keys(sweep), PAGE_SIZE) if obj.key <= after]
-    behind = [obj for obj in page if not dataset_of(obj.key).startswith("_")]
-    known = {
-        name: set(context.instance.get_dynamic_partitions(name)) for name in {_partitions(obj).name for obj in behind}
-    }
-    missed = [obj for obj in behind if partition_key(obj.key, obj.etag) not in known[_partitions(obj).name]]
+    # The sweep: one page per tick, for the keys their folder's cursor has already passed.
+    page = landing.list_after(_skip_platform_keys(sweep), PAGE_SIZE)
+    behind = [
+        obj for obj in page
+        if not top_folder(obj.key).startswith("_") and obj.key <= cursors[_folder_of(obj.key)]
+    ]
+    listed = {(obj.key, obj.etag) for obj in fresh}  # this tick's new keys are behind the moved cursors too
+    missed = [obj for obj in _without_partition(context, behind) if (obj.key, obj.etag) not in listed]
     if missed:
         context.log.info(f"Sweep found {len(missed)} object version(s) behind the cursor: {missed[0].key}, …")
     sweep = page[-1].key if len(page) == PAGE_SIZE else ""
 
-    objects = {(obj.key, obj.etag): obj for obj in fresh + missed if not dataset_of(obj.key).startswith("_")}
+    objects = {(obj.key, obj.etag): obj for obj in fresh + missed if not top_folder(obj.key).startswith("_")}
     partitions: dict[str, list[str]] = defaultdict(list)
     for obj in objects.values():
         partitions[_partitions(obj).name].append(partition_key(obj.key, obj.etag))
@@ -102,5 +216,9 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) ->
             dg.AddDynamicPartitionsRequest(partitions_def_name=name, partition_keys=keys)
             for name, keys in partitions.items()
         ],
-        cursor=json.dumps({"after": after, "sweep": sweep}),
+        # "after" is kept (the last key listed anywhere) so that an older version of the sensor reading this
+        # cursor carries on where it would have.
+        cursor=json.dumps(
+            {"after": after, "folders": cursors, "sweep": sweep, **({"mark": mark} if mark else {})}
+        ),
     )

@@ -17,9 +17,14 @@ ALTER TABLE covid.national_daily ALTER COLUMN cases DROP NOT NULL, ALTER COLUMN 
     ALTER COLUMN new_cases DROP NOT NULL, ALTER COLUMN new_deaths DROP NOT NULL,
     ALTER COLUMN new_cases_7d DROP NOT NULL, ALTER COLUMN new_deaths_7d DROP NOT NULL;  -- tables of older versions
 
-DELETE FROM covid.national_daily;
-
-INSERT INTO covid.national_daily (date, cases, deaths, new_cases, new_deaths, new_cases_7d, new_deaths_7d)
+-- The national series from the states' rows: the current ones (NULL), or covid.state_daily as of a time
+-- (vintages: what national_daily would have held then). One definition for both; inlined by PostgreSQL,
+-- so the branch not taken costs nothing.
+DROP FUNCTION IF EXISTS covid.national_daily_as_of(timestamptz);
+CREATE FUNCTION covid.national_daily_as_of(as_of timestamptz)
+RETURNS TABLE (date date, cases bigint, deaths bigint, new_cases bigint, new_deaths bigint,
+               new_cases_7d double precision, new_deaths_7d double precision)
+LANGUAGE sql STABLE AS $national$
 SELECT date, cases, deaths, new_cases, new_deaths,
        avg(new_cases)  OVER last_7_rows,
        avg(new_deaths) OVER last_7_rows
@@ -31,9 +36,20 @@ FROM (
                               OVER before_date)[2], 0) AS new_deaths
     FROM (
         SELECT date, sum(cases)::bigint AS cases, sum(deaths)::bigint AS deaths
-        FROM covid.state_daily
+        FROM (
+            SELECT date, cases, deaths FROM covid.state_daily WHERE $1 IS NULL
+            UNION ALL
+            SELECT date, cases, deaths FROM covid.state_daily_as_of($1) WHERE $1 IS NOT NULL
+        ) AS states
         GROUP BY date
     ) AS totals
     WINDOW before_date AS (ORDER BY date ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ) AS differences
-WINDOW last_7_rows AS (ORDER BY date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW);
+WINDOW last_7_rows AS (ORDER BY date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW)
+ORDER BY date
+$national$;
+
+DELETE FROM covid.national_daily;
+
+INSERT INTO covid.national_daily (date, cases, deaths, new_cases, new_deaths, new_cases_7d, new_deaths_7d)
+SELECT * FROM covid.national_daily_as_of(NULL);

@@ -38,3 +38,58 @@ CREATE TABLE IF NOT EXISTS covid.rejected_rows (
 
 -- Clean tables are created from the dataset declarations (lib/merge.py: table_ddl), summary tables by
 -- their own SQL files.
+
+-- One geography for every source: the states, DC, the territories, the freely associated states and the
+-- jurisdictions sources report apart (New York City, JHU's cruise ships). Loaded on start from
+-- covid_platform/reference/regions.csv (engine/regions.py); a clean table's state_fips refers to it.
+CREATE TABLE IF NOT EXISTS covid.regions (
+    fips        text PRIMARY KEY,  -- state FIPS (2 digits); a city's Census place code (NYC: 3651000); JHU's codes of its cruise ships
+    code        text UNIQUE,       -- USPS code (NYC for New York City); none for the cruise ships
+    name        text NOT NULL UNIQUE,
+    kind        text NOT NULL,     -- state, district, territory, freely associated state, city, cruise ship
+    part_of     text,              -- the code of the region it lies in, for a jurisdiction reported apart (NYC: NY); never summed into it
+    other_codes text[] NOT NULL DEFAULT '{}'  -- other agencies' codes (CDC: FSM, RMI)
+);
+-- Every way a file may write a region (a dataset's region_names), normalised as engine/regions.py
+-- normalises a file's value: names case-insensitively, codes in upper case, FIPS without leading zeros.
+CREATE OR REPLACE VIEW covid.region_keys AS
+SELECT 'name'::text AS naming, lower(name) AS key, fips, name FROM covid.regions
+UNION ALL SELECT 'code', upper(code), fips, name FROM covid.regions WHERE code IS NOT NULL
+UNION ALL SELECT 'code', upper(other), fips, name FROM covid.regions, unnest(other_codes) AS other
+UNION ALL SELECT 'fips', ltrim(fips, '0'), fips, name FROM covid.regions;
+
+-- Vintages (engine/history.py). A file's issue time: its object's last-modified time in the landing zone, or
+-- when the ledger first saw it if that version's key was already gone. Ledgers older than the column take
+-- received_at, the nearest time they kept.
+ALTER TABLE covid.ingested_files ADD COLUMN IF NOT EXISTS issued_at timestamptz;
+UPDATE covid.ingested_files SET issued_at = received_at WHERE issued_at IS NULL;
+
+-- One row per file and clean table: the keys it added, revised (a value differs from the version before it
+-- in ledger order) and left unchanged, and its largest revisions of numbers ({region, date, column, old,
+-- new}, by absolute change, at most 10).
+CREATE TABLE IF NOT EXISTS covid.revisions (
+    file_id        bigint NOT NULL REFERENCES covid.ingested_files,
+    table_name     text   NOT NULL,
+    keys_added     bigint NOT NULL,
+    keys_revised   bigint NOT NULL,
+    keys_unchanged bigint NOT NULL,
+    largest        jsonb  NOT NULL,
+    PRIMARY KEY (file_id, table_name)
+);
+
+-- Scheduled downloads (`CsvDownload`, assets/pulls.py): per dataset and URL, the version last landed (the
+-- server's validators, sent back as If-None-Match / If-Modified-Since, and its sha256 for servers that send
+-- none) and when the URL was last checked. Here, beside the ledger, rather than in Dagster's event log: it
+-- describes what the landing zone holds, and survives a new or wiped Dagster instance. Written only after the
+-- object is landed, so a failed landing is fetched again.
+CREATE TABLE IF NOT EXISTS covid.pull_state (
+    dataset       text        NOT NULL,
+    url           text        NOT NULL,
+    etag          text,
+    last_modified text,
+    sha256        text        NOT NULL,
+    key           text        NOT NULL,
+    landed_at     timestamptz NOT NULL,
+    checked_at    timestamptz NOT NULL,
+    PRIMARY KEY (dataset, url)
+);

@@ -4,7 +4,6 @@ import pandas as pd
 import streamlit as st
 
 from covid_platform.dashboard import charts, queries, view
-from covid_platform.dashboard.state_codes import POSTAL_CODES
 from covid_platform.datasets import COVIDTRACKING, US_STATES
 
 DEFAULT_STATE = "New York"
@@ -42,8 +41,7 @@ charted = view.daily_chart_rows(frame, starts_series=start == first)
 view.chart(charts.daily(charted, "new_cases", f"New cases per day in {state} (people)"))
 view.chart(charts.daily(charted, "new_deaths", f"New deaths per day in {state} (people)"))
 
-code = POSTAL_CODES.get(state)
-positivity = queries.read("positivity", state_code=code, first=start, last=end) if code else pd.DataFrame()
+positivity = queries.read("positivity", state=state, first=start, last=end)
 st.subheader("Test positivity")
 percent = {}
 if positivity.empty:

@@ -15,6 +15,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
+from covid_platform.engine import dates, numbers, regions
 
 MAX_HEADER_BYTES = 64 * 1024
 CHUNK = 1 << 20
@@ -192,30 +193,34 @@ def text_table(file_id: int) -> sql.Composed:
 
 
 def create_typed(cur, dataset: Dataset, staged: StagedFile, file_id: int, distinct: bool) -> None:
-    """Cast the staged text into `staging_table(file_id)`: dates (YYYY-MM-DD, or Socrata's midnight
-    timestamps; PostgreSQL's own date input would take 01/05/2021 too), counts as bigint ("12.0" is 12:
-    the gates admit only zeros after a decimal point), empty attributes and counts as null.
+    """Cast the staged text into `staging_table(file_id)`: dates in the dataset's format (`dates`), whole
+    counts as bigint ("12.0" is 12: the gates admit only zeros after a decimal point), decimal ones as
+    numeric, empty attributes and counts as null; with `region_names`, the canonical region's state_fips and
+    state_name (null where the value names no region: a gate's bad row).
 
     distinct: one row per key, for a file whose conflicting keys the gates have set aside already (only
-    exact duplicates remain); otherwise the cast fails on a value that is not a count (the caller's
-    savepoint)."""
+    exact duplicates remain); otherwise the cast fails on a whole count that is not one (the caller's
+    savepoint), and a decimal that is not one is NaN (numeric's own input would take '1e5' and 'NaN')."""
     table = staging_table(file_id)
-    date = sql.Identifier("date")
     columns = [sql.Identifier(c) for c in dataset.region]
     columns += [sql.SQL("nullif({c}, '') AS {c}").format(c=sql.Identifier(c)) for c in dataset.attributes]
-    columns.append(sql.SQL(
-        "CASE WHEN length({d}) = 10 AND substr({d}, 5, 1) = '-' AND substr({d}, 8, 1) = '-' THEN {d}::date "
-        r"WHEN {d} ~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}T00:00:00(\.0+)?$' THEN left({d}, 10)::date END AS date"
-    ).format(d=date))
-    count = "split_part(nullif({c}, ''), '.', 1)::bigint AS {c}" if distinct else "nullif({c}, '')::bigint AS {c}"
-    columns += [sql.SQL(count).format(c=sql.Identifier(c)) for c in (*dataset.counts, *dataset.values)]
+    columns.append(sql.SQL("{} AS date").format(dates.date_value(dataset.date_format, sql.Identifier("date"))))
+    for column in (*dataset.counts, *dataset.values):
+        if column in dataset.decimals:
+            count = ("CASE WHEN {c} = '' THEN NULL WHEN {c} ~ {ok} THEN {c}::numeric ELSE 'NaN'::numeric END AS {c}"
+                     if not distinct else "nullif({c}, '')::numeric AS {c}")
+        else:
+            count = "split_part(nullif({c}, ''), '.', 1)::bigint AS {c}" if distinct else "nullif({c}, '')::bigint AS {c}"
+        columns.append(sql.SQL(count).format(c=sql.Identifier(column), ok=sql.Literal(numbers.pattern(dataset, column))))
+    columns += [sql.Identifier(c) for c in dataset.region_columns]
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
-    cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {}{} FROM ({}) AS s").format(
+    cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {}{} FROM ({}) AS s{}").format(
         table,
         sql.SQL("DISTINCT ON ({}) ").format(sql.SQL(", ").join(sql.Identifier(c) for c in dataset.key))
         if distinct else sql.SQL(""),
         sql.SQL(", ").join(columns),
         source_rows(dataset, staged),
+        regions.canonical_join(dataset, "s") if dataset.region_names else sql.SQL(""),
     ))
 
 

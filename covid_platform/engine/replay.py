@@ -12,10 +12,10 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
-from covid_platform.lib import ledger, merge, staging
-from covid_platform.lib.intake import gate_archived, settle
-from covid_platform.lib.ledger import Status
-from covid_platform.lib.tables import table_ddl
+from covid_platform.engine import history, ledger, merge, staging
+from covid_platform.engine.intake import gate_archived, settle
+from covid_platform.engine.ledger import Status
+from covid_platform.engine.tables import table_ddl
 from covid_platform.resources.landing import LandingZone
 
 ASIDE_SUFFIX = "_replay"
@@ -56,6 +56,7 @@ def replay(conn: psycopg2.extensions.connection, landing: LandingZone, dataset: 
                 merged = merge.merge_files(cur, built, passed)
             else:
                 cur.execute(table_ddl(built))
+                history.ddl(cur, built)
                 merged = merge.Merged(decreases=dict.fromkeys(dataset.new, 0))
             _swap(cur, dataset)
     finally:
@@ -105,8 +106,11 @@ def _record(cur: psycopg2.extensions.cursor, verdicts: list[Verdict]) -> None:
 def _swap(cur: psycopg2.extensions.cursor, dataset: Dataset) -> None:
     """Replace `covid.<table>` by the table built aside, with its indexes and year partitions, in the
     caller's transaction: until it commits readers see the old table, then the new one."""
-    built = _aside(dataset).table
+    aside = _aside(dataset)
+    built = aside.table
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("covid", dataset.table)))
+    # the history rebuilt beside it (`<built>_history`) replaces the table's: renamed below with it
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("covid", history.history_name(dataset))))
     cur.execute(
         """
         SELECT c.relname, c.relkind IN ('i', 'I') FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
@@ -121,3 +125,6 @@ def _swap(cur: psycopg2.extensions.cursor, dataset: Dataset) -> None:
             sql.Identifier("covid", name),
             sql.Identifier(dataset.table + name[len(built):]),
         ))
+    history.drop_functions(cur, aside)
+    history.functions_ddl(cur, dataset)
+    history.rename_revisions(cur, built, dataset.table)

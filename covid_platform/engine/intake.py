@@ -5,14 +5,16 @@ The raw assets run it for each dropped file, a replay for each archived one."""
 import hashlib
 import io
 from dataclasses import dataclass
+from datetime import datetime
 
+import botocore.exceptions
 from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
-from covid_platform.lib import ledger
-from covid_platform.lib.gates import GateResult, evaluate, reason_of
-from covid_platform.lib.ledger import Status
-from covid_platform.lib.staging import CheckedText, FileRejected, StagedFile, stage
+from covid_platform.engine import ledger
+from covid_platform.engine.gates import GateResult, evaluate, reason_of
+from covid_platform.engine.ledger import Status
+from covid_platform.engine.staging import CheckedText, FileRejected, StagedFile, stage
 from covid_platform.resources.landing import LandingZone, ObjectChanged
 
 S3_KEY_BYTES = 1024
@@ -36,6 +38,16 @@ def platform_key(landing: LandingZone, folder: str, obj_key: str, etag: str) -> 
         digest = hashlib.sha256(obj_key.encode()).hexdigest()
         key = f"{folder}/{obj_key.split('/', 1)[0]}/{digest}/{etag}"
     return key
+
+
+def issued_at(landing: LandingZone, obj_key: str, etag: str) -> datetime | None:
+    """The version's last-modified time in the landing zone (its `issued_at`); None when the key is gone or
+    holds another version by now."""
+    try:
+        current = landing.describe(obj_key)
+    except (OSError, botocore.exceptions.ClientError):
+        return None
+    return current.last_modified if current.etag == etag else None
 
 
 def archive(conn, landing: LandingZone, entry: ledger.LedgerEntry) -> str:

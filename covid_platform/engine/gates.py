@@ -10,30 +10,28 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
-from covid_platform.lib.staging import StagedFile, create_typed, source_rows, staging_table
+from covid_platform.engine import dates, numbers, regions
+from covid_platform.engine.staging import StagedFile, create_typed, source_rows, staging_table
 
 GATES = {
     "csv_readable": "The file is UTF-8 CSV text whose rows have as many fields as its header.",
     "required_columns": "The header names every column the dataset needs.",
     "not_empty": "The file holds at least one data row.",
     "keys_present": "Key columns (region and date) are never empty.",
-    "dates_valid": "Dates are real calendar dates written YYYY-MM-DD and not in the future.",
-    "counts_valid": "Counts are non-negative whole numbers (or empty, where the dataset allows: not reported).",
+    "regions_known": "Regions name a region of covid.regions, written as the dataset declares (full name, postal "
+                     "code or FIPS), where it declares region_names.",
+    "dates_valid": "Dates are real calendar dates written as the dataset declares (YYYY-MM-DD unless it declares "
+                   "a date_format) and not in the future.",
+    "counts_valid": "Counts are non-negative whole numbers (or empty, where the dataset allows: not reported; "
+                    "signed or decimal, where it declares so).",
     "keys_unique": "No two rows share a key with different values.",
 }
 
-# A YYYY-MM-DD string (optionally at midnight, as Socrata's floating timestamps are) that names a real day (PostgreSQL 15 has no pg_input_is_valid, and a bad cast
-# would abort the whole scan). CASE guarantees the regex is tested before the arithmetic.
-DATE_OK = """CASE WHEN {v} ~ '^[1-9][0-9][0-9][0-9]-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])(T00:00:00(\\.0+)?)?$'
-  THEN substr({v}, 9, 2)::int <= extract(day FROM make_date(substr({v}, 1, 4)::int, substr({v}, 6, 2)::int, 1)
-                                                  + interval '1 month - 1 day')
-  ELSE false END"""
-COUNT_OK = "coalesce({v} ~ '^[0-9]{{1,18}}(\\.0*)?$', false)"  # "12" or "12.0"; no sign, no fraction
 
 
 # A field longer than this is not a count, a date or a name: the file is broken (or hostile).
 MAX_FIELD_CHARS = 10_000
-ROW_GATES = ("keys_present", "dates_valid", "counts_valid", "keys_unique")
+ROW_GATES = ("keys_present", "regions_known", "dates_valid", "counts_valid", "keys_unique")
 
 
 @dataclass
@@ -57,6 +55,8 @@ class Problem:
     expected: str
     file_level: bool = False
     """The whole file is unusable (whatever the share of rows like it)."""
+    note: sql.Composable = field(default_factory=lambda: sql.SQL("''"))
+    """Text appended to the reason after the value found (e.g. the nearest known region)."""
 
 
 @dataclass
@@ -158,8 +158,12 @@ def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int, strict: 
                 for c in (*dataset.region, *dataset.attributes)]
         bad.append(sql.SQL("date IS NULL OR date > current_date"))
         for c in (*dataset.counts, *dataset.values):
-            bad.append(sql.SQL("{c} < 0" if c in dataset.nullable else "{c} < 0 OR {c} IS NULL").format(
-                c=sql.Identifier(c)))
+            checks = [] if c in dataset.signed else ["{c} < 0"]
+            checks += [] if c in dataset.nullable else ["{c} IS NULL"]
+            checks += ["{c} = 'NaN'"] if c in dataset.decimals else []  # create_typed's mark of a bad decimal
+            if checks:
+                bad.append(sql.SQL(" OR ".join(checks)).format(c=sql.Identifier(c)))
+        bad += [sql.SQL("{} IS NULL").format(sql.Identifier(c)) for c in dataset.region_columns[:1]]
         key = sql.SQL(", ").join(sql.Identifier(c) for c in dataset.key)
         # Repeated keys by a hash aggregate: the planner, blind to a fresh table's size, would sort it.
         cur.execute("SET LOCAL enable_sort = off")
@@ -189,7 +193,7 @@ def reason_of(results: list[GateResult]) -> str:
 
 def _problems(dataset: Dataset, staged: StagedFile) -> list[Problem]:
     date = sql.Identifier("date")
-    date_ok = sql.SQL(DATE_OK).format(v=date)
+    date_ok = dates.date_ok(dataset.date_format, date)
     problems = [
         Problem("csv_readable", column, sql.SQL("length({}) > {}").format(sql.Identifier(column), sql.Literal(MAX_FIELD_CHARS)),
                 f"a field of at most {MAX_FIELD_CHARS:,} characters", file_level=True)
@@ -200,18 +204,22 @@ def _problems(dataset: Dataset, staged: StagedFile) -> list[Problem]:
                 "a value (key columns cannot be empty)")
         for column in dataset.key
     ]
-    problems.append(Problem("dates_valid", "date", sql.SQL("NOT ({})").format(date_ok), "a date written YYYY-MM-DD"))
+    if dataset.region_names:
+        (column,) = dataset.region_names
+        problems.append(Problem("regions_known", column, regions.unknown(dataset, "s"), regions.expected(dataset),
+                                note=regions.nearest_note(dataset, "s")))
+    problems.append(Problem("dates_valid", "date", sql.SQL("NOT ({})").format(date_ok),
+                            dates.expected(dataset.date_format)))
     problems.append(
         Problem("dates_valid", "date", sql.SQL("CASE WHEN {} THEN {}::date > current_date ELSE false END")
                 .format(date_ok, date), "a date that is not in the future")
     )
     for column in (*dataset.counts, *dataset.values):
         value = sql.Identifier(column)
-        condition = sql.SQL("NOT {}").format(sql.SQL(COUNT_OK).format(v=value))
+        condition = sql.SQL("NOT coalesce({} ~ {}, false)").format(value, sql.Literal(numbers.pattern(dataset, column)))
         if column in dataset.nullable:
             condition = sql.SQL("{} <> '' AND {}").format(value, condition)
-        expected = "a non-negative whole number" + (" or an empty field" if column in dataset.nullable else "")
-        problems.append(Problem("counts_valid", column, condition, expected))
+        problems.append(Problem("counts_valid", column, condition, numbers.expected(dataset, column)))
     return problems
 
 
@@ -222,8 +230,9 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
     rows = source_rows(dataset, staged)
     messages = [
         sql.SQL("CASE WHEN {bad} THEN {text} || CASE WHEN coalesce({v}, '') = '' THEN 'an empty field' "
-                "ELSE quote_literal(left({v}, 60)) END END").format(
-            bad=p.bad, v=sql.Identifier(p.column), text=sql.Literal(f"column '{p.column}': expected {p.expected}, got ")
+                "ELSE quote_literal(left({v}, 60)) END || {note} END").format(
+            bad=p.bad, v=sql.Identifier(p.column), note=p.note,
+            text=sql.Literal(f"column '{p.column}': expected {p.expected}, got "),
         )
         for p in problems
     ]
@@ -233,6 +242,8 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
         sql.SQL("{} || '=' || quote_nullable({})").format(sql.Literal(c), sql.Identifier(c)) for c in dataset.key
     )
     with conn.cursor() as cur:
+        if dataset.region_names:
+            regions.suggest(cur, dataset, rows)
         cur.execute(
             sql.SQL(
                 """

@@ -10,9 +10,10 @@ from datetime import date
 from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
-from covid_platform.lib import ledger, staging
-from covid_platform.lib.staging import staging_table
-from covid_platform.lib.tables import (
+from covid_platform.engine import history, ledger, staging
+from covid_platform.engine.derived import derived_select, has_windows
+from covid_platform.engine.staging import staging_table
+from covid_platform.engine.tables import (
     base_columns,
     build_indexes_ddl,
     column_list,
@@ -32,6 +33,19 @@ ORDER BY {key}, file_id DESC;
 """
 INCOMING_ONE = "CREATE TEMP VIEW incoming AS {staged};"
 
+# Each key's row from the latest file in the ledger, whether already in the table or incoming: runs merge in
+# whatever order they finish, the result is that of loading in ledger order.
+CANDIDATES = sql.SQL("""
+SELECT DISTINCT ON ({key}) *
+FROM (
+    SELECT {t_base}, t.file_id
+    FROM {table} AS t JOIN changed AS c ON {region_match_c} AND t.date >= c.window_start
+    UNION ALL
+    SELECT {base}, file_id FROM incoming
+) AS candidates
+ORDER BY {key}, file_id DESC
+""")
+
 MERGE = """
 CREATE TEMP TABLE changed ON COMMIT DROP AS
 SELECT {f_region}, f.from_date, coalesce(least(seed.date{reach_back}), '-infinity') AS window_start
@@ -47,27 +61,7 @@ ANALYZE changed;  -- so the planner reaches a few regions of a large table throu
 
 CREATE TEMP TABLE recomputed ON COMMIT DROP AS
 SELECT {columns}
-FROM (
-    SELECT *, {windowed}
-    FROM (
-        SELECT *, {differences}
-        FROM (
-            -- Each key's row from the latest file in the ledger, whether already in the table or incoming:
-            -- runs merge in whatever order they finish, the result is that of loading in ledger order.
-            SELECT DISTINCT ON ({key}) *
-            FROM (
-                SELECT {t_base}, t.file_id
-                FROM {table} AS t JOIN changed AS c ON {region_match_c} AND t.date >= c.window_start
-                UNION ALL
-                SELECT {base}, file_id FROM incoming
-            ) AS candidates
-            ORDER BY {key}, file_id DESC
-        ) AS merged
-        WINDOW by_region AS (PARTITION BY {region} ORDER BY date)
-    ) AS with_differences
-    WINDOW last_7_rows AS (PARTITION BY {region} ORDER BY date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW),
-           last_7_days AS (PARTITION BY {region} ORDER BY date RANGE BETWEEN interval '6 days' PRECEDING AND CURRENT ROW)
-) AS windowed
+FROM ({derived}) AS windowed
 JOIN changed USING ({region})
 WHERE date >= changed.from_date;
 
@@ -85,39 +79,14 @@ def _match(left: str, right: str, names) -> sql.Composed:
 
 
 def staged_rows(dataset: Dataset, file_id: int) -> sql.Composed:
-    """The typed rows of one gated file (lib/gates.py: type_rows)."""
-    columns = [sql.Identifier(c) for c in dataset.stored_columns]
+    """The typed rows of one gated file (`staging.create_typed`)."""
+    columns = [sql.Identifier(c) for c in base_columns(dataset)]  # with the canonical region, if declared
     columns.append(sql.SQL("{}::bigint AS file_id").format(sql.Literal(file_id)))
     return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(columns), staging_table(file_id))
 
 
-def _difference(dataset: Dataset, count: str, new: str) -> sql.Composed:
-    """x minus x on the region's latest earlier date where x is not empty; x itself when there is none."""
-    c, n = sql.Identifier(count), sql.Identifier(new)
-    if count not in dataset.nullable:
-        # Every row has x: the previous row's; on a region's first date (lag(date) is null), x itself.
-        return sql.SQL("CASE WHEN lag(date) OVER by_region IS NULL THEN {c} ELSE {c} - lag({c}) OVER by_region END "
-                       "AS {n}").format(c=c, n=n)
-    # The latest non-empty x before the row, in the same sort as by_region (PostgreSQL has no IGNORE NULLS):
-    # the largest (day number, x) pair over the rows before it, empty x left out; [2] is that x.
-    return sql.SQL(
-        "{c} - coalesce((max(CASE WHEN {c} IS NOT NULL THEN ARRAY[date - DATE '2000-01-01', {c}] END) OVER "
-        "(by_region ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING))[2], 0) AS {n}"
-    ).format(c=c, n=n)
-
-
 def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Composed:
     """Merge the staged files' rows; the last statement's row count is the rows written."""
-    differences = [_difference(dataset, count, new) for count, new in dataset.new.items()]
-    windowed = [
-        sql.SQL("avg({n}) OVER last_7_rows AS {a}").format(n=sql.Identifier(n), a=sql.Identifier(f"{n}_7d"))
-        for n in dataset.rolling_7d
-    ]
-    windowed += [
-        sql.SQL("(sum({n}) OVER last_7_days / nullif(sum({d}) OVER last_7_days, 0))::double precision AS {r}")
-        .format(n=sql.Identifier(num), d=sql.Identifier(den), r=sql.Identifier(ratio))
-        for ratio, (num, den) in dataset.ratios_7d.items()
-    ]
     derived = derived_columns(dataset)
     base = base_columns(dataset)
     reach_back = [
@@ -127,7 +96,7 @@ def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Compose
         for count in dataset.new if count in dataset.nullable
     ]
     incoming = INCOMING_ONE if len(staged) == 1 else INCOMING_MANY
-    return sql.SQL(incoming + MERGE).format(
+    parts = dict(
         key=column_list(dataset.key),
         region=column_list(dataset.region),
         f_region=sql.SQL(", ").join(sql.Identifier("f", n) for n in dataset.region),
@@ -136,13 +105,12 @@ def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Compose
         columns=column_list([*base, *derived, "file_id"]),
         region_match_f=_match("t", "f", dataset.region),
         region_match_c=_match("t", "c", dataset.region),
-        seed_rows=sql.Literal(7 if windowed else 1),
+        seed_rows=sql.Literal(7 if has_windows(dataset) else 1),
         reach_back=sql.Composed(reach_back),
         table=sql.Identifier("covid", dataset.table),
         staged=sql.SQL(" UNION ALL ").join(staged),
-        differences=sql.SQL(", ").join(differences) if differences else sql.SQL("NULL AS no_difference"),
-        windowed=sql.SQL(", ").join(windowed or [sql.SQL("NULL AS no_window")]),
     )
+    return sql.SQL(incoming + MERGE).format(derived=derived_select(dataset, CANDIDATES.format(**parts)), **parts)
 
 
 @dataclass
@@ -157,6 +125,8 @@ class Merged:
     last_date: date | None = None
     decreases: dict[str, int] = field(default_factory=dict)
     """count → rows written whose cumulative count fell since the region's previous date (revisions)."""
+    revisions: dict[int, history.Revisions] = field(default_factory=dict)
+    """file_id → the keys it added, revised and left unchanged, and its largest revisions (`covid.revisions`)."""
 
 
 def lock(cur, table: str, session: bool = False) -> None:
@@ -183,6 +153,7 @@ def merge_files(cur, dataset: Dataset, file_ids: list[int]) -> Merged:
     staged = [staged_rows(dataset, file_id) for file_id in file_ids]
     table = sql.Identifier("covid", dataset.table)
     cur.execute(table_ddl(dataset))
+    history.ddl(cur, dataset)
     if dataset.partition_by_year:
         cur.execute(sql.SQL("SELECT min(date), max(date) FROM ({}) AS s").format(sql.SQL(" UNION ALL ").join(staged)))
         first, last = cur.fetchone()
@@ -196,10 +167,12 @@ def merge_files(cur, dataset: Dataset, file_ids: list[int]) -> Merged:
     rows_written = cur.rowcount
     if first_load:
         cur.execute(build_indexes_ddl(dataset))
+    # Beside the table, in its transaction: readers of the latest values read the clean table as before.
+    revisions = history.record(cur, dataset, file_ids, staged)
     loaded = ledger.mark_loaded(cur, file_ids)
     cur.execute("SELECT count(*), min(date), max(date) FROM incoming")
     rows_in_files, first_date, last_date = cur.fetchone()
-    merged = Merged(loaded, rows_in_files, rows_written, first_date, last_date, _decreases(cur, dataset))
+    merged = Merged(loaded, rows_in_files, rows_written, first_date, last_date, _decreases(cur, dataset), revisions)
     for file_id in file_ids:
         staging.drop(cur, file_id)
     return merged

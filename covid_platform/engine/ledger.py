@@ -5,6 +5,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 import psycopg2.extensions
@@ -63,18 +64,22 @@ class LedgerEntry:
 
 
 def register(
-    conn: psycopg2.extensions.connection, key: str, etag: str, partition: str, dataset: str, run_id: str
+    conn: psycopg2.extensions.connection, key: str, etag: str, partition: str, dataset: str, run_id: str,
+    issued_at: datetime | None = None,
 ) -> LedgerEntry:
-    """The ledger row for this object version, created on first sight (committed at once)."""
+    """The ledger row for this object version, created on first sight (committed at once). `issued_at`: the
+    version's last-modified time in the landing zone; None when the key no longer holds that version (then
+    the time of first sight: an archived copy's own time is not the original's). Kept from the first sight."""
     with transaction(conn) as cur:
         cur.execute(
             """
-            INSERT INTO covid.ingested_files (key, etag, partition_key, dataset, status, run_id)
-            VALUES (%s, %s, %s, %s, %s, %s)
-            ON CONFLICT (partition_key) DO UPDATE SET run_id = EXCLUDED.run_id
+            INSERT INTO covid.ingested_files (key, etag, partition_key, dataset, status, run_id, issued_at)
+            VALUES (%s, %s, %s, %s, %s, %s, coalesce(%s, now()))
+            ON CONFLICT (partition_key) DO UPDATE SET run_id = EXCLUDED.run_id,
+                issued_at = coalesce(ingested_files.issued_at, EXCLUDED.issued_at)
             RETURNING file_id, key, etag, status, archive_key
             """,
-            (key, etag, partition, dataset, Status.RECEIVED, run_id),
+            (key, etag, partition, dataset, Status.RECEIVED, run_id, issued_at),
         )
         return _entry(cur.fetchone())
 
@@ -201,3 +206,37 @@ def forget_rejected_rows(conn: psycopg2.extensions.connection, file_id: int) -> 
     """Before a file is gated again: the rows it sets aside are the new gates' (see gates._set_aside)."""
     with transaction(conn) as cur:
         cur.execute("DELETE FROM covid.rejected_rows WHERE file_id = %s", (file_id,))
+
+
+# Each dataset's files by outcome and its rows set aside: the data status the dashboard and the daily
+# report show (both read it with their read-only connections).
+STATUS_BY_DATASET = sql.SQL("""
+    SELECT files.*, coalesce(set_aside.rows, 0) AS rows_set_aside
+    FROM (
+        SELECT dataset,
+               max(processed_at) FILTER (WHERE status = {loaded}) AS last_load,
+               count(*) FILTER (WHERE status = {loaded}) AS loaded,
+               count(*) FILTER (WHERE status = {quarantined}) AS quarantined,
+               count(*) FILTER (WHERE status = {duplicate}) AS duplicates,
+               count(*) FILTER (WHERE status IN ({received}, {staged})) AS in_progress,
+               coalesce(sum(rows_loaded) FILTER (WHERE status = {loaded}), 0)::bigint AS rows_loaded
+        FROM covid.ingested_files GROUP BY dataset
+    ) AS files
+    LEFT JOIN (
+        SELECT f.dataset, count(*) AS rows
+        FROM covid.rejected_rows AS r JOIN covid.ingested_files AS f USING (file_id)
+        GROUP BY f.dataset
+    ) AS set_aside USING (dataset)
+""").format(**{status.name.lower(): sql.Literal(status.value) for status in Status})
+
+
+def last_loads(conn: psycopg2.extensions.connection) -> dict[str, object]:
+    """Each dataset's latest successful load (max processed_at of its loaded files); none before the ledger
+    exists."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('covid.ingested_files') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return {}
+        cur.execute("SELECT dataset, max(processed_at) FROM covid.ingested_files WHERE status = %s GROUP BY dataset",
+                    (Status.LOADED,))
+        return dict(cur.fetchall())

@@ -1,0 +1,198 @@
+"""A page of a table: the request's parameters checked against the table, and the one statement that reads it.
+
+Identifiers come only from the table's description (`catalog`), quoted with psycopg2.sql; every value of the
+request is a bound parameter. Pages are keyset pages: ordered by the table's key, the next page starts after
+the last key served (carried in an opaque cursor), so a page costs one index range scan however deep it is.
+"""
+
+import base64
+import binascii
+import csv
+import datetime as dt
+import io
+import json
+from dataclasses import dataclass
+
+import psycopg2.errors
+import psycopg2.extensions
+from psycopg2 import sql
+
+from covid_platform.api.catalog import SCHEMA, Table
+from covid_platform.api.errors import BadParameter
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10_000
+# The parameters every table takes; any other name must be one of the table's filters.
+COMMON = ("columns", "format", "limit", "cursor", "from", "to", "as_of")
+MAX_VALUE_LENGTH = 1000
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    table: Table
+    columns: tuple[str, ...]
+    filters: dict[str, list[str]]
+    first: dt.date | None
+    last: dt.date | None
+    after: tuple | None
+    """The key of the previous page's last row."""
+    limit: int
+    as_of: dt.datetime | None = None
+    """The table as it was then (read from its as-of function, `as_of_function`); for a history table, only
+    the versions issued by then."""
+    as_of_function: str | None = None
+
+
+def parse_as_of(value: str | None) -> dt.datetime | None:
+    """An ISO 8601 date or time; one without a zone is UTC."""
+    if value is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise BadParameter("as_of", f"not an ISO 8601 time (e.g. 2021-03-18T00:00:00Z): {value[:40]!r}")
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def page_request(table: Table, query: list[tuple[str, str]], columns: str | None, first: dt.date | None,
+                 last: dt.date | None, cursor: str | None, limit: int) -> PageRequest:
+    """The request checked against the table; a BadParameter names what is wrong."""
+    filters: dict[str, list[str]] = {}
+    for name, value in query:
+        if name in COMMON:
+            continue
+        if name not in table.filters:
+            known = ", ".join(table.filters) or "none"
+            raise BadParameter(name, f"not a parameter of {table.name} (its filters: {known}; and {', '.join(COMMON)})")
+        filters.setdefault(name, []).append(_text(name, value))
+    for name, value in (("from", first), ("to", last)):
+        if value is not None and not table.has_date:
+            raise BadParameter(name, f"{table.name} has no date column")
+    return PageRequest(table, _columns(table, columns), filters, first, last, decode_cursor(table, cursor), limit)
+
+
+def _text(name: str, value: str) -> str:
+    if "\x00" in value or len(value) > MAX_VALUE_LENGTH:
+        raise BadParameter(name, f"a value holds a NUL character or is longer than {MAX_VALUE_LENGTH} characters")
+    return value
+
+
+def _columns(table: Table, requested: str | None) -> tuple[str, ...]:
+    names = [name.strip() for name in (requested or "").split(",") if name.strip()]
+    unknown = [name for name in names if name not in table.column_names]
+    if unknown:
+        raise BadParameter("columns", f"{table.name} has no column {unknown[0]!r} (its columns: "
+                                      f"{', '.join(table.column_names)})")
+    return tuple(dict.fromkeys(names)) or table.column_names
+
+
+def encode_cursor(table: Table, key: tuple) -> str:
+    values = [value.isoformat() if isinstance(value, dt.date) else value for value in key]
+    text = json.dumps({"table": table.name, "after": values}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(table: Table, cursor: str | None) -> tuple | None:
+    """The key a cursor of this table carries; anything else (another table's, edited, truncated) is a 400."""
+    if cursor is None:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        values = data["after"]
+        if data["table"] != table.name or not isinstance(values, list) or len(values) != len(table.key):
+            raise ValueError
+        return tuple(_key_value(table, column, value) for column, value in zip(table.key, values))
+    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError):
+        raise BadParameter("cursor", f"not a cursor of {table.name}: pass next_cursor of its previous page")
+
+
+def _key_value(table: Table, column: str, value):
+    kind = table.column(column).type
+    if kind == "date" and isinstance(value, str):
+        return dt.date.fromisoformat(value)
+    if kind in ("bigint", "integer", "smallint") and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == "text" and isinstance(value, str) and "\x00" not in value:
+        return value
+    raise ValueError(column)
+
+
+def statement(page: PageRequest, as_json: bool) -> tuple[sql.Composed, list]:
+    """SELECT the key, then either one JSON object per row (written by PostgreSQL: to_json of a row of the
+    requested columns, the cheapest way measured, and no per-value work in Python) or the requested columns;
+    one row more than the limit tells whether a next page exists."""
+    def column(name: str) -> sql.Identifier:
+        return sql.Identifier("s", name)
+
+    conditions, params = [], []
+    for name, values in page.filters.items():
+        conditions.append(sql.SQL("{} = ANY (%s::text[])").format(column(name)))
+        params.append(values)
+    if page.first is not None:
+        conditions.append(sql.SQL("{} >= %s").format(column("date")))
+        params.append(page.first)
+    if page.last is not None:
+        conditions.append(sql.SQL("{} <= %s").format(column("date")))
+        params.append(page.last)
+    if page.as_of is not None and page.as_of_function is None:  # a history table: the versions issued by then
+        conditions.append(sql.SQL("{} <= %s").format(column("issued_at")))
+        params.append(page.as_of)
+    key = sql.SQL(", ").join(map(column, page.table.key))
+    if page.after is not None:
+        conditions.append(sql.SQL("({}) > ({})").format(key, sql.SQL(", ").join([sql.Placeholder()] * len(page.after))))
+        params.extend(page.after)
+    columns = sql.SQL(", ").join(map(column, page.columns))
+    if as_json:
+        payload, lateral = sql.SQL("to_json(r)::text"), sql.SQL(", LATERAL (SELECT {}) AS r").format(columns)
+    else:
+        payload, lateral = columns, sql.SQL("")
+    params.append(page.limit + 1)
+    if page.as_of_function is not None:  # its argument comes first in the statement
+        source = sql.SQL("{}(%s)").format(sql.Identifier(SCHEMA, page.as_of_function))
+        params.insert(0, page.as_of)
+    else:
+        source = sql.Identifier(SCHEMA, page.table.name)
+    return sql.SQL(
+        "SELECT {key}, {payload} FROM {table} AS s{lateral} WHERE {conditions} ORDER BY {key} LIMIT %s"
+    ).format(
+        key=key, payload=payload, table=source, lateral=lateral,
+        conditions=sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("TRUE"),
+    ), params
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[tuple]
+    """Each row's requested values: (json text,) or the columns' values."""
+    next_cursor: str | None
+
+
+def read_page(conn: psycopg2.extensions.connection, page: PageRequest, as_json: bool) -> Page:
+    statement_, params = statement(page, as_json)
+    with conn.cursor() as cur:
+        try:
+            cur.execute(statement_, params)
+        except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedFunction):
+            return Page([], None)  # a declared clean table its dataset has not created yet: no rows
+        rows = cur.fetchall()
+    width = len(page.table.key)
+    more = len(rows) > page.limit
+    rows = rows[:page.limit]
+    cursor = encode_cursor(page.table, rows[-1][:width]) if more else None
+    return Page([row[width:] for row in rows], cursor)
+
+
+def json_body(page: PageRequest, result: Page) -> str:
+    """The TablePage object, the rows spliced in as PostgreSQL wrote them."""
+    head = json.dumps({"table": page.table.name, "columns": list(page.columns)})[:-1]
+    rows = ",".join(row[0] for row in result.rows)
+    return f'{head},"rows":[{rows}],"next_cursor":{json.dumps(result.next_cursor)}}}'
+
+
+def csv_body(page: PageRequest, result: Page) -> str:
+    """A header of the columns, then one line per row; an empty field is null (not reported), dates ISO."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(page.columns)
+    writer.writerows(result.rows)
+    return out.getvalue()

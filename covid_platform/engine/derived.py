@@ -1,0 +1,63 @@
+"""The derived columns of a clean table (`new_x`, 7-day means and ratios) computed from its base rows.
+
+One definition for every reader of the semantics: the merge recomputes a region's rows from its earliest
+changed date with it, and the as-of functions (`engine/history.py`) recompute a past table with it.
+"""
+
+from psycopg2 import sql
+
+from covid_platform.datasets import Dataset
+
+# `rows`: the base columns and file_id, one row per key. The region partitions every window, so a filter on
+# the region columns outside this SELECT is pushed down to `rows` (one state of an as-of table reads only
+# that state's history).
+DERIVED = """
+SELECT *, {windowed}
+FROM (
+    SELECT *, {differences}
+    FROM ({rows}) AS merged
+    WINDOW by_region AS (PARTITION BY {region} ORDER BY date)
+) AS with_differences
+WINDOW last_7_rows AS (PARTITION BY {region} ORDER BY date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW),
+       last_7_days AS (PARTITION BY {region} ORDER BY date RANGE BETWEEN interval '6 days' PRECEDING AND CURRENT ROW)
+"""
+
+
+def derived_select(dataset: Dataset, rows: sql.Composable) -> sql.Composed:
+    """`rows` with the derived columns added (and whatever else `rows` has: select the columns wanted)."""
+    differences = [_difference(dataset, count, new) for count, new in dataset.new.items()]
+    windowed = [
+        sql.SQL("avg({n}) OVER last_7_rows AS {a}").format(n=sql.Identifier(n), a=sql.Identifier(f"{n}_7d"))
+        for n in dataset.rolling_7d
+    ]
+    windowed += [
+        sql.SQL("(sum({n}) OVER last_7_days / nullif(sum({d}) OVER last_7_days, 0))::double precision AS {r}")
+        .format(n=sql.Identifier(num), d=sql.Identifier(den), r=sql.Identifier(ratio))
+        for ratio, (num, den) in dataset.ratios_7d.items()
+    ]
+    return sql.SQL(DERIVED).format(
+        rows=rows,
+        region=sql.SQL(", ").join(sql.Identifier(n) for n in dataset.region),
+        differences=sql.SQL(", ").join(differences) if differences else sql.SQL("NULL AS no_difference"),
+        windowed=sql.SQL(", ").join(windowed or [sql.SQL("NULL AS no_window")]),
+    )
+
+
+def has_windows(dataset: Dataset) -> bool:
+    """Whether a row's derived values reach 7 rows back (else 1: the differences)."""
+    return bool(dataset.rolling_7d or dataset.ratios_7d)
+
+
+def _difference(dataset: Dataset, count: str, new: str) -> sql.Composed:
+    """x minus x on the region's latest earlier date where x is not empty; x itself when there is none."""
+    c, n = sql.Identifier(count), sql.Identifier(new)
+    if count not in dataset.nullable:
+        # Every row has x: the previous row's; on a region's first date (lag(date) is null), x itself.
+        return sql.SQL("CASE WHEN lag(date) OVER by_region IS NULL THEN {c} ELSE {c} - lag({c}) OVER by_region END "
+                       "AS {n}").format(c=c, n=n)
+    # The latest non-empty x before the row, in the same sort as by_region (PostgreSQL has no IGNORE NULLS):
+    # the largest (day number, x) pair over the rows before it, empty x left out; [2] is that x.
+    return sql.SQL(
+        "{c} - coalesce((max(CASE WHEN {c} IS NOT NULL THEN ARRAY[date - DATE '2000-01-01', {c}] END) OVER "
+        "(by_region ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING))[2], 0) AS {n}"
+    ).format(c=c, n=n)

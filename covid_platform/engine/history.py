@@ -1,0 +1,327 @@
+"""Vintages: every version of every value of a clean table, stored as differences, and the tables as of a time.
+
+`covid.<table>_history` holds a row for a key only where a file's values for it are new or differ from the
+version before it in ledger order, with the file and its `issued_at` (the object's last-modified time in
+the landing zone). A table as of T is, for each key, the latest version in ledger order issued at or before T,
+with the derived columns recomputed by the merge's own SQL (`derived.derived_select`).
+
+Two refinements keep that exact when the ledger's order and the issue times disagree:
+- A version's `issued_at` is the earliest issue time of the files that reported it in a row (a later file in
+  the ledger issued earlier, repeating the value, makes it visible from its own time).
+- Runs merge in whatever order they finish: a file merged while an earlier file of its dataset is still in
+  flight keeps all its rows (the earlier one may land between it and the version before). Once nothing before
+  them is in flight, the rows that repeat the version before them are folded away by the next merge touching
+  their keys.
+"""
+
+from dataclasses import dataclass, field
+
+from psycopg2 import sql
+
+from covid_platform.datasets import Dataset
+from covid_platform.engine.derived import derived_select
+from covid_platform.engine.tables import base_columns, column_list, columns, derived_columns
+
+# A file registered longer ago than this and still not settled is taken as abandoned (its run failed for
+# good), not as in flight: it would otherwise keep every later file's rows whole forever.
+IN_FLIGHT_HORIZON = "1 day"
+LARGEST_REVISIONS = 10
+
+
+def history_name(dataset: Dataset) -> str:
+    return f"{dataset.table}_history"
+
+
+def as_of_name(table: str) -> str:
+    return f"{table}_as_of"
+
+
+def backfill_name(dataset: Dataset) -> str:
+    return f"{dataset.table}_backfill_profile"
+
+
+def _history(dataset: Dataset) -> sql.Identifier:
+    return sql.Identifier("covid", history_name(dataset))
+
+
+def _values(dataset: Dataset) -> list[str]:
+    """The base columns that are not the key: what a version is."""
+    return [c for c in base_columns(dataset) if c not in dataset.key]
+
+
+def _numbers(dataset: Dataset) -> list[str]:
+    return [*dataset.counts, *dataset.values]
+
+
+def _previous(name: str) -> sql.Identifier:
+    # a space cannot appear in a declared column's name: no clash
+    return sql.Identifier(f"previous {name}")
+
+
+# --- DDL -------------------------------------------------------------------------------------------------
+
+def ddl(cur, dataset: Dataset) -> None:
+    """The history table, seeded from the clean table when it is new beside a table loaded before vintages
+    existed (those values' earlier versions are unknown: a replay rebuilds them), and the functions."""
+    by_name = {c.name: c for c in columns(dataset)}
+    definitions = [
+        sql.SQL("{} {}{}").format(sql.Identifier(c.name), sql.SQL(c.type), sql.SQL("" if c.nullable else " NOT NULL"))
+        for c in (by_name[name] for name in base_columns(dataset))
+    ]
+    cur.execute(sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {history} ({columns}, file_id bigint NOT NULL, issued_at timestamptz NOT NULL, "
+        "CONSTRAINT {pkey} PRIMARY KEY ({key}, file_id))"
+    ).format(history=_history(dataset), columns=sql.SQL(", ").join(definitions),
+             pkey=sql.Identifier(f"{history_name(dataset)}_pkey"), key=column_list(dataset.key)))
+    cur.execute(sql.SQL(
+        "INSERT INTO {history} ({base}, file_id, issued_at) "
+        "SELECT {t_base}, t.file_id, coalesce(f.issued_at, f.received_at) "
+        "FROM {table} AS t JOIN covid.ingested_files AS f USING (file_id) "
+        "WHERE NOT EXISTS (SELECT FROM {history})"
+    ).format(history=_history(dataset), base=column_list(base_columns(dataset)),
+             t_base=sql.SQL(", ").join(sql.Identifier("t", c) for c in base_columns(dataset)),
+             table=sql.Identifier("covid", dataset.table)))
+    functions_ddl(cur, dataset)
+
+
+def functions_ddl(cur, dataset: Dataset) -> None:
+    """`covid.<table>_as_of(T)` and `covid.<table>_backfill_profile()`, dropped first: a column's type may have
+    changed since they were made, and CREATE OR REPLACE cannot change a function's result type."""
+    as_of = sql.Identifier("covid", as_of_name(dataset.table))
+    backfill = sql.Identifier("covid", backfill_name(dataset))
+    cur.execute(sql.SQL("DROP FUNCTION IF EXISTS {}(timestamptz); DROP FUNCTION IF EXISTS {}()").format(as_of, backfill))
+    cur.execute(_as_of_function(dataset, as_of))
+    cur.execute(_backfill_function(dataset, backfill))
+
+
+def drop_functions(cur, dataset: Dataset) -> None:
+    cur.execute(sql.SQL("DROP FUNCTION IF EXISTS {}(timestamptz); DROP FUNCTION IF EXISTS {}()").format(
+        sql.Identifier("covid", as_of_name(dataset.table)), sql.Identifier("covid", backfill_name(dataset))))
+
+
+# SQL-language, STABLE, one SELECT: PostgreSQL inlines it into the caller's query, so a filter on the region
+# columns reaches the history's key index (one state's series reads that state's versions only).
+AS_OF = """
+CREATE FUNCTION {function}(as_of timestamptz) RETURNS TABLE ({result}) LANGUAGE sql STABLE AS $as_of$
+SELECT {columns} FROM ({derived}) AS as_of_table
+$as_of$;
+COMMENT ON FUNCTION {function}(timestamptz) IS {comment}
+"""
+# Each key's version of the latest file in ledger order issued at or before T (the parameter, $1).
+VERSIONS_AS_OF = """
+SELECT DISTINCT ON ({key}) {base}, file_id FROM {history} WHERE issued_at <= $1 ORDER BY {key}, file_id DESC
+"""
+
+
+def _as_of_function(dataset: Dataset, function: sql.Identifier) -> sql.Composed:
+    rows = sql.SQL(VERSIONS_AS_OF).format(key=column_list(dataset.key), base=column_list(base_columns(dataset)),
+                                          history=_history(dataset))
+    table_columns = columns(dataset)
+    carried = {*base_columns(dataset), *derived_columns(dataset), "file_id"}
+    return sql.SQL(AS_OF).format(
+        function=function,
+        result=sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in table_columns),
+        # the clean table's columns in its order; one the merge does not carry (yet) is empty, as there
+        columns=sql.SQL(", ").join(
+            sql.Identifier(c.name) if c.name in carried else sql.SQL("NULL::{}").format(sql.SQL(c.type))
+            for c in table_columns),
+        derived=derived_select(dataset, rows),
+        comment=sql.Literal(f"What covid.{dataset.table} held at the given time: each key's values from the "
+                            "latest file (ledger order) issued at or before it, derived columns recomputed."),
+    )
+
+
+# For values k days after their date (issued_at's UTC day minus the date), the share already at their final
+# value. Each (key, column)'s versions in ledger order, repeats folded: a version holds from its lag to the
+# next one's. Counted by events (+1 where a final version starts, -1 where it is replaced) summed over k,
+# rather than one row per (value, k).
+BACKFILL = """
+CREATE FUNCTION {function}() RETURNS TABLE (k integer, column_name text, reported bigint, at_final bigint,
+                                             share double precision) LANGUAGE sql STABLE AS $backfill$
+WITH versions AS (
+    SELECT {key}, h.file_id, greatest(0, (h.issued_at AT TIME ZONE 'UTC')::date - h.date) AS lag, v.column_name, v.value
+    FROM {history} AS h CROSS JOIN LATERAL (VALUES {unpivot}) AS v(column_name, value)
+), changes AS (
+    SELECT *, lead(lag) OVER by_key AS next_lag, row_number() OVER by_key = 1 AS first,
+           value IS NOT DISTINCT FROM last_value(value) OVER (by_key ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS final
+    FROM (SELECT *, value IS DISTINCT FROM lag(value) OVER by_key OR lag(file_id) OVER by_key IS NULL AS changed
+          FROM versions WINDOW by_key AS (PARTITION BY {key}, column_name ORDER BY file_id)) AS marked
+    WHERE changed
+    WINDOW by_key AS (PARTITION BY {key}, column_name ORDER BY file_id)
+), events AS (
+    SELECT lag AS k, column_name, first::int AS reported, final::int AS at_final FROM changes
+    UNION ALL
+    SELECT greatest(next_lag, lag), column_name, 0, -1 FROM changes WHERE final AND next_lag IS NOT NULL
+), per_day AS (
+    SELECT d.k, c.column_name, coalesce(sum(e.reported), 0) AS reported, coalesce(sum(e.at_final), 0) AS at_final
+    FROM generate_series(0, 60) AS d(k) CROSS JOIN (VALUES {names}) AS c(column_name)
+    LEFT JOIN events AS e ON e.k = d.k AND e.column_name = c.column_name
+    GROUP BY d.k, c.column_name
+)
+SELECT k, column_name, reported::bigint, at_final::bigint, at_final::double precision / nullif(reported, 0)
+FROM (SELECT k, column_name, sum(reported) OVER by_k AS reported, sum(at_final) OVER by_k AS at_final
+      FROM per_day WINDOW by_k AS (PARTITION BY column_name ORDER BY k)) AS cumulative
+ORDER BY column_name, k
+$backfill$
+"""
+
+
+def _backfill_function(dataset: Dataset, function: sql.Identifier) -> sql.Composed:
+    numbers = _numbers(dataset)
+    return sql.SQL(BACKFILL).format(
+        function=function,
+        key=column_list(dataset.key),
+        history=_history(dataset),
+        unpivot=sql.SQL(", ").join(
+            sql.SQL("({}, h.{}::numeric)").format(sql.Literal(c), sql.Identifier(c)) for c in numbers),
+        names=sql.SQL(", ").join(sql.SQL("({})").format(sql.Literal(c)) for c in numbers),
+    )
+
+
+# --- writing history -------------------------------------------------------------------------------------
+
+@dataclass
+class Revisions:
+    """What one file changed in one table, against the version before it in ledger order."""
+
+    keys_added: int = 0
+    keys_revised: int = 0
+    keys_unchanged: int = 0
+    largest: list[dict] = field(default_factory=list)
+    """The largest revisions of numbers: {region, date, column, old, new}, by absolute change."""
+
+
+# The batch's files: their issue time, and the first file of the dataset still in flight (not in the batch):
+# a version of a later file is kept whole.
+FILES = """
+CREATE TEMP TABLE vintage_files ON COMMIT DROP AS
+SELECT f.file_id, f.issued_at, (
+    SELECT min(e.file_id) FROM covid.ingested_files AS e
+    WHERE e.dataset = %(dataset)s AND e.status IN ('received', 'staged') AND e.reason IS NULL
+      AND e.received_at > now() - %(horizon)s::interval AND e.file_id <> ALL (%(batch)s)
+) AS first_in_flight
+FROM covid.ingested_files AS f WHERE f.file_id = ANY (%(batch)s);
+"""
+
+# The versions of every key the batch touches, the batch's and those in history, in ledger order: a row
+# starts a version where it differs from the one before (or nothing comes before, or a file before it is in
+# flight); a version is visible from the earliest issue time of its rows.
+SEQUENCE = """
+CREATE TEMP TABLE vintages ON COMMIT DROP AS
+WITH observed AS (
+    SELECT s.*, v.issued_at FROM ({staged}) AS s JOIN vintage_files AS v USING (file_id)
+)
+SELECT *, min(issued_at) OVER (PARTITION BY {key}, version) AS valid_from
+FROM (
+    SELECT *, count(*) FILTER (WHERE start) OVER (PARTITION BY {key} ORDER BY file_id) AS version
+    FROM (
+        SELECT *, changed OR (file_id > (SELECT min(first_in_flight) FROM vintage_files)) IS TRUE AS start
+        FROM (
+            SELECT *, previous_file IS NULL OR ({values}) IS DISTINCT FROM ({previous_values}) AS changed
+            FROM (
+                SELECT *, lag(file_id) OVER by_key AS previous_file, {lags}
+                FROM (
+                    SELECT {key}, {values}, file_id, issued_at, true AS is_new FROM observed
+                    UNION ALL
+                    SELECT {h_key}, {h_values}, h.file_id, h.issued_at, false FROM {history} AS h
+                    WHERE EXISTS (SELECT FROM observed AS o WHERE {match})
+                ) AS rows_
+                WINDOW by_key AS (PARTITION BY {key} ORDER BY file_id)
+            ) AS with_previous
+        ) AS compared
+    ) AS started
+) AS numbered;
+"""
+
+WRITE = """
+INSERT INTO {history} ({key}, {values}, file_id, issued_at)
+SELECT {key}, {values}, file_id, valid_from FROM vintages WHERE is_new AND start;
+-- rows kept whole while a file before them was in flight, now repeating the version before them
+DELETE FROM {history} AS h USING vintages AS v WHERE NOT v.is_new AND NOT v.start AND {match} AND h.file_id = v.file_id;
+UPDATE {history} AS h SET issued_at = v.valid_from FROM vintages AS v
+WHERE NOT v.is_new AND v.start AND v.valid_from < v.issued_at AND {match} AND h.file_id = v.file_id;
+"""
+
+REVISIONS = """
+INSERT INTO covid.revisions (file_id, table_name, keys_added, keys_revised, keys_unchanged, largest)
+SELECT f.file_id, {table_name}, coalesce(c.added, 0), coalesce(c.revised, 0), coalesce(c.unchanged, 0),
+       coalesce(l.largest, '[]'::jsonb)
+FROM vintage_files AS f
+LEFT JOIN (
+    SELECT file_id, count(*) FILTER (WHERE previous_file IS NULL) AS added,
+           count(*) FILTER (WHERE previous_file IS NOT NULL AND changed) AS revised,
+           count(*) FILTER (WHERE NOT changed) AS unchanged
+    FROM vintages WHERE is_new GROUP BY file_id
+) AS c USING (file_id)
+LEFT JOIN (
+    SELECT file_id, jsonb_agg(jsonb_build_object('region', region, 'date', date, 'column', column_name,
+                                                 'old', old, 'new', new) ORDER BY rank) AS largest
+    FROM (
+        SELECT v.file_id, jsonb_build_object({region_pairs}) AS region, v.date, d.column_name, d.old, d.new,
+               row_number() OVER (PARTITION BY v.file_id ORDER BY abs(d.new - d.old) DESC NULLS LAST, {v_key}, d.column_name) AS rank
+        FROM vintages AS v CROSS JOIN LATERAL (VALUES {unpivot}) AS d(column_name, old, new)
+        WHERE v.is_new AND v.previous_file IS NOT NULL AND d.old IS DISTINCT FROM d.new
+    ) AS ranked
+    WHERE rank <= {largest}
+    GROUP BY file_id
+) AS l USING (file_id)
+ON CONFLICT (file_id, table_name) DO UPDATE SET keys_added = EXCLUDED.keys_added,
+    keys_revised = EXCLUDED.keys_revised, keys_unchanged = EXCLUDED.keys_unchanged, largest = EXCLUDED.largest
+RETURNING file_id, keys_added, keys_revised, keys_unchanged, largest;
+"""
+
+
+def _match(left: str, right: str, names) -> sql.Composed:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(left, n), sql.Identifier(right, n)) for n in names
+    )
+
+
+def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed]) -> dict[int, Revisions]:
+    """Write the batch's new versions to history and each file's revisions to `covid.revisions`, in the
+    merge's transaction (`staged`: each file's typed rows with its file_id, as the merge reads them)."""
+    history = _history(dataset)
+    values = _values(dataset)
+    cur.execute(sql.SQL(FILES), {"dataset": dataset.name, "horizon": IN_FLIGHT_HORIZON, "batch": file_ids})
+    cur.execute(sql.SQL(SEQUENCE).format(
+        staged=sql.SQL(" UNION ALL ").join(staged),
+        key=column_list(dataset.key),
+        values=column_list(values),
+        previous_values=column_list(f"previous {c}" for c in values),
+        lags=sql.SQL(", ").join(sql.SQL("lag({}) OVER by_key AS {}").format(sql.Identifier(c), _previous(c))
+                                for c in values),
+        h_key=sql.SQL(", ").join(sql.Identifier("h", c) for c in dataset.key),
+        h_values=sql.SQL(", ").join(sql.Identifier("h", c) for c in values),
+        history=history,
+        match=_match("o", "h", dataset.key),
+    ))
+    cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(history))
+    first = cur.fetchone()[0]
+    pkey = sql.Identifier(f"{history_name(dataset)}_pkey")
+    if first:  # as for the clean table: the key index built once, after the rows
+        cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(history, pkey))
+    cur.execute(sql.SQL(WRITE).format(history=history, key=column_list(dataset.key), values=column_list(values),
+                                      match=_match("v", "h", dataset.key)))
+    if first:
+        cur.execute(sql.SQL("SET LOCAL maintenance_work_mem = '256MB'; ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}, file_id)")
+                    .format(history, pkey, column_list(dataset.key)))
+    cur.execute(sql.SQL(REVISIONS).format(
+        table_name=sql.Literal(dataset.table),
+        region_pairs=sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier("v", c))
+                                        for c in dataset.region),
+        v_key=sql.SQL(", ").join(sql.Identifier("v", c) for c in dataset.key),
+        unpivot=sql.SQL(", ").join(
+            sql.SQL("({}, {}::numeric, {}::numeric)").format(sql.Literal(c), sql.Identifier("v", f"previous {c}"),
+                                                              sql.Identifier("v", c))
+            for c in _numbers(dataset)),
+        largest=sql.Literal(LARGEST_REVISIONS),
+    ))
+    return {file_id: Revisions(added, revised, unchanged, largest)
+            for file_id, added, revised, unchanged, largest in cur.fetchall()}
+
+
+def rename_revisions(cur, built: str, table: str) -> None:
+    """A replay's revisions (recorded under the table built aside) become the table's, in the swap."""
+    cur.execute("DELETE FROM covid.revisions WHERE table_name = %s", (table,))
+    cur.execute("UPDATE covid.revisions SET table_name = %s WHERE table_name = %s", (table, built))
+

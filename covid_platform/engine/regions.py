@@ -1,0 +1,113 @@
+"""One geography across sources: `covid.regions`, loaded from the packaged regions.csv, and the SQL that
+gives each staged row its canonical region (state_fips, state_name) by the way its dataset's files write it."""
+
+import csv
+import difflib
+import io
+from importlib import resources
+
+from psycopg2 import sql
+
+from covid_platform.datasets import Dataset
+
+REGIONS_CSV = ("reference", "regions.csv")
+# A value written differently from covid.regions' spelling (case, leading zeros, JHU's "1.0") still matches:
+# these normalise a file's value as the view covid.region_keys normalises the table's (sql/schema.sql).
+KEYS = {
+    "name": "lower({})",
+    "code": "upper({})",
+    "fips": r"ltrim(regexp_replace({}, '\.0*$', ''), '0')",
+}
+DESCRIBED = {"name": "a region's full name", "code": "a region's postal code", "fips": "a region's FIPS code"}
+MAX_SUGGESTED = 1000  # distinct unknown values given a nearest name (a file of nothing but typos is quarantined anyway)
+
+
+def rows() -> list[dict]:
+    """The packaged regions, one dict per row of regions.csv (other_codes: a list)."""
+    text = resources.files("covid_platform").joinpath(*REGIONS_CSV).read_text()
+    return [
+        {**row, "code": row["code"] or None, "part_of": row["part_of"] or None,
+         "other_codes": [c for c in row["other_codes"].split(";") if c]}
+        for row in csv.DictReader(io.StringIO(text))
+    ]
+
+
+def load(cur) -> None:
+    """Make covid.regions hold exactly the packaged regions (on start, after schema.sql; idempotent)."""
+    regions = rows()
+    cur.executemany(
+        """
+        INSERT INTO covid.regions (fips, code, name, kind, part_of, other_codes)
+        VALUES (%(fips)s, %(code)s, %(name)s, %(kind)s, %(part_of)s, %(other_codes)s)
+        ON CONFLICT (fips) DO UPDATE SET code = EXCLUDED.code, name = EXCLUDED.name, kind = EXCLUDED.kind,
+            part_of = EXCLUDED.part_of, other_codes = EXCLUDED.other_codes
+        WHERE (regions.code, regions.name, regions.kind, regions.part_of, regions.other_codes)
+              IS DISTINCT FROM (EXCLUDED.code, EXCLUDED.name, EXCLUDED.kind, EXCLUDED.part_of, EXCLUDED.other_codes)
+        """,
+        regions,
+    )
+    cur.execute("DELETE FROM covid.regions WHERE NOT fips = ANY(%s)", ([r["fips"] for r in regions],))
+
+
+def _named(dataset: Dataset) -> tuple[str, str]:
+    ((column, naming),) = dataset.region_names.items()
+    return column, naming
+
+
+def key(dataset: Dataset, value: sql.Composable) -> sql.Composable:
+    """The file's region value normalised as covid.region_keys.key."""
+    return sql.SQL(KEYS[_named(dataset)[1]]).format(value)
+
+
+def canonical_join(dataset: Dataset, source: str) -> sql.Composable:
+    """A LEFT JOIN giving each row of `source` (an alias) the columns state_fips and state_name (null for a
+    value that names no region; the gates set such rows aside first). Its other columns are named so that no
+    dataset column can clash with them."""
+    column, naming = _named(dataset)
+    return sql.SQL(
+        " LEFT JOIN (SELECT naming AS _naming, key AS _key, fips AS state_fips, name AS state_name "
+        "FROM covid.region_keys) AS _region ON _region._naming = {naming} AND _region._key = {key}"
+    ).format(naming=sql.Literal(naming), key=key(dataset, sql.Identifier(source, column)))
+
+
+def unknown(dataset: Dataset, source: str) -> sql.Composable:
+    """True for a row of `source` whose (non-empty) region value names no region."""
+    column, naming = _named(dataset)
+    value = sql.Identifier(source, column)
+    return sql.SQL(
+        "coalesce({v}, '') <> '' AND NOT EXISTS (SELECT FROM covid.region_keys AS k "
+        "WHERE k.naming = {naming} AND k.key = {key})"
+    ).format(v=value, naming=sql.Literal(naming), key=key(dataset, value))
+
+
+def expected(dataset: Dataset) -> str:
+    return f"{DESCRIBED[_named(dataset)[1]]} as in covid.regions"
+
+
+def suggest(cur, dataset: Dataset, source_rows: sql.Composable) -> None:
+    """Fill the temp table `region_nearest(value, nearest)` (dropped at commit): for each distinct value of
+    the file that names no region, the closest known spelling (difflib), for the bad row's reason."""
+    column, naming = _named(dataset)
+    cur.execute("CREATE TEMP TABLE region_nearest (value text PRIMARY KEY, nearest text) ON COMMIT DROP")
+    cur.execute(sql.SQL("SELECT DISTINCT {c} FROM ({rows}) AS s WHERE {unknown} LIMIT {n}").format(
+        c=sql.Identifier("s", column), rows=source_rows, unknown=unknown(dataset, "s"), n=sql.Literal(MAX_SUGGESTED)))
+    values = [value for (value,) in cur.fetchall()]
+    if not values:
+        return
+    known = {r[naming]: r[naming] for r in rows() if r[naming]}
+    if naming == "code":
+        known.update({c: c for r in rows() for c in r["other_codes"]})
+    folded = {k.lower(): v for k, v in known.items()}
+    nearest = []
+    for value in values:
+        match = difflib.get_close_matches(value.lower(), folded, n=1, cutoff=0.5)
+        nearest.append((value, folded[match[0]] if match else None))
+    cur.executemany("INSERT INTO region_nearest (value, nearest) VALUES (%s, %s)", nearest)
+
+
+def nearest_note(dataset: Dataset, source: str) -> sql.Composable:
+    """Text appended to an unknown value's reason: ` (nearest known: 'New York')`, or nothing."""
+    value = sql.Identifier(source, _named(dataset)[0])
+    return sql.SQL(
+        "coalesce(' (nearest known: ' || quote_literal((SELECT nearest FROM region_nearest WHERE value = {})) || ')', '')"
+    ).format(value)

@@ -1,0 +1,73 @@
+"""What one stream message holds: rows of a dataset, in its CSV columns, or the reason it cannot be loaded.
+
+Only what would stop a whole batch is refused here (not JSON, no key, a field that breaks the CSV gates for
+the entire file); a bad value (a negative count, a date that does not exist) is left to the platform's
+row gates, which set the row aside with its line and reason like any file's."""
+
+import json
+
+from covid_platform.datasets import Dataset
+from covid_platform.engine.gates import MAX_FIELD_CHARS
+
+Row = tuple[str, ...]
+
+
+class Unloadable(ValueError):
+    """The message cannot become rows; the text says why."""
+
+
+def _text(value) -> str:
+    """A JSON value as its CSV field: absent or null is an empty field (not reported), numbers as JSON wrote
+    them, anything else as JSON text (which the gates then reject as a count, with the line)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def parse(dataset: Dataset, payload: bytes) -> list[Row]:
+    """The message's rows in `dataset.source_columns` order; raises Unloadable."""
+    try:
+        document = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise Unloadable(f"not JSON: {error}") from None
+    if not isinstance(document, list):
+        return [_row(dataset, document, "")]
+    return [_row(dataset, item, f"element {i}: ") for i, item in enumerate(document)]
+
+
+def _row(dataset: Dataset, item, where: str) -> Row:
+    if not isinstance(item, dict):
+        raise Unloadable(f"{where}a JSON {type(item).__name__}, not an object with the columns "
+                         f"{', '.join(dataset.source_columns)}")
+    fields = {name.lower(): value for name, value in item.items()}  # names match as a CSV header's do
+    row = []
+    for column in dataset.source_columns:
+        names = dataset.header_names(column)
+        text = _text(next((fields[name] for name in names if name in fields), None))
+        if column in dataset.key and not text.strip():
+            raise Unloadable(f"{where}no value for key column {' or '.join(map(repr, names))}")
+        problem = _field_problem(text)
+        if problem:
+            raise Unloadable(f"{where}column {column!r}: {problem}")
+        row.append(text)
+    return tuple(row)
+
+
+def _field_problem(text: str) -> str | None:
+    """What in a field would make the gates quarantine the whole batch file (every other message with it)."""
+    if "\0" in text:
+        return "a NUL character"
+    if len(text) > MAX_FIELD_CHARS:
+        return f"{len(text):,} characters (at most {MAX_FIELD_CHARS:,})"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a lone surrogate (\\ud800-\\udfff), not text UTF-8 can hold"
+    return None
+
+
+def key_of(dataset: Dataset, row: Row) -> Row:
+    """The row's key as the keys_unique gate compares it (trimmed text)."""
+    return tuple(row[dataset.source_columns.index(column)].strip() for column in dataset.key)

@@ -1,0 +1,205 @@
+"""Vintages (tracker issue 12): every version of every value, tables as of a time, revisions, backfill.
+
+Two real vintages: two months of the NYT states file, then the same months with 1% of the cumulative values
+revised and a new date, dropped a few seconds apart (their issue times are the objects' last-modified
+times, read back from the landing zone). Every expectation is computed independently with pandas from the
+two files' bytes.
+"""
+
+import io
+import random
+import time
+from datetime import timedelta
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from covid_platform.resources import warehouse as warehouse_module
+from covid_platform_tests.helpers import drop, ingest, nyt_states_slice, with_differences, with_rolling_7d
+from covid_platform_tests.test_replay import run_replay
+
+STATES = ("Ohio", "Utah", "Texas", "Vermont", "New York", "Puerto Rico", "Guam", "Florida")
+KEY = ["state", "date"]
+COUNTS = {"cases": "new_cases", "deaths": "new_deaths"}
+DERIVED = ["new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d"]
+COLUMNS = ["state", "fips", "date", "cases", "deaths", *DERIVED]
+
+
+def first_vintage() -> bytes:
+    return nyt_states_slice("2020-11-01", "2020-12-31", set(STATES))
+
+
+def revised(data: bytes, share: float = 0.01, seed: int = 12) -> tuple[bytes, pd.DataFrame]:
+    """The file with `share` of its cumulative values raised (a publisher's revision) and the next date added;
+    and the (state, date, column, old, new) of each revision."""
+    frame = pd.read_csv(io.BytesIO(data), dtype={"fips": str})
+    rng = random.Random(seed)
+    cells = [(row, column) for row in range(len(frame)) for column in ("cases", "deaths")]
+    changes = []
+    for row, column in rng.sample(cells, max(1, round(share * len(cells)))):
+        old = frame.at[row, column]
+        frame.at[row, column] = old + rng.randint(1, 500)
+        changes.append((frame.at[row, "state"], frame.at[row, "date"], column, old, frame.at[row, column]))
+    new_date = pd.read_csv(io.BytesIO(nyt_states_slice("2021-01-01", "2021-01-01", set(STATES))), dtype={"fips": str})
+    frame = pd.concat([frame, new_date], ignore_index=True)
+    out = io.StringIO()
+    frame.to_csv(out, index=False)
+    return out.getvalue().encode(), pd.DataFrame(changes, columns=["state", "date", "column", "old", "new"])
+
+
+def derived(data: bytes) -> pd.DataFrame:
+    """The clean table a file alone gives, computed with pandas."""
+    frame = pd.read_csv(io.BytesIO(data), dtype={"fips": str}).astype({"cases": "float", "deaths": "float"})
+    frame["date"] = pd.to_datetime(frame["date"]).dt.date
+    frame = with_rolling_7d(with_differences(frame, COUNTS), ["new_cases", "new_deaths"])
+    return frame[COLUMNS].sort_values(KEY).reset_index(drop=True)
+
+
+def national(states: pd.DataFrame) -> pd.DataFrame:
+    totals = states.groupby("date")[["cases", "deaths"]].sum(min_count=1).reset_index().sort_values("date")
+    for count, new in COUNTS.items():
+        totals[new] = totals[count] - totals[count].ffill().shift().fillna(0)
+        totals[f"{new}_7d"] = totals[new].rolling(7, min_periods=1).mean()
+    return totals[["date", "cases", "deaths", *DERIVED]].reset_index(drop=True)
+
+
+def table(query, statement: str, params, columns: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(query(statement, params), columns=columns)
+    numbers = [c for c in columns if c not in ("state", "fips", "date")]
+    return frame.astype({c: "float" for c in numbers})
+
+
+def assert_same(actual: pd.DataFrame, expected: pd.DataFrame):
+    pd.testing.assert_frame_equal(actual.reset_index(drop=True), expected.reset_index(drop=True),
+                                  check_dtype=False, rtol=1e-9)
+
+
+@pytest.fixture
+def vintages(landing, resources, query):
+    """Both vintages loaded through the platform, the second dropped two seconds after the first."""
+    first = first_vintage()
+    second, changes = revised(first)
+    issued = []
+    with dg.instance_for_test() as instance:
+        for name, data in (("us_states/2021-01-01.csv", first), ("us_states/2021-01-02.csv", second)):
+            key = drop(landing, name, data)
+            issued.append(landing.describe(key).last_modified)
+            assert ingest(landing, resources, key, instance).success
+            time.sleep(2)  # S3's last-modified times count whole seconds
+    return first, second, changes, issued
+
+
+def as_of(query, function: str, when, columns: list[str], order: str = "state, date") -> pd.DataFrame:
+    return table(query, f"SELECT {', '.join(columns)} FROM covid.{function}(%s) ORDER BY {order}", (when,), columns)
+
+
+def test_as_of_between_and_after_the_vintages(vintages, query):
+    first, second, _, issued = vintages
+    ledger = query("SELECT issued_at FROM covid.ingested_files ORDER BY file_id")
+    assert [row[0] for row in ledger] == issued  # the objects' last-modified times, kept in the ledger
+    between = issued[0] + (issued[1] - issued[0]) / 2
+
+    assert as_of(query, "state_daily_as_of", issued[0] - timedelta(seconds=1), COLUMNS).empty
+    assert_same(as_of(query, "state_daily_as_of", between, COLUMNS), derived(first))
+    after = as_of(query, "state_daily_as_of", issued[1] + timedelta(days=1), COLUMNS)
+    assert_same(after, derived(second))
+    current = table(query, f"SELECT {', '.join(COLUMNS)} FROM covid.state_daily ORDER BY state, date", None, COLUMNS)
+    assert_same(after, current)
+
+    columns = ["date", "cases", "deaths", *DERIVED]
+    assert_same(as_of(query, "national_daily_as_of", between, columns, "date"), national(derived(first)))
+    assert_same(as_of(query, "national_daily_as_of", issued[1], columns, "date"),
+                table(query, "SELECT * FROM covid.national_daily ORDER BY date", None, columns))
+
+
+def test_history_holds_only_what_changed_and_revisions_count_it(vintages, query):
+    first, second, changes, _ = vintages
+    before = pd.read_csv(io.BytesIO(first)).set_index(KEY)
+    after = pd.read_csv(io.BytesIO(second)).set_index(KEY)
+    common = after.index.intersection(before.index)
+    differs = (after.loc[common, ["cases", "deaths"]] != before.loc[common, ["cases", "deaths"]]).any(axis=1)
+    added = len(after.index.difference(before.index))
+    assert query("SELECT count(*) FROM covid.state_daily_history")[0][0] == len(before) + added + differs.sum()
+
+    rows = query("SELECT file_id, table_name, keys_added, keys_revised, keys_unchanged, largest "
+                 "FROM covid.revisions ORDER BY file_id")
+    assert [row[1:5] for row in rows] == [
+        ("state_daily", len(before), 0, 0),
+        ("state_daily", added, differs.sum(), len(common) - differs.sum()),
+    ]
+    changes["change"] = (changes["new"] - changes["old"]).abs()
+    top = changes.sort_values(["change", "state", "date", "column"], ascending=[False, True, True, True]).head(10)
+    largest = rows[1][5]
+    assert [(r["region"]["state"], r["date"], r["column"], r["old"], r["new"]) for r in largest] == [
+        (state, date, column, old, new) for state, date, column, old, new, _ in top.itertuples(index=False)]
+
+
+def test_the_clean_step_reports_revision_counts(landing, resources):
+    first = first_vintage()
+    second, changes = revised(first)
+    with dg.instance_for_test() as instance:
+        for name, data in (("us_states/a.csv", first), ("us_states/b.csv", second)):
+            result = ingest(landing, resources, drop(landing, name, data), instance)
+        metadata = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+                        if e.asset_key.to_user_string() == "state_daily")
+    assert metadata["keys_revised"].value == changes.groupby(["state", "date"]).ngroups
+    assert metadata["keys_added"].value == len(pd.read_csv(io.BytesIO(second))) - len(pd.read_csv(io.BytesIO(first)))
+    assert metadata["keys_unchanged"].value == len(pd.read_csv(io.BytesIO(first))) - metadata["keys_revised"].value
+    assert "| region | date | column | old | new |" in metadata["largest_revisions"].value
+
+
+def test_backfill_profile_on_two_vintages_a_day_apart(vintages, query):
+    """Issued on 2021-01-01 and 2021-01-02 (noon UTC): a value dated d is k = 2021-01-01 − d days old in the
+    first vintage, one more in the second; the share at its final value by k, counted by hand."""
+    first, second, _, _ = vintages
+    issued = {"2021-01-01T12:00:00Z": 0, "2021-01-02T12:00:00Z": 1}
+    files = [row[0] for row in query("SELECT file_id FROM covid.ingested_files ORDER BY file_id")]
+    for (when, _), file_id in zip(issued.items(), files):
+        query("UPDATE covid.state_daily_history SET issued_at = %s WHERE file_id = %s RETURNING 1", (when, file_id))
+
+    one = pd.read_csv(io.BytesIO(first)).melt(id_vars=KEY, value_vars=["cases", "deaths"], var_name="column_name")
+    two = pd.read_csv(io.BytesIO(second)).melt(id_vars=KEY, value_vars=["cases", "deaths"], var_name="column_name")
+    both = two.merge(one, on=[*KEY, "column_name"], how="left", suffixes=("", "_first"))
+    age = (pd.Timestamp("2021-01-01") - pd.to_datetime(both["date"])).dt.days
+    both["lag_first"] = age.where(both["value_first"].notna())
+    both["lag_second"] = age + 1
+    expected = []
+    for k in range(61):
+        for column, values in both.groupby("column_name"):
+            reported = ((values["lag_first"] <= k) | (values["lag_second"] <= k)).sum()
+            final = (values["lag_second"] <= k) | (
+                (values["lag_first"] <= k) & (values["value_first"] == values["value"]))
+            expected.append((k, column, reported, final.sum(), final.sum() / reported if reported else None))
+    expected = pd.DataFrame(expected, columns=["k", "column_name", "reported", "at_final", "share"])
+    actual = pd.DataFrame(query("SELECT * FROM covid.state_daily_backfill_profile()"), columns=expected.columns)
+    assert_same(actual.sort_values(["column_name", "k"]), expected.sort_values(["column_name", "k"]))
+    assert actual["share"].dropna().between(0, 1).all()
+
+
+def test_replay_rebuilds_history_and_revisions(vintages, resources, query):
+    history = "SELECT * FROM covid.state_daily_history ORDER BY state, date, file_id"
+    revisions = "SELECT * FROM covid.revisions ORDER BY file_id, table_name"
+    before = query(history), query(revisions)
+    issued = query("SELECT max(issued_at) FROM covid.ingested_files")[0][0]
+    as_of_before = query("SELECT * FROM covid.state_daily_as_of(%s) ORDER BY state, date", (issued,))
+    assert run_replay(resources, dg.DagsterInstance.ephemeral()).success
+    assert (query(history), query(revisions)) == before
+    assert query("SELECT * FROM covid.state_daily_as_of(%s) ORDER BY state, date", (issued,)) == as_of_before
+    assert query("SELECT to_regproc('covid.state_daily_replay_as_of')") == [(None,)]
+
+
+def test_a_table_loaded_before_vintages_seeds_its_history(landing, resources, query):
+    """A database from before this change: the clean table without history, a ledger without issue times.
+    The next merge keeps the table's values as their first versions."""
+    data = nyt_states_slice("2020-12-01", "2020-12-10", {"Ohio"})
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_states/old.csv", data), instance).success
+        with resources["warehouse"].connect() as conn, conn, conn.cursor() as cur:
+            cur.execute("DROP TABLE covid.state_daily_history; ALTER TABLE covid.ingested_files DROP COLUMN issued_at")
+        warehouse_module._migrated.discard(resources["warehouse"].database_url)  # as in a new process
+        later = nyt_states_slice("2020-12-11", "2020-12-11", {"Ohio"})
+        assert ingest(landing, resources, drop(landing, "us_states/new.csv", later), instance).success
+    received = query("SELECT received_at FROM covid.ingested_files ORDER BY file_id")[0][0]
+    rows = query("SELECT file_id, issued_at, count(*) FROM covid.state_daily_history GROUP BY 1, 2 ORDER BY 1")
+    assert [(r[1] == received, r[2]) for r in rows] == [(True, 10), (False, 1)]
