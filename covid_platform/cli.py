@@ -1,5 +1,5 @@
-"""`covid-platform`: run the platform locally on its embedded defaults, drop a file into the landing zone, or
-serve the analysts' dashboard."""
+"""`covid-platform`: run the platform locally on its embedded defaults, drop a file into the landing zone,
+serve the analysts' dashboard or the read API, or bridge an MQTT broker into the landing zone."""
 
 import argparse
 import os
@@ -46,19 +46,21 @@ def dashboard_command(port: int, address: str) -> list[str]:
     ]
 
 
-def dashboard(port: int, address: str) -> NoReturn:
+def _require_reader(what: str) -> None:
     if not (os.environ.get("DATABASE_READ_URL") or os.environ.get("DATABASE_URL")):
         sys.exit("Set DATABASE_READ_URL (a covid_reader login) or DATABASE_URL; "
-                 "`covid-platform dev` starts the dashboard on its own database.")
+                 f"`covid-platform dev` starts the {what} on its own database.")
+
+
+def dashboard(port: int, address: str) -> NoReturn:
+    _require_reader("dashboard")
     print(f"Dashboard on http://{address}:{port} (health: /_stcore/health)", flush=True)
     command = dashboard_command(port, address)
     os.execv(command[0], command)  # Streamlit becomes this process: signals reach it directly
 
 
 def api(port: int, address: str, workers: int) -> int:
-    if not (os.environ.get("DATABASE_READ_URL") or os.environ.get("DATABASE_URL")):
-        sys.exit("Set DATABASE_READ_URL (a covid_reader login) or DATABASE_URL; "
-                 "`covid-platform dev` starts the API on its own database.")
+    _require_reader("API")
     from covid_platform.api.app import serve  # FastAPI and uvicorn only for this command
 
     serve(port, address, workers)
@@ -89,18 +91,19 @@ def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -
         LandingZone(url=env["LANDING_URL"], s3=S3Resource()).put(f"{dataset}/{name}", body)
     print(f"Dropped the sample file as {dataset}/{name}; open http://127.0.0.1:{port} to watch it load")
     process = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)], env=env)
-    board = None
-    if dashboard_port:
-        board = subprocess.Popen(dashboard_command(dashboard_port, "127.0.0.1"), env=env)
-        print(f"Dashboard on http://127.0.0.1:{dashboard_port}")
-    service = None
-    if api_port:
-        service = subprocess.Popen([sys.executable, "-m", "covid_platform.cli", "api", "--port", str(api_port)], env=env)
-        print(f"API on http://127.0.0.1:{api_port} (docs: /docs)")
-    # The stream bridge only when there is a broker to bridge (no embedded broker is started).
-    bridge = None
-    if env.get("MQTT_URL"):
-        bridge = subprocess.Popen([sys.executable, "-m", "covid_platform.cli", "stream"], env=env)
+    # Beside it, each read-side service asked for; the stream bridge only when there is a broker to bridge
+    # (no embedded broker is started). Stopped after `dagster dev`, before the embedded server they read.
+    cli = [sys.executable, "-m", "covid_platform.cli"]
+    wanted = [
+        (dashboard_port, dashboard_command(dashboard_port, "127.0.0.1"), f"Dashboard on http://127.0.0.1:{dashboard_port}"),
+        (api_port, [*cli, "api", "--port", str(api_port)], f"API on http://127.0.0.1:{api_port} (docs: /docs)"),
+        (env.get("MQTT_URL"), [*cli, "stream"], f"Stream bridge on {env.get('MQTT_URL')}"),
+    ]
+    services = []
+    for enabled, command, started in wanted:
+        if enabled:
+            services.append(subprocess.Popen(command, env=env))
+            print(started)
     # `dagster dev` shuts its webserver, daemon and code servers down cleanly on SIGINT; pass a
     # SIGTERM on as one, then wait, so the embedded server stops only after its clients have gone.
     signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGINT))
@@ -110,15 +113,10 @@ def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -
             break
         except KeyboardInterrupt:
             continue  # the terminal sent SIGINT to the whole group: dagster dev is already stopping
-    if board:
-        board.terminate()  # before the embedded server it reads from stops
-        board.wait(30)
-    if service:
-        service.terminate()
-        service.wait(30)
-    if bridge:
-        bridge.terminate()  # it writes what it holds, then acknowledges it
-        bridge.wait(60)
+    for service in services:
+        service.terminate()  # the bridge writes what it holds, then acknowledges it
+    for service in services:
+        service.wait(60)
     return code  # an embedded server stops as this process exits
 
 

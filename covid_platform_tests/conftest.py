@@ -1,8 +1,14 @@
-"""Real services for the tests: PostgreSQL (this machine's, else the embedded one) and S3 over HTTP (moto)."""
+"""Real services for the tests: PostgreSQL (this machine's, else the embedded one), S3 over HTTP (moto), and a
+local webhook server."""
 
+import json
 import os
 import socket
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import urlparse
 
 import boto3
@@ -16,6 +22,7 @@ from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+UI = "http://dagster.example:3000"  # DAGSTER_UI_URL while `webhook` is up: alerts link runs and assets under it
 
 
 def _reachable(url: str) -> bool:
@@ -39,18 +46,27 @@ def postgres_admin_url(tmp_path_factory) -> str:
     return urls["postgres"]
 
 
-@pytest.fixture
-def database_url(postgres_admin_url) -> str:
-    """A fresh, empty database for one test, dropped afterwards."""
+@contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """A new, empty database on the server of `admin_url`, dropped afterwards: its URL."""
     name = f"covid_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(postgres_admin_url)
+    admin = psycopg2.connect(admin_url)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
-    yield urlparse(postgres_admin_url)._replace(path=f"/{name}").geturl()
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
+    try:
+        yield urlparse(admin_url)._replace(path=f"/{name}").geturl()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def database_url(postgres_admin_url) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    with fresh_database(postgres_admin_url) as url:
+        yield url
 
 
 @pytest.fixture
@@ -114,3 +130,30 @@ def landing(s3_endpoint, bucket) -> LandingZone:
 @pytest.fixture
 def resources(landing, warehouse) -> dict:
     return {"landing": landing, "warehouse": warehouse, "notifier": Notifier(), "http": HttpSources(backoff_seconds=0.1)}
+
+
+@pytest.fixture
+def webhook(monkeypatch):
+    """A local HTTP server standing in for a Slack incoming webhook; yields the JSON bodies it received.
+    A path ending in `/revoked` answers 403, as Slack does for a deleted webhook."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            revoked = self.path.endswith("/revoked")
+            if not revoked:
+                received.append(body)
+            self.send_response(403 if revoked else 200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
+    monkeypatch.setenv("DAGSTER_UI_URL", UI)
+    yield received
+    server.shutdown()

@@ -1,4 +1,5 @@
-"""Shared steps of the tests: drop a file, ingest it as the sensor's run would, run `covid-platform dev`."""
+"""Shared steps of the tests: slice the real data, drop a file, ingest it as the sensor's run would, tick the
+sensor, run a replay, run `covid-platform dev`. The pandas oracles are in oracles.py."""
 
 import csv
 import gzip
@@ -10,22 +11,29 @@ import sys
 import time
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 import dagster as dg
-import pandas as pd
 
+from covid_platform.assets.clean import build_replay_job
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG, files_partitions
 from covid_platform.datasets import DATASETS
 from covid_platform.definitions import defs
 from covid_platform.engine.ledger import partition_key
 from covid_platform.resources.landing import LandingZone
+from covid_platform.sensors.landing import landing_sensor
 
 ASSETS = list(defs.assets)
+REPOSITORY = defs.get_repository_def()
 REPO = Path(__file__).resolve().parents[1]
 # Small slices of real public data, kept with the tests so that a fresh clone runs them (data/README.md).
 TEST_DATA = Path(__file__).parent / "data"
 NYT_STATES = "nyt/us-states.csv.gz"
 COUNTIES = "counties/us-counties-jhu-ct-de-ri-vt.csv.gz"
+PR_DE = "counties/us-counties-jhu-pr-de-2021-02-16_2021-03-17.csv.gz"
+# Kent County, Delaware, leaves deaths unreported for ten days: a difference after them reaches back past them.
+GAP = ("Kent", "2021-02-20", "2021-03-01")
+COVIDTRACKING = TEST_DATA / "covidtracking" / "all-states-history_2020-12-10.csv"
 
 
 def csv_bytes(header: list[str], rows: list[list]) -> bytes:
@@ -94,6 +102,91 @@ def county_rows(first: str, last: str, states: set[str] | None = None) -> bytes:
     return _rows(COUNTIES, 2, first, last, states)
 
 
+def nyt_published(data: bytes, keep=lambda date: True) -> bytes:
+    """The rows (those whose date `keep` accepts) with deaths empty for Puerto Rico's municipios (not for its
+    "Unassigned" row) and for Kent County over GAP."""
+    header, *rows = csv.reader(io.StringIO(data.decode()))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    for date, county, state, fips, cases, deaths in rows:
+        if not keep(date):
+            continue
+        municipio = state == "Puerto Rico" and county != "Unassigned"
+        if municipio or (county == GAP[0] and GAP[1] <= date <= GAP[2]):
+            deaths = ""
+        writer.writerow([date, county, state, fips, cases, deaths])
+    return out.getvalue().encode()
+
+
+def covidtracking_slice(keep) -> bytes:
+    """The original header and the original bytes of every line whose (state, date) `keep` accepts."""
+    lines = COVIDTRACKING.read_bytes().decode().splitlines(keepends=True)
+    header = next(csv.reader([lines[0]]))
+    state, date = header.index("state"), header.index("date")
+    kept = [lines[0]]
+    for line in lines[1:]:
+        fields = next(csv.reader([line]))
+        if keep(fields[state], fields[date]):
+            kept.append(line if line.endswith("\n") else line + "\n")
+    return "".join(kept).encode()
+
+
+# States whose spring 2020 rows hold the cases worth testing: AS reports 0 tests and no positives until
+# 03-30 (a zero denominator, then a window whose positives are all empty); MP has no negatives until 04-02; OR
+# no totalTestResults until 03-29; PR no negatives from 05-06 on (its latest row too). AL's first four days
+# end on a row with positive = negative = 0, its latest: the summary's zero denominator. AK's first days
+# (to 03-16) test people but report no positives: windows of tests whose positives are all empty; WY leaves
+# negative empty on 03-16 only: the next day's difference reaches back past it.
+SPRING_STATES = {"AS", "MP", "OR", "PR", "NY", "WA"}
+
+
+def spring_row(state: str, date: str) -> bool:
+    return (
+        (state in SPRING_STATES and "2020-03-20" <= date <= "2020-05-20")
+        or (state == "AL" and date <= "2020-03-10")
+        or (state in ("AK", "WY") and date <= "2020-03-20")
+    )
+
+
+def tick(instance: dg.DagsterInstance, landing: LandingZone, cursor: str | None):
+    """One sensor evaluation, then what the daemon does with its result: add the requested partitions.
+
+    Returns (result, the cursor for the next tick)."""
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"landing": landing}, repository_def=REPOSITORY
+    ) as context:
+        result = landing_sensor(context)
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result, result.cursor
+
+
+def tick_until_quiet(instance, landing, cursor, max_ticks: int = 10):
+    """Tick until a tick requests nothing: (every request in order, each tick's request count, cursor)."""
+    requests, counts = [], []
+    for _ in range(max_ticks):
+        result, cursor = tick(instance, landing, cursor)
+        requests += result.run_requests
+        counts.append(len(result.run_requests))
+        if not result.run_requests:
+            return requests, counts, cursor
+    raise AssertionError(f"the sensor still requested runs after {max_ticks} ticks: {counts}")
+
+
+def run_replay(resources, instance) -> dg.ExecuteInProcessResult:
+    """The job `replay_us_states` as the Launchpad launches it (its config included), on the test's resources."""
+    definitions = dg.Definitions(assets=ASSETS, jobs=[build_replay_job(DATASETS["us_states"])], resources=resources)
+    return definitions.resolve_job_def("replay_us_states").execute_in_process(instance=instance)
+
+
+def as_user(url: str, user: str) -> str:
+    """The same server and database, as another (trust-authenticated) user."""
+    parsed = urlparse(url)
+    port = f":{parsed.port}" if parsed.port else ""
+    return parsed._replace(netloc=f"{user}@{parsed.hostname or ''}{port}").geturl()
+
+
 def start_dev(env: dict, log) -> subprocess.Popen:
     """`covid-platform dev` (the README's first command) in its own process group."""
     from covid_platform_tests.conftest import _free_port
@@ -119,15 +212,17 @@ def stop_dev(dev: subprocess.Popen, grace: float = 60) -> str:
         return "killed"
 
 
-def wait_for(process: subprocess.Popen, condition, timeout: float, what: str):
+def wait_for(process: subprocess.Popen, condition, timeout: float, what: str, log: Path | None = None):
+    """`condition()`'s first true value while `process` runs; a failure quotes the end of its `log`."""
+    tail = (lambda: f": {log.read_text()[-3000:]}") if log else (lambda: " (see dev.log)")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, f"covid-platform dev exited with {process.returncode} (see dev.log)"
+        assert process.poll() is None, f"covid-platform dev exited with {process.returncode}{tail()}"
         value = condition()
         if value:
             return value
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{tail()}")
 
 
 def loaded_files(query, key_like: str = "%") -> int:
@@ -148,24 +243,3 @@ def dev_env(database_url: str, s3_endpoint: str, bucket: str, tmp_path: Path) ->
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
         "COVID_SENSOR_INTERVAL_SECONDS": "2",
     }
-
-
-# --- oracles: the clean tables' derived columns computed independently, with pandas ------------------
-
-
-def with_differences(frame: pd.DataFrame, counts: dict[str, str], region=("state",)) -> pd.DataFrame:
-    """new_x = x − the region's latest earlier non-empty x (x itself when there is none); NaN where x is."""
-    frame = frame.sort_values([*region, "date"]).reset_index(drop=True)
-    for count, new in counts.items():
-        previous = frame.groupby(list(region))[count].transform(lambda x: x.ffill().shift())
-        frame[new] = frame[count] - previous.fillna(0)
-    return frame
-
-
-def with_rolling_7d(frame: pd.DataFrame, columns, region=("state",)) -> pd.DataFrame:
-    """x_7d = mean of the non-empty x over the row and the 6 rows before it of its region (frame sorted by
-    region and date); NaN when all seven are empty."""
-    for column in columns:
-        frame[f"{column}_7d"] = frame.groupby(list(region))[column].transform(
-            lambda x: x.rolling(7, min_periods=1).mean())
-    return frame

@@ -3,10 +3,8 @@ queue): a quarantined file, a failed run and a stale table, each once, naming da
 
 import asyncio
 import json
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import boto3
 import dagster as dg
@@ -18,37 +16,10 @@ from dagster._daemon.freshness import FreshnessDaemon
 from covid_platform.definitions import defs
 from covid_platform.resources.notifier import Notifier, sns_subject
 from covid_platform.sensors.alerts import freshness_alert, ingestion_failure_alert
+from covid_platform_tests.conftest import UI
 from covid_platform_tests.helpers import drop, ingest, nyt_states_slice
 
-UI = "http://dagster.example:3000"
 HOUR = 3600
-
-
-@pytest.fixture
-def webhook(monkeypatch):
-    """A local HTTP server standing in for a Slack incoming webhook; yields the JSON bodies it received.
-    A path ending in `/revoked` answers 403, as Slack does for a deleted webhook."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            revoked = self.path.endswith("/revoked")
-            if not revoked:
-                received.append(body)
-            self.send_response(403 if revoked else 200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
-    monkeypatch.setenv("DAGSTER_UI_URL", UI)
-    yield received
-    server.shutdown()
 
 
 @pytest.fixture

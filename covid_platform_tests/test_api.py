@@ -36,19 +36,18 @@ from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
 from covid_platform_tests.conftest import _free_port
 from covid_platform_tests.helpers import (
+    PR_DE,
+    as_user,
     data_file,
     drop,
     ingest,
+    nyt_published,
     nyt_states_slice,
-    with_differences,
-    with_rolling_7d,
 )
-from covid_platform_tests.test_empty_counts import PR_DE, nyt_published
-from covid_platform_tests.test_security import as_user
+from covid_platform_tests.oracles import STATE_COLUMNS, with_differences, with_rolling_7d
 
 STATES = nyt_states_slice("2020-06-01", "2020-08-31")
 COUNTIES = nyt_published(data_file(PR_DE))  # Puerto Rico's municipios without deaths: nulls
-STATE_COLUMNS = ["state", "fips", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d"]
 NUMBERS = {"cases", "deaths", "new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d"}
 READ_URL_ENV = "COVID_API_TEST_READ_URL"  # the app's DATABASE_READ_URL, without touching the real variable
 

@@ -27,6 +27,7 @@ from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
 from covid_platform.sensors.landing import MAX_KEYS_PER_TICK
 from covid_platform_tests.helpers import (
+    county_rows,
     dev_env,
     drop,
     ingest,
@@ -34,11 +35,16 @@ from covid_platform_tests.helpers import (
     nyt_states_slice,
     start_dev,
     stop_dev,
+    tick_until_quiet,
     wait_for,
 )
-from covid_platform_tests.test_faults import county_rows, county_table, expected_counties, read_counties
-from covid_platform_tests.test_sensor import tick_until_quiet
-from covid_platform_tests.test_summaries import assert_tables_match, read_nyt
+from covid_platform_tests.oracles import (
+    assert_tables_match,
+    county_table,
+    expected_counties,
+    read_counties,
+    read_nyt,
+)
 
 SAMPLE = resources.files("covid_platform.sample_data").joinpath("us_states.csv").read_bytes()
 SAMPLE_KEY = "/".join(SAMPLE_DROP)  # dropped by `covid-platform dev` at each start

@@ -23,9 +23,8 @@ from covid_platform_tests.helpers import (
     county_rows,
     ingest,
     nyt_states_slice,
-    with_differences,
-    with_rolling_7d,
 )
+from covid_platform_tests.oracles import with_differences, with_rolling_7d
 
 STATES = {"Ohio", "Texas", "Vermont"}
 COLUMNS = ["state", "fips", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d"]

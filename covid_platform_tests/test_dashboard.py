@@ -3,7 +3,6 @@ against pandas computations from the same slice (streamlit.testing.v1.AppTest ru
 each page without data, and once the whole app as `covid-platform dashboard` in headless Chromium."""
 
 import datetime as dt
-import io
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from covid_platform.dashboard import queries
 from covid_platform.datasets import DATASETS
 from covid_platform_tests.conftest import _free_port
 from covid_platform_tests.helpers import (
+    COVIDTRACKING,
     REPO,
     TEST_DATA,
     county_rows,
@@ -30,14 +30,12 @@ from covid_platform_tests.helpers import (
     ingest,
     nyt_states_slice,
     stop_dev,
-    with_differences,
-    with_rolling_7d,
 )
+from covid_platform_tests.oracles import read_nyt, with_differences, with_rolling_7d
 
 APP = REPO / "covid_platform" / "dashboard" / "app.py"
 PAGES = ("national", "states", "counties", "schools", "status")
 CPS = TEST_DATA / "cps" / "allCpsCovidData_2021-03-28.csv"
-COVIDTRACKING = TEST_DATA / "covidtracking" / "all-states-history_2020-12-10.csv"
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO / "screenshots"
 
@@ -76,10 +74,6 @@ def metric(app: AppTest, label: str) -> str:
 
 def whole(value: float) -> str:
     return f"{value:,.0f}"
-
-
-def read_nyt(data: bytes) -> pd.DataFrame:
-    return pd.read_csv(io.BytesIO(data), parse_dates=["date"], dtype={"fips": str})
 
 
 def national_expected(data: bytes) -> pd.DataFrame:

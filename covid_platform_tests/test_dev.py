@@ -7,25 +7,13 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 
 import psycopg2
 
 from covid_platform_tests.conftest import _free_port
-from covid_platform_tests.helpers import REPO, stop_dev
+from covid_platform_tests.helpers import REPO, stop_dev, wait_for
 
 PLATFORM_ENV = ("DATABASE_URL", "DAGSTER_HOME", "DAGSTER_PG_URL", "LANDING_URL", "DATABASE_READ_URL")
-
-
-def _wait_for(condition, timeout: float, what: str, dev: subprocess.Popen, log_path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert dev.poll() is None, f"covid-platform dev exited: {log_path.read_text()[-3000:]}"
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}: {log_path.read_text()[-3000:]}")
 
 
 def _loaded(url: str) -> bool:
@@ -48,8 +36,8 @@ def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path):
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        printed = _wait_for(lambda: re.search(r"^  export (.*)$", log_path.read_text(), re.M), 180,
-                            "the export line", dev, log_path)
+        printed = wait_for(dev, lambda: re.search(r"^  export (.*)$", log_path.read_text(), re.M), 180,
+                           "the export line", log_path)
         exports = dict(item.split("=", 1) for item in shlex.split(printed.group(1)))
         assert set(exports) == {"DAGSTER_HOME", "DAGSTER_PG_URL", "DATABASE_URL", "LANDING_URL"}
         (psql,) = re.findall(r"^Warehouse: psql (.*)$", log_path.read_text(), re.M)
@@ -57,7 +45,7 @@ def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path):
         assert warehouse == exports["DATABASE_URL"]
 
         # The printed URL reaches the embedded server, where the sample file loads.
-        _wait_for(lambda: _loaded(warehouse), 240, "the sample file to load", dev, log_path)
+        wait_for(dev, lambda: _loaded(warehouse), 240, "the sample file to load", log_path)
 
         # The printed commands run against the same instance: their runs are in its storage (the UI's).
         shell = {**env, **exports}

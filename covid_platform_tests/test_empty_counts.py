@@ -5,7 +5,6 @@ NYT publishes no deaths for Puerto Rico's municipios (its README); the JHU count
 as 0. `nyt_published` turns the real JHU rows into what NYT publishes: the municipios' deaths empty.
 """
 
-import csv
 import dataclasses
 import io
 
@@ -17,36 +16,10 @@ from covid_platform.assets.factory import build_dataset_assets
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG, files_partitions
 from covid_platform.datasets import US_COUNTIES, DatasetError
 from covid_platform.engine.ledger import partition_key
-from covid_platform_tests.helpers import (
-    data_file,
-    drop,
-    ingest,
-    nyt_states_slice,
-    with_differences,
-    with_rolling_7d,
-)
+from covid_platform_tests.helpers import PR_DE, data_file, drop, ingest, nyt_published, nyt_states_slice
+from covid_platform_tests.oracles import with_differences, with_rolling_7d
 
-PR_DE = "counties/us-counties-jhu-pr-de-2021-02-16_2021-03-17.csv.gz"
-# Kent County, Delaware, leaves deaths unreported for ten days: a difference after them reaches back past them.
-GAP = ("Kent", "2021-02-20", "2021-03-01")
 COUNTY_COLUMNS = ["state", "county", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d"]
-
-
-def nyt_published(data: bytes, keep=lambda date: True) -> bytes:
-    """The rows (those whose date `keep` accepts) with deaths empty for Puerto Rico's municipios (not for its
-    "Unassigned" row) and for Kent County over GAP."""
-    header, *rows = csv.reader(io.StringIO(data.decode()))
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(header)
-    for date, county, state, fips, cases, deaths in rows:
-        if not keep(date):
-            continue
-        municipio = state == "Puerto Rico" and county != "Unassigned"
-        if municipio or (county == GAP[0] and GAP[1] <= date <= GAP[2]):
-            deaths = ""
-        writer.writerow([date, county, state, fips, cases, deaths])
-    return out.getvalue().encode()
 
 
 def expected_county_daily(*files: bytes) -> pd.DataFrame:

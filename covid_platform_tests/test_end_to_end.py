@@ -14,7 +14,7 @@ from covid_platform_tests.helpers import (
     stop_dev,
     wait_for,
 )
-from covid_platform_tests.test_summaries import NATIONAL_COLUMNS, expected_national, read_nyt, table
+from covid_platform_tests.oracles import NATIONAL_COLUMNS, expected_national, read_nyt, table
 
 
 def test_dropped_files_flow_through_dagster_dev(database_url, s3_endpoint, s3_client, bucket, query, tmp_path):

@@ -25,16 +25,20 @@ from dagster_aws.s3 import S3Resource
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
 from covid_platform.engine import ledger
 from covid_platform.resources.landing import LandingZone
-from covid_platform_tests.helpers import county_rows, drop, ingest, nyt_states_slice
-from covid_platform_tests.test_sensor import tick, tick_until_quiet
-from covid_platform_tests.test_summaries import assert_tables_match, expected_daily, read_nyt, table
+from covid_platform_tests.helpers import county_rows, drop, ingest, nyt_states_slice, tick, tick_until_quiet
+from covid_platform_tests.oracles import (
+    assert_tables_match,
+    county_table,
+    expected_counties,
+    read_counties,
+    read_nyt,
+)
 
 # How psycopg2 reports a backend terminated under it: the server's message when it arrives (an idle or
 # querying connection), else libpq's (a connection busy sending COPY data).
 LOST_CONNECTION = re.compile(
     "terminating connection due to administrator command|server closed the connection unexpectedly"
 )
-COUNTY_COLUMNS = ["state", "county", "fips", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d"]
 
 
 def with_copies(data: bytes, copies: int) -> bytes:
@@ -47,22 +51,6 @@ def with_copies(data: bytes, copies: int) -> bytes:
             date, county, rest = line.split(b",", 2)
             out.append(b"%s,%s #%d,%s" % (date, county, copy, rest))
     return b"".join(out)
-
-
-def read_counties(data: bytes) -> pd.DataFrame:
-    return pd.read_csv(pd.io.common.BytesIO(data), dtype={"fips": str}, parse_dates=["date"],
-                       keep_default_na=False)
-
-
-def expected_counties(frame: pd.DataFrame) -> pd.DataFrame:
-    expected = expected_daily(frame, ["state", "county"], rolling=True)[COUNTY_COLUMNS]
-    expected["fips"] = expected["fips"].replace("", None)
-    return expected
-
-
-def county_table(query) -> pd.DataFrame:
-    return table(query, f"SELECT {', '.join(COUNTY_COLUMNS)} FROM covid.county_daily ORDER BY state, county, date",
-                 COUNTY_COLUMNS)
 
 
 def step_events(run, event_type: dg.DagsterEventType, step: str) -> list[dg.DagsterEvent]:

@@ -10,21 +10,19 @@
 
 import threading
 import time
-import uuid
 from contextlib import contextmanager
-from urllib.parse import urlparse
 
 import dagster as dg
 import psycopg2
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from covid_platform.assets.clean import build_replay_job
 from covid_platform.datasets import DATASETS
 from covid_platform.engine import gates, replay
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.warehouse import Warehouse
-from covid_platform_tests.helpers import ASSETS, drop, ingest, nyt_states_slice
+from covid_platform_tests.conftest import fresh_database
+from covid_platform_tests.helpers import ASSETS, drop, ingest, nyt_states_slice, run_replay
 
 STATES = DATASETS["us_states"]
 # Every asset an ingestion of us_states selects: raw, clean, and all that is downstream of them.
@@ -101,15 +99,8 @@ def yesterdays_rules(monkeypatch):
 @pytest.fixture
 def second_database(postgres_admin_url):
     """Another empty database, for the fresh load the replay is compared with."""
-    name = f"covid_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(postgres_admin_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield urlparse(postgres_admin_url)._replace(path=f"/{name}").geturl()
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
+    with fresh_database(postgres_admin_url) as url:
+        yield url
 
 
 def snapshot(url: str) -> dict[str, list[tuple]]:
@@ -131,12 +122,6 @@ def snapshot(url: str) -> dict[str, list[tuple]]:
             return out
     finally:
         conn.close()
-
-
-def run_replay(resources, instance) -> dg.ExecuteInProcessResult:
-    """The job `replay_us_states` as the Launchpad launches it (its config included), on the test's resources."""
-    definitions = dg.Definitions(assets=ASSETS, jobs=[build_replay_job(STATES)], resources=resources)
-    return definitions.resolve_job_def("replay_us_states").execute_in_process(instance=instance)
 
 
 def fresh_load(url: str, landing_url: str, s3_endpoint: str, resources: dict, files: dict[str, bytes]) -> dict:
@@ -214,7 +199,8 @@ def test_a_file_dropped_during_a_replay_is_merged_after_the_swap(
     loading = threading.Thread(target=lambda: results.update(
         late=ingest(landing, resources, late[0], dg.DagsterInstance.ephemeral())))
     loading.start()
-    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%advisory%'"
+    waiting = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%advisory%'"
+               " AND datname = current_database()")  # not another test run's sessions on the same server
     deadline = time.monotonic() + 120
     while query(waiting) != [(1,)]:
         assert time.monotonic() < deadline, "the late file's merge never waited for the replay"

@@ -3,12 +3,12 @@ values computed independently with pandas from the same slices, its keys, what c
 the notice to readers (a real local webhook), and a report with nothing loaded yet."""
 
 import base64
+import json
 import os
 import re
-import multiprocessing
 import subprocess
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -22,20 +22,19 @@ from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
 from covid_platform_tests.helpers import (
     REPO,
+    covidtracking_slice,
     drop,
     ingest,
     nyt_states_slice,
+    spring_row,
+)
+from covid_platform_tests.oracles import (
+    expected_testing_daily,
+    read_covidtracking,
+    read_nyt,
     with_differences,
     with_rolling_7d,
 )
-from covid_platform_tests.test_alerts import webhook  # noqa: F401 (a fixture: the local webhook server)
-from covid_platform_tests.test_sources import (
-    covidtracking_slice,
-    expected_testing_daily,
-    read_covidtracking,
-    spring_row,
-)
-from covid_platform_tests.test_summaries import read_nyt
 
 REPORTS = "drops/_reports/"  # REPORTS_URL unset: <LANDING_URL>/_reports (LANDING_URL: s3://<bucket>/drops)
 CHROMIUM = Path("/usr/bin/chromium")
@@ -43,7 +42,7 @@ SCREENSHOTS = REPO / "screenshots"
 
 
 @pytest.fixture
-def notices(webhook, monkeypatch):  # noqa: F811
+def notices(webhook, monkeypatch):
     """The alert tests' local webhook server as the reports' destination; no alert destination, no SNS."""
     monkeypatch.setenv("REPORT_WEBHOOK_URL", os.environ["ALERT_WEBHOOK_URL"])
     for name in ("ALERT_WEBHOOK_URL", "ALERT_SNS_TOPIC_ARN", "REPORT_SNS_TOPIC_ARN", "REPORTS_URL",
@@ -345,18 +344,28 @@ def test_builds_at_once_publish_the_same_figures_once(database_url, query, notic
     released at once), and the second sees what the first published."""
     monkeypatch.setenv("REPORTS_URL", str(tmp_path / "reports"))
     query("SELECT pg_advisory_lock(hashtext(%s))", (LOCK,))
+    # builds waiting for the report's lock (not for another, such as the schema's migration lock)
     waiting = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-               " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
-        runs = [pool.submit(_build_in_worker, database_url, str(tmp_path / "landing")) for _ in range(2)]
+               " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+               f" AND objid::bigint = (hashtext('{LOCK}')::bigint & 4294967295)")
+    # Each build in a process of its own, as each run is; one that fails shows its output.
+    worker = ("import json, sys; from covid_platform_tests.test_report import _build_in_worker; "
+              "print(json.dumps(_build_in_worker(*sys.argv[1:])))")
+    runs = [subprocess.Popen([sys.executable, "-c", worker, database_url, str(tmp_path / "landing")], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    try:
         deadline = time.monotonic() + 120
         while query(waiting) != [(2,)]:
-            finished = [run.result() for run in runs if run.done()]  # a build that failed raises its error here
-            assert not finished, f"a build ended without waiting for the lock: {finished}"
+            ended = [run.communicate()[0][-3000:] for run in runs if run.poll() is not None]
+            assert not ended, f"a build ended without waiting for the lock: {ended}"
             assert time.monotonic() < deadline, "no build waited"
             time.sleep(0.2)
         query("SELECT pg_advisory_unlock(hashtext(%s))", (LOCK,))
-        outcomes = sorted(run.result(timeout=300) for run in runs)
+        outputs = [run.communicate(timeout=300)[0] for run in runs]
+    finally:
+        for run in runs:
+            run.kill()
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    outcomes = sorted(tuple(json.loads(output.strip().splitlines()[-1])) for output in outputs)
     assert outcomes == [(0, 1), (1, 0)]
     assert len(notices) == 1

@@ -6,7 +6,6 @@ import threading
 import uuid
 from importlib import resources
 from pathlib import Path
-from urllib.parse import urlparse
 
 import psycopg2
 import psycopg2.errors
@@ -17,6 +16,7 @@ from covid_platform.datasets import DATASETS
 from covid_platform.engine.tables import table_ddl
 from covid_platform.resources import warehouse as warehouse_module
 from covid_platform.resources.warehouse import Warehouse
+from covid_platform_tests.helpers import as_user
 
 PACKAGE = Path(__file__).resolve().parents[1] / "covid_platform"
 LEDGER_ROW = (
@@ -28,13 +28,6 @@ STATE_ROW = (
     " (state, date, cases, deaths, new_cases, new_deaths, new_cases_7d, new_deaths_7d, file_id)"
     " VALUES ('Ohio', '2021-01-01', 1, 0, 1, 0, 1, 0, 1)"
 )
-
-
-def as_user(url: str, user: str) -> str:
-    """The same server and database, as another (trust-authenticated) user."""
-    parsed = urlparse(url)
-    port = f":{parsed.port}" if parsed.port else ""
-    return parsed._replace(netloc=f"{user}@{parsed.hostname or ''}{port}").geturl()
 
 
 @pytest.fixture

@@ -12,14 +12,12 @@ import dagster as dg
 import pytest
 
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
-from covid_platform.definitions import defs
 from covid_platform.engine.ledger import partition_key
 from covid_platform.resources.landing import LandingZone
-from covid_platform.sensors.landing import landing_sensor
 from covid_platform_tests import helpers
+from covid_platform_tests.helpers import REPOSITORY, tick, tick_until_quiet
 
 PREFIX = "drops/"  # the `landing` fixture's zone is s3://<bucket>/drops
-REPOSITORY = defs.get_repository_def()
 
 
 @pytest.fixture
@@ -39,33 +37,8 @@ def put(s3_client, bucket):
     return put_object
 
 
-def tick(instance: dg.DagsterInstance, landing: LandingZone, cursor: str | None):
-    """One sensor evaluation, then what the daemon does with its result: add the requested partitions.
-
-    Returns (result, the cursor for the next tick)."""
-    with dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"landing": landing}, repository_def=REPOSITORY
-    ) as context:
-        result = landing_sensor(context)
-    for request in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return result, result.cursor
-
-
 def requested_keys(result) -> list[str]:
     return [request.tags[KEY_TAG] for request in result.run_requests]
-
-
-def tick_until_quiet(instance, landing, cursor, max_ticks: int = 10):
-    """Tick until a tick requests nothing: (every request in order, each tick's request count, cursor)."""
-    requests, counts = [], []
-    for _ in range(max_ticks):
-        result, cursor = tick(instance, landing, cursor)
-        requests += result.run_requests
-        counts.append(len(result.run_requests))
-        if not result.run_requests:
-            return requests, counts, cursor
-    raise AssertionError(f"the sensor still requested runs after {max_ticks} ticks: {counts}")
 
 
 def test_new_keys_become_one_run_request_each(instance, landing, put):

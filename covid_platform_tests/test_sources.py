@@ -5,17 +5,20 @@ differences and a 7-calendar-day positivity, and its two summaries. jhu_daily_us
 day, the date taken from the file name; `covid.jhu_state_daily` with daily differences.
 """
 
-import csv
-import io
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 
-from covid_platform_tests.helpers import TEST_DATA, drop, ingest, with_differences
+from covid_platform_tests.helpers import TEST_DATA, covidtracking_slice, drop, ingest, spring_row
+from covid_platform_tests.oracles import (
+    DAILY_COLUMNS,
+    expected_testing_daily,
+    read_covidtracking,
+    with_differences,
+)
 
-COVIDTRACKING = TEST_DATA / "covidtracking" / "all-states-history_2020-12-10.csv"
 JHU_DAILY = TEST_DATA / "jhu_daily_us"
 
 
@@ -43,47 +46,6 @@ def ledger(query) -> list[tuple]:
 # --- covidtracking ------------------------------------------------------------------------------------
 
 
-def covidtracking_slice(keep) -> bytes:
-    """The original header and the original bytes of every line whose (state, date) `keep` accepts."""
-    lines = COVIDTRACKING.read_bytes().decode().splitlines(keepends=True)
-    header = next(csv.reader([lines[0]]))
-    state, date = header.index("state"), header.index("date")
-    kept = [lines[0]]
-    for line in lines[1:]:
-        fields = next(csv.reader([line]))
-        if keep(fields[state], fields[date]):
-            kept.append(line if line.endswith("\n") else line + "\n")
-    return "".join(kept).encode()
-
-
-def read_covidtracking(data: bytes) -> pd.DataFrame:
-    frame = pd.read_csv(io.BytesIO(data), parse_dates=["date"])
-    return frame.rename(columns={"totalTestResults": "total_tests"})[
-        ["state", "date", "positive", "negative", "total_tests"]
-    ]
-
-
-DAILY_COLUMNS = ["state", "date", "positive", "negative", "total_tests",
-                 "new_positive", "new_negative", "new_tests", "positivity_7d"]
-
-
-def expected_testing_daily(frame: pd.DataFrame) -> pd.DataFrame:
-    """positivity_7d = Σ new_positive / Σ new_tests over the 7 calendar days ending on the date (NaN-skipping
-    sums, NaN when every value is NaN), NaN when the tests' sum is 0 or NaN."""
-    frame = with_differences(
-        frame, {"positive": "new_positive", "negative": "new_negative", "total_tests": "new_tests"}
-    )
-    sums = (
-        frame.set_index("date")
-        .groupby("state")[["new_positive", "new_tests"]]
-        .rolling("7D", min_periods=1)
-        .sum()
-        .reset_index(drop=True)  # groupby sorts by state, as `frame` is sorted: the rows line up
-    )
-    frame["positivity_7d"] = sums["new_positive"] / sums["new_tests"].replace(0, np.nan)
-    return frame[DAILY_COLUMNS]
-
-
 def expected_state_summary(frame: pd.DataFrame) -> pd.DataFrame:
     latest = frame.sort_values(["state", "date"]).groupby("state").tail(1).reset_index(drop=True)
     latest = latest[["state", "date", "positive", "negative", "total_tests"]].copy()
@@ -94,23 +56,6 @@ def expected_state_summary(frame: pd.DataFrame) -> pd.DataFrame:
 def clean_testing_daily(query) -> pd.DataFrame:
     return frame_of(query, f"SELECT {', '.join(DAILY_COLUMNS)} FROM covid.testing_daily ORDER BY state, date",
                     DAILY_COLUMNS)
-
-
-# States whose spring 2020 rows hold the cases worth testing: AS reports 0 tests and no positives until
-# 03-30 (a zero denominator, then a window whose positives are all empty); MP has no negatives until 04-02; OR
-# no totalTestResults until 03-29; PR no negatives from 05-06 on (its latest row too). AL's first four days
-# end on a row with positive = negative = 0, its latest: the summary's zero denominator. AK's first days
-# (to 03-16) test people but report no positives: windows of tests whose positives are all empty; WY leaves
-# negative empty on 03-16 only: the next day's difference reaches back past it.
-SPRING_STATES = {"AS", "MP", "OR", "PR", "NY", "WA"}
-
-
-def spring_row(state: str, date: str) -> bool:
-    return (
-        (state in SPRING_STATES and "2020-03-20" <= date <= "2020-05-20")
-        or (state == "AL" and date <= "2020-03-10")
-        or (state in ("AK", "WY") and date <= "2020-03-20")
-    )
 
 
 def test_covidtracking_daily_and_summaries(landing, resources, query):

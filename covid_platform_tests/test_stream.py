@@ -30,13 +30,12 @@ from paho.mqtt.properties import Properties
 from covid_platform.datasets import US_STATES, Dataset, DatasetError
 from covid_platform.stream.messages import Unloadable, parse
 from covid_platform_tests.conftest import _free_port
-from covid_platform_tests.helpers import REPO, ingest, nyt_states_slice, with_differences, with_rolling_7d
+from covid_platform_tests.helpers import REPO, ingest, nyt_states_slice
+from covid_platform_tests.oracles import STATE_COLUMNS, with_differences, with_rolling_7d
 
 SHARED_BROKER = ("127.0.0.1", 1883)  # this machine's Mosquitto, on its default settings
 PREFIX = "drops/"
 TOPIC = "covid/us_states/test"
-STATE_COLUMNS = ["state", "fips", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d",
-                 "new_deaths_7d"]
 
 
 # --- what a message may hold (no broker needed) ------------------------------------------------------

@@ -1,54 +1,19 @@
 """The clean and summary tables against values computed independently (pandas) from real NYT/JHU slices."""
 
-import io
-
 import dagster as dg
 import pandas as pd
 import pytest
 
 from covid_platform_tests.helpers import county_rows, drop, ingest, nyt_states_slice
-
-
-def expected_daily(frame: pd.DataFrame, region: list[str], rolling: bool) -> pd.DataFrame:
-    """new_x = x − previous x of the region (x on its first date); new_x_7d = mean over the row and 6 before."""
-    frame = frame.sort_values([*region, "date"]).reset_index(drop=True)
-    for count in ("cases", "deaths"):
-        frame[f"new_{count}"] = frame.groupby(region)[count].diff().fillna(frame[count]).astype("int64")
-        if rolling:
-            frame[f"new_{count}_7d"] = (
-                frame.groupby(region)[f"new_{count}"].rolling(7, min_periods=1).mean().reset_index(drop=True)
-            )
-    return frame
-
-
-def expected_national(states: pd.DataFrame) -> pd.DataFrame:
-    totals = states.groupby("date", as_index=False)[["cases", "deaths"]].sum()
-    totals["nation"] = "US"
-    return expected_daily(totals, ["nation"], rolling=True).drop(columns="nation")
-
-
-def read_nyt(data: bytes) -> pd.DataFrame:
-    return pd.read_csv(io.BytesIO(data), dtype={"fips": str}, parse_dates=["date"])
-
-
-def table(query, statement: str, columns: list[str]) -> pd.DataFrame:
-    frame = pd.DataFrame(query(statement), columns=columns)
-    frame["date"] = pd.to_datetime(frame["date"])
-    return frame
-
-
-STATE_COLUMNS = ["state", "fips", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d"]
-NATIONAL_COLUMNS = ["date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d"]
-
-
-def assert_tables_match(query, states: pd.DataFrame) -> None:
-    actual = table(query, f"SELECT {', '.join(STATE_COLUMNS)} FROM covid.state_daily ORDER BY state, date",
-                   STATE_COLUMNS)
-    expected = expected_daily(states, ["state"], rolling=True)[STATE_COLUMNS]
-    pd.testing.assert_frame_equal(actual, expected, check_dtype=False)
-    national = table(query, f"SELECT {', '.join(NATIONAL_COLUMNS)} FROM covid.national_daily ORDER BY date",
-                     NATIONAL_COLUMNS)
-    pd.testing.assert_frame_equal(national, expected_national(states)[NATIONAL_COLUMNS], check_dtype=False)
+from covid_platform_tests.oracles import (
+    assert_tables_match,
+    county_table,
+    expected_counties,
+    expected_daily,
+    read_counties,
+    read_nyt,
+    table,
+)
 
 
 def test_one_file_fills_state_and_national_tables(landing, resources, query):
@@ -94,14 +59,9 @@ def test_county_daily(landing, resources, query):
     data = county_rows("2020-03-22", "2020-04-20", {"Rhode Island", "Delaware", "Vermont"})
     with dg.instance_for_test() as instance:
         assert ingest(landing, resources, drop(landing, "us_counties/spring.csv", data), instance).success
-    frame = pd.read_csv(io.BytesIO(data), dtype={"fips": str}, parse_dates=["date"], keep_default_na=False)
+    frame = read_counties(data)
     assert (frame["fips"] == "").any(), "the slice should hold counties without fips"
-    columns = ["state", "county", "fips", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d"]
-    expected = expected_daily(frame, ["state", "county"], rolling=True)[columns]
-    expected["fips"] = expected["fips"].replace("", None)
-    actual = table(query, f"SELECT {', '.join(columns)} FROM covid.county_daily ORDER BY state, county, date",
-                   columns)
-    pd.testing.assert_frame_equal(actual, expected, check_dtype=False)
+    pd.testing.assert_frame_equal(county_table(query), expected_counties(frame), check_dtype=False)
     # A first load builds the indexes after the rows are in; the table ends with all of them. The dashboards'
     # top counties by 7-day new cases on the latest date are read off the end of the second.
     assert query("SELECT indexdef FROM pg_indexes WHERE tablename = 'county_daily' ORDER BY indexname") == [
@@ -125,7 +85,7 @@ def test_county_daily_is_partitioned_by_year_and_differences_cross_the_boundary(
         ("county_daily_2021", "FOR VALUES FROM ('2021-01-01') TO ('2022-01-01')"),
     ]
     both = county_rows("2020-12-20", "2021-01-05", {"Delaware"})
-    frame = pd.read_csv(io.BytesIO(both), dtype={"fips": str}, parse_dates=["date"], keep_default_na=False)
+    frame = read_counties(both)
     columns = ["state", "county", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d"]
     expected = expected_daily(frame, ["state", "county"], rolling=True)[columns]
     actual = table(query, f"SELECT {', '.join(columns)} FROM covid.county_daily ORDER BY state, county, date",

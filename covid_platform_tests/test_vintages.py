@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from covid_platform.resources import warehouse as warehouse_module
-from covid_platform_tests.helpers import drop, ingest, nyt_states_slice, with_differences, with_rolling_7d
-from covid_platform_tests.test_replay import run_replay
+from covid_platform_tests.helpers import drop, ingest, nyt_states_slice, run_replay
+from covid_platform_tests.oracles import with_differences, with_rolling_7d
 
 STATES = ("Ohio", "Utah", "Texas", "Vermont", "New York", "Puerto Rico", "Guam", "Florida")
 KEY = ["state", "date"]

@@ -86,16 +86,23 @@ def table_params(
     return Params(columns, format, limit, cursor, first, last, as_of)
 
 
+def _described(what: str, not_found: str) -> dict:
+    """The OpenAPI description both table endpoints share: a page of `what`, JSON or CSV; their errors."""
+    return {
+        "response_model": TablePage,
+        "responses": {
+            200: {"content": CSV, "headers": LINK, "description": f"A page of {what} (JSON, or CSV with `format=csv`)"},
+            400: {"model": Problem, "description": "A bad parameter, named"},
+            404: {"model": Problem, "description": not_found},
+            503: {"model": Problem, "description": "Warehouse unreachable, or the statement timeout"},
+        },
+        "openapi_extra": {"parameters": [FILTERS]},
+    }
+
+
 @router.get(
     "/tables/{table}",
-    response_model=TablePage,
-    responses={
-        200: {"content": CSV, "headers": LINK, "description": "A page of rows (JSON, or CSV with `format=csv`)"},
-        400: {"model": Problem, "description": "A bad parameter, named"},
-        404: {"model": Problem, "description": "No such table, or a summary not built yet"},
-        503: {"model": Problem, "description": "Warehouse unreachable, or the statement timeout"},
-    },
-    openapi_extra={"parameters": [FILTERS]},
+    **_described("rows", "No such table, or a summary not built yet"),
 )
 def read_table(
     request: Request,
@@ -120,14 +127,7 @@ def read_table(
 
 @router.get(
     "/tables/{table}/revisions",
-    response_model=TablePage,
-    responses={
-        200: {"content": CSV, "headers": LINK, "description": "A page of versions (JSON, or CSV with `format=csv`)"},
-        400: {"model": Problem, "description": "A bad parameter, named"},
-        404: {"model": Problem, "description": "No such table, or a summary (summaries keep no history)"},
-        503: {"model": Problem, "description": "Warehouse unreachable, or the statement timeout"},
-    },
-    openapi_extra={"parameters": [FILTERS]},
+    **_described("versions", "No such table, or a summary (summaries keep no history)"),
 )
 def read_revisions(
     request: Request,

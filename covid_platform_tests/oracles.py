@@ -1,0 +1,117 @@
+"""Oracles: what the platform's tables should hold, computed independently with pandas from the files' bytes;
+and the tables read back as frames to compare with them."""
+
+import io
+
+import numpy as np
+import pandas as pd
+
+STATE_COLUMNS = ["state", "fips", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d"]
+NATIONAL_COLUMNS = ["date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d"]
+COUNTY_COLUMNS = ["state", "county", "fips", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d"]
+DAILY_COLUMNS = ["state", "date", "positive", "negative", "total_tests",
+                 "new_positive", "new_negative", "new_tests", "positivity_7d"]
+
+
+# --- derived columns --------------------------------------------------------------------------------------
+
+
+def with_differences(frame: pd.DataFrame, counts: dict[str, str], region=("state",)) -> pd.DataFrame:
+    """new_x = x − the region's latest earlier non-empty x (x itself when there is none); NaN where x is."""
+    frame = frame.sort_values([*region, "date"]).reset_index(drop=True)
+    for count, new in counts.items():
+        previous = frame.groupby(list(region))[count].transform(lambda x: x.ffill().shift())
+        frame[new] = frame[count] - previous.fillna(0)
+    return frame
+
+
+def with_rolling_7d(frame: pd.DataFrame, columns, region=("state",)) -> pd.DataFrame:
+    """x_7d = mean of the non-empty x over the row and the 6 rows before it of its region (frame sorted by
+    region and date); NaN when all seven are empty."""
+    for column in columns:
+        frame[f"{column}_7d"] = frame.groupby(list(region))[column].transform(
+            lambda x: x.rolling(7, min_periods=1).mean())
+    return frame
+
+
+def expected_daily(frame: pd.DataFrame, region: list[str], rolling: bool) -> pd.DataFrame:
+    """new_x = x − previous x of the region (x on its first date); new_x_7d = mean over the row and 6 before."""
+    frame = frame.sort_values([*region, "date"]).reset_index(drop=True)
+    for count in ("cases", "deaths"):
+        frame[f"new_{count}"] = frame.groupby(region)[count].diff().fillna(frame[count]).astype("int64")
+        if rolling:
+            frame[f"new_{count}_7d"] = (
+                frame.groupby(region)[f"new_{count}"].rolling(7, min_periods=1).mean().reset_index(drop=True)
+            )
+    return frame
+
+
+def expected_national(states: pd.DataFrame) -> pd.DataFrame:
+    totals = states.groupby("date", as_index=False)[["cases", "deaths"]].sum()
+    totals["nation"] = "US"
+    return expected_daily(totals, ["nation"], rolling=True).drop(columns="nation")
+
+
+def expected_counties(frame: pd.DataFrame) -> pd.DataFrame:
+    expected = expected_daily(frame, ["state", "county"], rolling=True)[COUNTY_COLUMNS]
+    expected["fips"] = expected["fips"].replace("", None)
+    return expected
+
+
+def expected_testing_daily(frame: pd.DataFrame) -> pd.DataFrame:
+    """positivity_7d = Σ new_positive / Σ new_tests over the 7 calendar days ending on the date (NaN-skipping
+    sums, NaN when every value is NaN), NaN when the tests' sum is 0 or NaN."""
+    frame = with_differences(
+        frame, {"positive": "new_positive", "negative": "new_negative", "total_tests": "new_tests"}
+    )
+    sums = (
+        frame.set_index("date")
+        .groupby("state")[["new_positive", "new_tests"]]
+        .rolling("7D", min_periods=1)
+        .sum()
+        .reset_index(drop=True)  # groupby sorts by state, as `frame` is sorted: the rows line up
+    )
+    frame["positivity_7d"] = sums["new_positive"] / sums["new_tests"].replace(0, np.nan)
+    return frame[DAILY_COLUMNS]
+
+
+# --- files read as frames ---------------------------------------------------------------------------------
+
+
+def read_nyt(data: bytes) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(data), dtype={"fips": str}, parse_dates=["date"])
+
+
+def read_counties(data: bytes) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(data), dtype={"fips": str}, parse_dates=["date"], keep_default_na=False)
+
+
+def read_covidtracking(data: bytes) -> pd.DataFrame:
+    frame = pd.read_csv(io.BytesIO(data), parse_dates=["date"])
+    return frame.rename(columns={"totalTestResults": "total_tests"})[
+        ["state", "date", "positive", "negative", "total_tests"]
+    ]
+
+
+# --- tables read back, and compared -----------------------------------------------------------------------
+
+
+def table(query, statement: str, columns: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(query(statement), columns=columns)
+    frame["date"] = pd.to_datetime(frame["date"])
+    return frame
+
+
+def county_table(query) -> pd.DataFrame:
+    return table(query, f"SELECT {', '.join(COUNTY_COLUMNS)} FROM covid.county_daily ORDER BY state, county, date",
+                 COUNTY_COLUMNS)
+
+
+def assert_tables_match(query, states: pd.DataFrame) -> None:
+    actual = table(query, f"SELECT {', '.join(STATE_COLUMNS)} FROM covid.state_daily ORDER BY state, date",
+                   STATE_COLUMNS)
+    expected = expected_daily(states, ["state"], rolling=True)[STATE_COLUMNS]
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False)
+    national = table(query, f"SELECT {', '.join(NATIONAL_COLUMNS)} FROM covid.national_daily ORDER BY date",
+                     NATIONAL_COLUMNS)
+    pd.testing.assert_frame_equal(national, expected_national(states)[NATIONAL_COLUMNS], check_dtype=False)
