@@ -257,6 +257,11 @@ def test_data_status_counts_files_quarantines_and_rows_set_aside(dashboard, load
     assert "deaths" in quarantined["reason"].iloc[0]
     assert rejected[["key", "line"]].values.tolist() == [["us_states/one_bad_row.csv", BAD_LINE]]
     assert "cases" in rejected["reason"].iloc[0]
+    # each loaded file's revisions: the second file repeats the first's values but for its row set aside
+    revisions = app.dataframe[3].value.set_index("key")[["keys_added", "keys_revised", "keys_unchanged"]]
+    rows = len(good.splitlines()) - 1
+    assert revisions.loc["us_states/good.csv"].tolist() == [rows, 0, 0]
+    assert revisions.loc["us_states/one_bad_row.csv"].tolist() == [0, 0, rows - 1]
 
 
 # --- the app as a process, in a browser ------------------------------------------------------------------

@@ -109,6 +109,14 @@ QUERIES: dict[str, Query] = {
         FROM {table} GROUP BY school_id, week ORDER BY week, school_id
     """),
     "files_by_dataset": Query("ingested_files", ledger.STATUS_BY_DATASET),
+    # what each of the latest files changed in its clean table (Vintages: covid.revisions)
+    "revisions": _query("revisions", """
+        SELECT f.processed_at AS loaded_at, f.dataset, f.key, f.issued_at, r.table_name, r.keys_added,
+               r.keys_revised, r.keys_unchanged, jsonb_array_length(r.largest) AS largest_listed
+        FROM {table} AS r JOIN {ledger} AS f USING (file_id)
+        ORDER BY r.file_id DESC, r.table_name
+        LIMIT 100
+    """),
     "quarantined": _query("ingested_files", """
         SELECT processed_at AS quarantined_at, dataset, key, reason
         FROM {table} WHERE status = 'quarantined' ORDER BY file_id DESC LIMIT 100

@@ -1,4 +1,5 @@
-"""Data status: each dataset's last load and freshness, the files loaded and quarantined, rows set aside."""
+"""Data status: each dataset's last load and freshness, the files loaded and quarantined, rows set aside, and
+what each file revised."""
 
 import pandas as pd
 import streamlit as st
@@ -55,3 +56,13 @@ if rejected.empty:
 else:
     view.table(rejected, "rejected_rows", "Rows with bad values from files that loaded (the latest 500); "
                                           "line 1 is the header.")
+
+st.subheader("Revisions")
+revisions = queries.read("revisions")
+if revisions.empty:
+    st.caption("No file has been merged yet.")
+else:
+    view.table(revisions, "revisions", "What each of the latest 100 files did to its clean table: keys it added, "
+                                       "values it revised (differing from the version before), keys it repeated "
+                                       "unchanged. Every version is kept: covid.<table>_history, and "
+                                       "covid.<table>_as_of(time) for the table as it was.")
