@@ -41,28 +41,21 @@ else:
 
 view.table(status, "dataset_status", "A dataset is fresh while its last load is younger than its window.")
 
-st.subheader("Quarantined files")
-quarantined = queries.read("quarantined")
-if quarantined.empty:
-    st.success("No file has been quarantined.")
-else:
-    view.table(quarantined, "quarantined_files", "The latest 100; each reason names the line, column, what was "
-                                                 "expected and what was found.")
-
-st.subheader("Rows set aside")
-rejected = queries.read("rejected_rows")
-if rejected.empty:
-    st.success("No row has been set aside.")
-else:
-    view.table(rejected, "rejected_rows", "Rows with bad values from files that loaded (the latest 500); "
-                                          "line 1 is the header.")
-
-st.subheader("Revisions")
-revisions = queries.read("revisions")
-if revisions.empty:
-    st.caption("No file has been merged yet.")
-else:
-    view.table(revisions, "revisions", "What each of the latest 100 files did to its clean table: keys it added, "
-                                       "values it revised (differing from the version before), keys it repeated "
-                                       "unchanged. Every version is kept: covid.<table>_history, and "
-                                       "covid.<table>_as_of(time) for the table as it was.")
+# (title, query and file name, what an empty result says, the table's caption)
+SECTIONS = [
+    ("Quarantined files", "quarantined", st.success, "No file has been quarantined.",
+     "The latest 100; each reason names the line, column, what was expected and what was found."),
+    ("Rows set aside", "rejected_rows", st.success, "No row has been set aside.",
+     "Rows with bad values from files that loaded (the latest 500); line 1 is the header."),
+    ("Revisions", "revisions", st.caption, "No file has been merged yet.",
+     "What each of the latest 100 files did to its clean table: keys it added, values it revised (differing "
+     "from the version before), keys it repeated unchanged. Every version is kept: covid.<table>_history, and "
+     "covid.<table>_as_of(time) for the table as it was."),
+]
+for title, name, say_empty, empty, caption in SECTIONS:
+    st.subheader(title)
+    frame = queries.read(name)
+    if frame.empty:
+        say_empty(empty)
+    else:
+        view.table(frame, name, caption)
