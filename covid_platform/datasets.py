@@ -240,6 +240,13 @@ class Dataset:
             from_elsewhere |= set(self.values)
         return tuple(c for c in self.stored_columns if c not in from_elsewhere)
 
+    def summary(self, name: str) -> str:
+        """`name`, checked to be one of this dataset's summaries (a reader naming a table that is not fails
+        where the code loads, not on its first query)."""
+        if name not in self.summaries:
+            raise ValueError(f"{name!r} is not a summary of the dataset {self.name!r}")
+        return name
+
     def may_be_empty(self, column: str) -> bool:
         """Whether a stored or derived column may hold null (not reported)."""
         if column in self.nullable or column in self.ratios_7d:

@@ -8,13 +8,12 @@ schema (the ledger, rejected rows, staging) is reachable through the API.
 
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 
 import psycopg2.extensions
 
 from covid_platform.datasets import DATASETS, Dataset
 from covid_platform.engine import history
-from covid_platform.engine.tables import Column, base_columns, columns
+from covid_platform.engine.tables import Column, base_columns, columns, summary_description
 
 CLEAN, SUMMARY = "clean", "summary"
 SCHEMA = "covid"
@@ -102,18 +101,6 @@ def as_of_function(conn: psycopg2.extensions.connection, table: Table) -> str | 
     with conn.cursor() as cur:
         cur.execute("SELECT to_regprocedure(%s) IS NOT NULL", (f"{SCHEMA}.{name}(timestamptz)",))
         return name if cur.fetchone()[0] else None
-
-
-@cache
-def summary_description(name: str) -> str:
-    """The leading comment of the summary's SQL file (the asset's description in Dagster too)."""
-    text = resources.files("covid_platform.sql").joinpath(f"{name}.sql").read_text()
-    lines = []
-    for line in text.splitlines():
-        if not line.startswith("--"):
-            break
-        lines.append(line.removeprefix("--").strip())
-    return " ".join(lines)
 
 
 # One catalog query for any set of summaries: columns in table order, each with its place in the primary key

@@ -1,26 +1,19 @@
 """Summary tables, each rebuilt from a dataset's clean table by one SQL file in `covid_platform/sql/`."""
 
 import re
-from importlib import resources
 
 import dagster as dg
 
 from covid_platform.assets.docs import OWNERS, summary_schema, table_metadata
 from covid_platform.assets.policies import DATASET_TAG, RETRY, freshness
 from covid_platform.datasets import Dataset
+from covid_platform.engine.tables import summary_description, summary_sql
 from covid_platform.resources.warehouse import Warehouse
-
-
-def _sql(name: str) -> str:
-    return resources.files("covid_platform.sql").joinpath(f"{name}.sql").read_text()
 
 
 def build_summary_asset(dataset: Dataset, name: str, upstream: list[str]) -> dg.AssetsDefinition:
     """`name`'s table rebuilt from `upstream` (the clean table, or other summaries of the dataset)."""
-    statement = _sql(name)
-    description = "\n".join(
-        line.removeprefix("-- ") for line in statement.splitlines() if line.startswith("--")
-    )
+    statement = summary_sql(name)
 
     @dg.asset(
         name=name,
@@ -31,7 +24,7 @@ def build_summary_asset(dataset: Dataset, name: str, upstream: list[str]) -> dg.
         tags={DATASET_TAG: dataset.name},
         freshness_policy=freshness(dataset),
         retry_policy=RETRY,
-        description=description,
+        description=summary_description(name),
     )
     def summary(warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.connect() as conn, conn, conn.cursor() as cur:
@@ -49,6 +42,6 @@ def build_summary_assets(dataset: Dataset) -> list[dg.AssetsDefinition]:
 
 
 def _reads(dataset: Dataset, name: str) -> list[str]:
-    statement = _sql(name)
+    statement = summary_sql(name)
     tables = (dataset.table, *dataset.summaries)
     return [t for t in tables if t != name and re.search(rf"\bcovid\.{t}\b", statement)]

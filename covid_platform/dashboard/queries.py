@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 from psycopg2 import sql
 
-from covid_platform.datasets import COVIDTRACKING, CPS_SCHOOLS, US_COUNTIES, US_STATES, Dataset
+from covid_platform.datasets import COVIDTRACKING, CPS_SCHOOLS, US_COUNTIES, US_STATES
 from covid_platform.engine import ledger
 from covid_platform.resources.warehouse import Warehouse
 
@@ -42,12 +42,6 @@ def _query(table: str, text: str) -> Query:
     ))
 
 
-def _summary(dataset: Dataset, name: str) -> str:
-    if name not in dataset.summaries:
-        raise ValueError(f"{name!r} is not a summary of the dataset {dataset.name!r}")
-    return name
-
-
 # The distinct states of a table keyed (state, …): one index probe per state instead of reading every row.
 STATE_NAMES = """
     WITH RECURSIVE names AS (
@@ -60,7 +54,7 @@ STATE_NAMES = """
 """
 
 QUERIES: dict[str, Query] = {
-    "national": _query(_summary(US_STATES, "national_daily"), """
+    "national": _query(US_STATES.summary("national_daily"), """
         SELECT date, new_cases, new_cases_7d, new_deaths, new_deaths_7d, cases, deaths
         FROM {table} ORDER BY date
     """),
@@ -99,7 +93,7 @@ QUERIES: dict[str, Query] = {
         WHERE date = %(date)s AND state = %(state)s
         ORDER BY new_cases_7d DESC NULLS LAST, county
     """),
-    "school_summary": _query(_summary(CPS_SCHOOLS, "school_summary"), """
+    "school_summary": _query(CPS_SCHOOLS.summary("school_summary"), """
         SELECT school_id, school, total_cases, cases_last_7d, cases_last_14d
         FROM {table} ORDER BY total_cases DESC, school_id
     """),

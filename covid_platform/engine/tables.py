@@ -1,6 +1,8 @@
 """A dataset's clean table: its columns, DDL, indexes and year partitions, all from the declaration."""
 
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 
 from psycopg2 import sql
 
@@ -155,3 +157,19 @@ def year_partitions_ddl(dataset: Dataset, years: range) -> list[sql.Composed]:
         )
         for year in years
     ]
+
+
+@cache
+def summary_sql(name: str) -> str:
+    """The SQL file `covid_platform/sql/<name>.sql` that rebuilds the summary table `name`."""
+    return resources.files("covid_platform.sql").joinpath(f"{name}.sql").read_text()
+
+
+def summary_description(name: str) -> str:
+    """A summary's meaning: its SQL file's leading comment (the Dagster asset's description and the API's)."""
+    lines = []
+    for line in summary_sql(name).splitlines():
+        if not line.startswith("--"):
+            break
+        lines.append(line.removeprefix("--").strip())
+    return "\n".join(lines)

@@ -19,22 +19,16 @@ from dataclasses import dataclass
 import psycopg2.extensions
 from psycopg2 import sql
 
-from covid_platform.datasets import COVIDTRACKING, DATASETS, US_STATES, Dataset
+from covid_platform.datasets import COVIDTRACKING, DATASETS, US_STATES
 from covid_platform.engine import ledger
 
 TOP_STATES = 10
 
 
-def _summary(dataset: Dataset, name: str) -> str:
-    if name not in dataset.summaries:
-        raise ValueError(f"{name!r} is not a summary of the dataset {dataset.name!r}")
-    return name
-
-
-NATIONAL = _summary(US_STATES, "national_daily")
+NATIONAL = US_STATES.summary("national_daily")
 STATES = US_STATES.table
 TESTING = COVIDTRACKING.table
-TESTING_SUMMARY = _summary(COVIDTRACKING, "testing_state_summary")
+TESTING_SUMMARY = COVIDTRACKING.summary("testing_state_summary")
 # The tables the report reads: the asset's upstream assets (each is also the asset of that name).
 READS = (NATIONAL, STATES, TESTING, TESTING_SUMMARY)
 

@@ -12,6 +12,7 @@ from covid_platform.api.deps import read_connection
 from covid_platform.api.models import ColumnInfo, DatasetInfo, Freshness, Problem, TableInfo
 from covid_platform.datasets import DATASETS
 from covid_platform.engine import ledger
+from covid_platform.engine.tables import summary_description
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 
@@ -38,7 +39,7 @@ def datasets(conn: Annotated[psycopg2.extensions.connection, Depends(read_connec
         for name in dataset.summaries:
             built = summaries.get(name)
             tables.append(_info(built, True) if built else TableInfo(
-                name=name, kind="summary", description=catalog.summary_description(name), built=False,
+                name=name, kind="summary", description=summary_description(name), built=False,
                 key=[], filters=[], columns=[]))
         last = loads.get(dataset.name)
         stale = last is None or now - last > dt.timedelta(hours=dataset.freshness_hours)
