@@ -12,7 +12,7 @@ from psycopg2 import sql
 from covid_platform.datasets import Dataset
 from covid_platform.engine import history, ledger, staging
 from covid_platform.engine.derived import derived_select, has_windows
-from covid_platform.engine.staging import staging_table
+from covid_platform.engine.staging import staged_rows
 from covid_platform.engine.tables import (
     base_columns,
     build_indexes_ddl,
@@ -76,13 +76,6 @@ def _match(left: str, right: str, names) -> sql.Composed:
     return sql.SQL(" AND ").join(
         sql.SQL("{} = {}").format(sql.Identifier(left, n), sql.Identifier(right, n)) for n in names
     )
-
-
-def staged_rows(dataset: Dataset, file_id: int) -> sql.Composed:
-    """The typed rows of one gated file (`staging.create_typed`)."""
-    columns = [sql.Identifier(c) for c in base_columns(dataset)]  # with the canonical region, if declared
-    columns.append(sql.SQL("{}::bigint AS file_id").format(sql.Literal(file_id)))
-    return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(columns), staging_table(file_id))
 
 
 def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Composed:

@@ -16,6 +16,7 @@ from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
 from covid_platform.engine import dates, numbers, regions
+from covid_platform.engine.tables import base_columns
 
 MAX_HEADER_BYTES = 64 * 1024
 CHUNK = 1 << 20
@@ -222,6 +223,13 @@ def create_typed(cur, dataset: Dataset, staged: StagedFile, file_id: int, distin
         source_rows(dataset, staged),
         regions.canonical_join(dataset, "s") if dataset.region_names else sql.SQL(""),
     ))
+
+
+def staged_rows(dataset: Dataset, file_id: int) -> sql.Composed:
+    """The typed rows of one gated file (`create_typed`)."""
+    columns = [sql.Identifier(c) for c in base_columns(dataset)]  # with the canonical region, if declared
+    columns.append(sql.SQL("{}::bigint AS file_id").format(sql.Literal(file_id)))
+    return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(columns), staging_table(file_id))
 
 
 def drop(cur, file_id: int, typed: bool = True) -> None:
