@@ -37,18 +37,22 @@ def data_file(folder: Path, name: str) -> Path:
 
 
 @contextmanager
-def scratch_database():
-    """A new database on BENCH_POSTGRES_URL's server (default: this machine's), dropped afterwards;
-    yields its URL."""
+def scratch_database(keep: bool = False):
+    """A new database on BENCH_POSTGRES_URL's server (default: this machine's), dropped afterwards unless
+    `keep` (then its URL is printed); yields its URL."""
     admin_url = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     name = f"covid_bench_{os.urandom(4).hex()}"
     admin = psycopg2.connect(admin_url)
     admin.autocommit = True
     admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    url = urlparse(admin_url)._replace(path=f"/{name}").geturl()
     try:
-        yield urlparse(admin_url)._replace(path=f"/{name}").geturl()
+        yield url
     finally:
-        admin.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        if keep:
+            print(f"kept the scratch database {url}")
+        else:
+            admin.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.close()
 
 
@@ -116,6 +120,23 @@ def wait_for(process, condition, timeout: float, what: str, poll: float = 0.1):
             return value
         time.sleep(poll)
     sys.exit(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def bare_copy(url: str, path: Path) -> float:
+    """Seconds a bare COPY of the county file at `path` takes into a plain typed table (dropped after): the
+    floor PostgreSQL sets for ingesting it."""
+    conn = psycopg2.connect(url)
+    with conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE bare "
+                    "(date date, county text, state text, fips text, cases bigint, deaths bigint)")
+        started = time.perf_counter()
+        with open(path, "rb") as f:
+            cur.copy_expert("COPY bare FROM STDIN WITH (FORMAT csv, HEADER)", f, size=1 << 20)
+    elapsed = time.perf_counter() - started
+    with conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE bare")
+    conn.close()
+    return elapsed
 
 
 def connect(url: str):

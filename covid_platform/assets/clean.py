@@ -100,7 +100,8 @@ def build_clean_asset(dataset: Dataset) -> dg.AssetsDefinition:
 
 def _metadata(merged: Merged) -> dict:
     metadata = {"files_merged": dg.MetadataValue.int(len(merged.loaded)),
-                "rows_written": dg.MetadataValue.int(merged.rows_written)}
+                "rows_written": dg.MetadataValue.int(merged.rows_written),
+                "keys_changed": dg.MetadataValue.int(merged.keys_changed)}
     if merged.loaded:
         metadata.update(rows_in_files=dg.MetadataValue.int(merged.rows_in_files),
                         first_date=str(merged.first_date), last_date=str(merged.last_date))

@@ -23,8 +23,9 @@ WINDOW last_7_rows AS (PARTITION BY {region} ORDER BY date ROWS BETWEEN 6 PRECED
 """
 
 
-def derived_select(dataset: Dataset, rows: sql.Composable) -> sql.Composed:
-    """`rows` with the derived columns added (and whatever else `rows` has: select the columns wanted)."""
+def derived_select(dataset: Dataset, rows: sql.Composable, by=None) -> sql.Composed:
+    """`rows` with the derived columns added (and whatever else `rows` has: select the columns wanted); the
+    windows partitioned by the region, or by the columns `by` (the merge's islands of a region)."""
     differences = [_difference(dataset, count, new) for count, new in dataset.new.items()]
     windowed = [
         sql.SQL("avg({n}) OVER last_7_rows AS {a}").format(n=sql.Identifier(n), a=sql.Identifier(f"{n}_7d"))
@@ -37,7 +38,7 @@ def derived_select(dataset: Dataset, rows: sql.Composable) -> sql.Composed:
     ]
     return sql.SQL(DERIVED).format(
         rows=rows,
-        region=sql.SQL(", ").join(sql.Identifier(n) for n in dataset.region),
+        region=sql.SQL(", ").join(sql.Identifier(n) for n in (by or dataset.region)),
         differences=sql.SQL(", ").join(differences) if differences else sql.SQL("NULL AS no_difference"),
         windowed=sql.SQL(", ").join(windowed or [sql.SQL("NULL AS no_window")]),
     )

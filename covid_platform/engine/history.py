@@ -53,7 +53,7 @@ def _numbers(dataset: Dataset) -> list[str]:
     return [*dataset.counts, *dataset.values]
 
 
-def _previous(name: str) -> sql.Identifier:
+def previous(name: str) -> sql.Identifier:
     # a space cannot appear in a declared column's name: no clash
     return sql.Identifier(f"previous {name}")
 
@@ -250,7 +250,7 @@ FROM vintage_files AS f
 LEFT JOIN (
     SELECT file_id, count(*) FILTER (WHERE previous_file IS NULL) AS added,
            count(*) FILTER (WHERE previous_file IS NOT NULL AND changed) AS revised,
-           count(*) FILTER (WHERE NOT changed) AS unchanged
+           {unchanged} AS unchanged
     FROM vintages WHERE is_new GROUP BY file_id
 ) AS c USING (file_id)
 LEFT JOIN (
@@ -271,24 +271,76 @@ RETURNING file_id, keys_added, keys_revised, keys_unchanged, largest;
 """
 
 
+# The one file of the batch follows every loaded file of its dataset, in ledger order and in issue time, and
+# no file before it is in flight: its versions are its rows that differ from the clean table's (the latest
+# version of each key), which the merge has just found (`changes`), so only those are read.
+FOLLOWS = """
+SELECT (v.first_in_flight IS NULL OR v.first_in_flight > v.file_id) AND v.file_id > coalesce(max(e.file_id), 0)
+       AND v.issued_at >= coalesce(max(e.issued_at), '-infinity')
+FROM vintage_files AS v LEFT JOIN covid.ingested_files AS e ON e.dataset = %(dataset)s AND e.status = 'loaded'
+GROUP BY v.file_id, v.first_in_flight, v.issued_at
+"""
+CHANGES = """
+CREATE TEMP VIEW vintages AS
+SELECT c.*, true AS is_new, true AS changed, v.issued_at FROM changes AS c JOIN vintage_files AS v USING (file_id)
+WHERE c.kind <> 'rewritten';
+INSERT INTO {history} ({key}, {values}, file_id, issued_at) SELECT {key}, {values}, file_id, issued_at FROM vintages;
+"""
+
+
 def _match(left: str, right: str, names) -> sql.Composed:
     return sql.SQL(" AND ").join(
         sql.SQL("{} = {}").format(sql.Identifier(left, n), sql.Identifier(right, n)) for n in names
     )
 
 
-def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed]) -> dict[int, Revisions]:
+def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed], rows: int | None = None
+           ) -> dict[int, Revisions]:
     """Write the batch's new versions to history and each file's revisions to `covid.revisions`, in the
-    merge's transaction (`staged`: each file's typed rows with its file_id, as the merge reads them)."""
+    merge's transaction (`staged`: each file's typed rows with its file_id, as the merge reads them; `rows`:
+    the row count of a single file the merge compared with the table, leaving its differences in `changes`)."""
+    cur.execute(sql.SQL(FILES), {"dataset": dataset.name, "horizon": IN_FLIGHT_HORIZON, "batch": file_ids})
+    follows = False
+    if rows is not None:
+        cur.execute(FOLLOWS, {"dataset": dataset.name})
+        follows = cur.fetchone()[0]
+    if follows:
+        values = _values(dataset)
+        cur.execute(sql.SQL(CHANGES).format(history=_history(dataset), key=column_list(dataset.key),
+                                            values=column_list(values)))
+        unchanged = sql.SQL("{} - count(*)").format(sql.Literal(rows))
+    else:
+        _sequence(cur, dataset, staged)
+        unchanged = sql.SQL("count(*) FILTER (WHERE NOT changed)")
+    cur.execute(sql.SQL(REVISIONS).format(
+        unchanged=unchanged,
+        table_name=sql.Literal(dataset.table),
+        region_pairs=sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier("v", c))
+                                        for c in dataset.region),
+        v_key=sql.SQL(", ").join(sql.Identifier("v", c) for c in dataset.key),
+        unpivot=sql.SQL(", ").join(
+            sql.SQL("({}, {}::numeric, {}::numeric)").format(sql.Literal(c), sql.Identifier("v", f"previous {c}"),
+                                                              sql.Identifier("v", c))
+            for c in _numbers(dataset)),
+        largest=sql.Literal(LARGEST_REVISIONS),
+    ))
+    revisions = {file_id: Revisions(added, revised, unchanged, largest)
+                 for file_id, added, revised, unchanged, largest in cur.fetchall()}
+    # the next merge of the transaction (a replay's) makes its own
+    cur.execute(f"DROP {'VIEW' if follows else 'TABLE'} pg_temp.vintages; DROP TABLE pg_temp.vintage_files")
+    return revisions
+
+
+def _sequence(cur, dataset: Dataset, staged: list[sql.Composed]) -> None:
+    """Every key the batch reports, its versions in the batch and in history (`SEQUENCE`), written."""
     history = _history(dataset)
     values = _values(dataset)
-    cur.execute(sql.SQL(FILES), {"dataset": dataset.name, "horizon": IN_FLIGHT_HORIZON, "batch": file_ids})
     cur.execute(sql.SQL(SEQUENCE).format(
         staged=sql.SQL(" UNION ALL ").join(staged),
         key=column_list(dataset.key),
         values=column_list(values),
         previous_values=column_list(f"previous {c}" for c in values),
-        lags=sql.SQL(", ").join(sql.SQL("lag({}) OVER by_key AS {}").format(sql.Identifier(c), _previous(c))
+        lags=sql.SQL(", ").join(sql.SQL("lag({}) OVER by_key AS {}").format(sql.Identifier(c), previous(c))
                                 for c in values),
         h_key=sql.SQL(", ").join(sql.Identifier("h", c) for c in dataset.key),
         h_values=sql.SQL(", ").join(sql.Identifier("h", c) for c in values),
@@ -305,19 +357,6 @@ def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed
     if first:
         cur.execute(sql.SQL("SET LOCAL maintenance_work_mem = '256MB'; ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}, file_id)")
                     .format(history, pkey, column_list(dataset.key)))
-    cur.execute(sql.SQL(REVISIONS).format(
-        table_name=sql.Literal(dataset.table),
-        region_pairs=sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier("v", c))
-                                        for c in dataset.region),
-        v_key=sql.SQL(", ").join(sql.Identifier("v", c) for c in dataset.key),
-        unpivot=sql.SQL(", ").join(
-            sql.SQL("({}, {}::numeric, {}::numeric)").format(sql.Literal(c), sql.Identifier("v", f"previous {c}"),
-                                                              sql.Identifier("v", c))
-            for c in _numbers(dataset)),
-        largest=sql.Literal(LARGEST_REVISIONS),
-    ))
-    return {file_id: Revisions(added, revised, unchanged, largest)
-            for file_id, added, revised, unchanged, largest in cur.fetchall()}
 
 
 def rename_revisions(cur, built: str, table: str) -> None:

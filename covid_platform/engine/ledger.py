@@ -170,19 +170,18 @@ def claim_staged(cur: psycopg2.extensions.cursor, dataset: str) -> list[int]:
     return [file_id for (file_id,) in cur.fetchall()]
 
 
-def mark_loaded(cur: psycopg2.extensions.cursor, file_ids: list[int]) -> list[tuple[int, str, str, int]]:
-    """The merged files `loaded`, each with the rows it won in the merge (the temp table `recomputed`);
-    returns (file_id, key, partition_key, rows_loaded) by file_id."""
+def mark_loaded(cur: psycopg2.extensions.cursor, won: dict[int, int]) -> list[tuple[int, str, str, int]]:
+    """The merged files `loaded`, each with its rows that the table now holds (file_id → rows won: new,
+    revised or repeating the table's values); returns (file_id, key, partition_key, rows_loaded) by file_id."""
     cur.execute(
         """
         UPDATE covid.ingested_files AS f
         SET status = %s, processed_at = now(), rows_loaded = coalesce(won.rows, 0)
-        FROM (SELECT unnest(%s::bigint[]) AS file_id) AS p
-        LEFT JOIN (SELECT file_id, count(*) AS rows FROM recomputed GROUP BY file_id) AS won USING (file_id)
-        WHERE f.file_id = p.file_id
+        FROM (SELECT unnest(%s::bigint[]) AS file_id, unnest(%s::bigint[]) AS rows) AS won
+        WHERE f.file_id = won.file_id
         RETURNING f.file_id, f.key, f.partition_key, f.rows_loaded
         """,
-        (Status.LOADED, file_ids),
+        (Status.LOADED, list(won), list(won.values())),
     )
     return sorted(cur.fetchall())
 

@@ -1,7 +1,16 @@
 """Merge staged files into a dataset's clean table and recompute the derived columns they affect.
 
-For each region a file touches, only rows from its earliest changed date onward are rewritten; the rows
-just before it (1 for the differences, 7 with 7-row or 7-day windows) are read to seed the window functions.
+A first load inserts every row with its derived columns. Later, only what changed is written: the rows whose
+values are new or differ from the table's (`changes`), and the rows whose derived columns those changes reach
+(`new_x` of the changed row and of the next row where x is reported; 7-row means of the 6 rows after that;
+7-day ratios of the 6 days after it). Those windows are recomputed per island of nearby changes, seeded by
+the 7 rows before it (reaching back past empty counts), and a row is written only if a value of it differs.
+A file that repeats its whole history each day with a few revisions writes the few rows it changed.
+
+Later files win each key, in ledger order, whatever order runs merge in: a row is replaced only by a later
+file's. A file's unchanged rows keep the `file_id` of the file that first reported their values, so each merge
+records, per region, the date range a file reported in full (`<table>_coverage`): a file older than it
+merged later (a late run, a quarantined file loaded after a rule change) does not win the keys it covers.
 """
 
 from dataclasses import dataclass, field
@@ -33,42 +42,118 @@ ORDER BY {key}, file_id DESC;
 """
 INCOMING_ONE = "CREATE TEMP VIEW incoming AS {staged};"
 
-# Each key's row from the latest file in the ledger, whether already in the table or incoming: runs merge in
-# whatever order they finish, the result is that of loading in ledger order.
-CANDIDATES = sql.SQL("""
+# What each file of the batch reported per region: the date range and the keys in it (one pass over the rows).
+REPORTED = """
+CREATE TEMP TABLE reported ON COMMIT DROP AS
+SELECT file_id, {region}, min(date) AS first_date, max(date) AS last_date, count(*) AS keys
+FROM incoming GROUP BY file_id, {region};
+"""
+
+# The rows written and the decreases counted as they are inserted (no second pass over a large table).
+FIRST_LOAD = """
+WITH written AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM ({derived}) AS windowed RETURNING *)
+SELECT count(*){decreases} FROM written
+"""
+
+# The incoming rows that win their key (no row of it yet, or one from an earlier file not covered by a later
+# file) with values that are new or differ: kind 'added' or 'revised', beside the values they replace.
+CHANGES = """
+CREATE TEMP TABLE changes ON COMMIT DROP AS
+SELECT i.*, CASE WHEN t.file_id IS NULL THEN 'added' ELSE 'revised' END AS kind, t.file_id AS previous_file,
+       {previous}
+FROM incoming AS i LEFT JOIN {table} AS t ON {key_match_it}
+WHERE (t.file_id IS NULL OR (t.file_id < i.file_id AND ({i_values}) IS DISTINCT FROM ({t_values}){not_covered}));
+ANALYZE changes;
+"""
+COVERED = """EXISTS (
+    SELECT FROM {coverage} AS c WHERE {region_match_ic} AND c.file_id > i.file_id
+    AND i.date BETWEEN c.first_date AND c.last_date)"""
+
+# A region a file did not report in full between its first and last date (fewer keys than the table holds
+# there): no coverage is recorded for it, so its unchanged rows are rewritten with the file's id (kind
+# 'rewritten', values unchanged). With several files, every region is taken as partial.
+PARTIAL_ONE = """
+CREATE TEMP TABLE partial ON COMMIT DROP AS
+SELECT r.file_id, {r_region} FROM reported AS r
+WHERE r.keys < (SELECT count(*) FROM changes AS c WHERE {region_match_rc} AND c.file_id = r.file_id AND c.kind = 'added')
+             + (SELECT count(*) FROM {table} AS t WHERE {region_match_rt} AND t.date BETWEEN r.first_date AND r.last_date);
+"""
+PARTIAL_MANY = "CREATE TEMP TABLE partial ON COMMIT DROP AS SELECT file_id, {region} FROM reported;"
+REWRITE = """
+INSERT INTO changes
+SELECT i.*, 'rewritten', t.file_id, {previous}
+FROM incoming AS i JOIN partial AS p ON {region_match_ip} AND p.file_id = i.file_id
+JOIN {table} AS t ON {key_match_it}
+WHERE t.file_id < i.file_id AND ({i_values}) IS NOT DISTINCT FROM ({t_values}){not_covered};
+"""
+
+COVERAGE = """
+DELETE FROM {coverage} AS c USING reported AS r
+WHERE {region_match_rc} AND c.file_id < r.file_id AND c.first_date >= r.first_date AND c.last_date <= r.last_date
+  AND NOT EXISTS (SELECT FROM partial AS p WHERE {region_match_rp} AND p.file_id = r.file_id);
+INSERT INTO {coverage} ({region}, file_id, first_date, last_date)
+SELECT {r_region}, r.file_id, r.first_date, r.last_date FROM reported AS r
+WHERE NOT EXISTS (SELECT FROM partial AS p WHERE {region_match_rp} AND p.file_id = r.file_id);
+"""
+
+# For each change, the rows whose derived columns it reaches: from `from_date` to `end_date`, read from
+# `seed_start` (the rows the windows need before it).
+RANGES = """
+CREATE INDEX ON changes ({region}, date);
+CREATE TEMP TABLE ranges ON COMMIT DROP AS
+SELECT {region}, from_date, seed_start, {end_date} AS end_date
+FROM (
+    SELECT {c_region}, c.date AS from_date, coalesce(least(seed.date{reach_back}), '-infinity') AS seed_start,
+           {next_reported} AS next_reported
+    FROM changes AS c
+    LEFT JOIN LATERAL (
+        -- the earliest unchanged row the window functions need to see (for a count that may be empty, the
+        -- difference of the row after it reaches back to the latest row where the count is not: reach_back)
+        SELECT t.date FROM {table} AS t
+        WHERE {region_match_tc} AND t.date < c.date
+        ORDER BY t.date DESC OFFSET {seed_rows} - 1 LIMIT 1
+    ) AS seed ON true
+) AS c;
+
+-- Nearby changes of a region share an island: their windows are computed together.
+CREATE TEMP TABLE islands ON COMMIT DROP AS
+SELECT {region}, island, min(seed_start) AS seed_start, min(from_date) AS from_date, max(end_date) AS end_date
+FROM (
+    SELECT *, count(*) FILTER (WHERE starts) OVER (PARTITION BY {region} ORDER BY seed_start, from_date) AS island
+    FROM (
+        SELECT *, coalesce(seed_start > max(end_date) OVER (PARTITION BY {region} ORDER BY seed_start, from_date
+                                                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), true) AS starts
+        FROM ranges
+    ) AS marked
+) AS numbered
+GROUP BY {region}, island;
+ANALYZE islands;
+"""
+
+# The islands' rows, each key's latest (a change, or the table's row), with the derived columns recomputed;
+# written where any value differs from the table's.
+ISLAND_ROWS = sql.SQL("""
 SELECT DISTINCT ON ({key}) *
 FROM (
-    SELECT {t_base}, t.file_id
-    FROM {table} AS t JOIN changed AS c ON {region_match_c} AND t.date >= c.window_start
+    SELECT {t_base}, t.file_id, s.island FROM {table} AS t
+    JOIN islands AS s ON {region_match_ts} AND t.date BETWEEN s.seed_start AND s.end_date
     UNION ALL
-    SELECT {base}, file_id FROM incoming
-) AS candidates
+    SELECT {c_base}, c.file_id, s.island FROM changes AS c
+    JOIN islands AS s ON {region_match_cs} AND c.date BETWEEN s.seed_start AND s.end_date
+) AS rows_
 ORDER BY {key}, file_id DESC
 """)
-
-MERGE = """
-CREATE TEMP TABLE changed ON COMMIT DROP AS
-SELECT {f_region}, f.from_date, coalesce(least(seed.date{reach_back}), '-infinity') AS window_start
-FROM (SELECT {region}, min(date) AS from_date FROM incoming GROUP BY {region}) AS f
-LEFT JOIN LATERAL (
-    -- the earliest unchanged row the window functions need to see (for a count that may be empty, the
-    -- difference of the row after it reaches back to the latest row where the count is not: reach_back)
-    SELECT t.date FROM {table} AS t
-    WHERE {region_match_f} AND t.date < f.from_date
-    ORDER BY t.date DESC OFFSET {seed_rows} - 1 LIMIT 1
-) AS seed ON true;
-ANALYZE changed;  -- so the planner reaches a few regions of a large table through its key index
-
-CREATE TEMP TABLE recomputed ON COMMIT DROP AS
-SELECT {columns}
-FROM ({derived}) AS windowed
-JOIN changed USING ({region})
-WHERE date >= changed.from_date;
-
--- Replace each touched region's rows from its earliest changed date on. A plain INSERT after the DELETE
--- costs half of INSERT … ON CONFLICT, whose speculative insertion dominates a large load.
-DELETE FROM {table} AS t USING changed AS c WHERE {region_match_c} AND t.date >= c.from_date;
-INSERT INTO {table} ({columns}) SELECT {columns} FROM recomputed;
+WRITE = """
+CREATE TEMP TABLE written ON COMMIT DROP AS
+SELECT {w_columns}
+FROM ({derived}) AS w
+JOIN islands AS s USING ({region}, island)
+LEFT JOIN {table} AS t ON {key_match_wt}
+WHERE w.date BETWEEN s.from_date AND s.end_date
+  AND (t.file_id IS NULL OR ({w_all}) IS DISTINCT FROM ({t_all}));
+DELETE FROM {table} AS t USING written AS w WHERE {key_match_wt};
+INSERT INTO {table} ({columns}) SELECT {columns} FROM written;
+SELECT count(*){decreases} FROM written;
 """
 
 
@@ -78,32 +163,23 @@ def _match(left: str, right: str, names) -> sql.Composed:
     )
 
 
-def merge_statement(dataset: Dataset, staged: list[sql.Composed]) -> sql.Composed:
-    """Merge the staged files' rows; the last statement's row count is the rows written."""
-    derived = derived_columns(dataset)
-    base = base_columns(dataset)
-    reach_back = [
-        sql.SQL(", (SELECT max(t.date) FROM {table} AS t WHERE {match} AND t.date <= seed.date AND {c} IS NOT NULL)")
-        .format(table=sql.Identifier("covid", dataset.table), match=_match("t", "f", dataset.region),
-                c=sql.Identifier("t", count))
-        for count in dataset.new if count in dataset.nullable
-    ]
-    incoming = INCOMING_ONE if len(staged) == 1 else INCOMING_MANY
-    parts = dict(
-        key=column_list(dataset.key),
-        region=column_list(dataset.region),
-        f_region=sql.SQL(", ").join(sql.Identifier("f", n) for n in dataset.region),
-        base=column_list(base),
-        t_base=sql.SQL(", ").join(sql.Identifier("t", n) for n in base),
-        columns=column_list([*base, *derived, "file_id"]),
-        region_match_f=_match("t", "f", dataset.region),
-        region_match_c=_match("t", "c", dataset.region),
-        seed_rows=sql.Literal(7 if has_windows(dataset) else 1),
-        reach_back=sql.Composed(reach_back),
-        table=sql.Identifier("covid", dataset.table),
-        staged=sql.SQL(" UNION ALL ").join(staged),
-    )
-    return sql.SQL(incoming + MERGE).format(derived=derived_select(dataset, CANDIDATES.format(**parts)), **parts)
+def _qualified(alias: str, names) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(alias, n) for n in names)
+
+
+def coverage_name(dataset: Dataset) -> str:
+    return f"{dataset.table}_coverage"
+
+
+def _coverage(dataset: Dataset) -> sql.Identifier:
+    return sql.Identifier("covid", coverage_name(dataset))
+
+
+def coverage_ddl(dataset: Dataset) -> sql.Composed:
+    return sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} ({}, file_id bigint NOT NULL, first_date date NOT NULL, last_date date NOT NULL)"
+    ).format(_coverage(dataset), sql.SQL(", ").join(sql.SQL("{} text NOT NULL").format(sql.Identifier(c))
+                                                      for c in dataset.region))
 
 
 @dataclass
@@ -114,6 +190,10 @@ class Merged:
     """(file_id, key, partition_key, rows_loaded) of each file merged, now `loaded` in the ledger."""
     rows_in_files: int = 0
     rows_written: int = 0
+    """Rows inserted or replaced in the clean table: the keys changed and the rows whose derived values they
+    changed."""
+    keys_changed: int = 0
+    """Keys whose values the merge added or revised."""
     first_date: date | None = None
     last_date: date | None = None
     decreases: dict[str, int] = field(default_factory=dict)
@@ -146,40 +226,155 @@ def merge_files(cur, dataset: Dataset, file_ids: list[int]) -> Merged:
     staged = [staged_rows(dataset, file_id) for file_id in file_ids]
     table = sql.Identifier("covid", dataset.table)
     cur.execute(table_ddl(dataset))
+    cur.execute(coverage_ddl(dataset))
     history.ddl(cur, dataset)
+    incoming = INCOMING_ONE if len(staged) == 1 else INCOMING_MANY
+    cur.execute(sql.SQL(incoming + REPORTED).format(
+        key=column_list(dataset.key), region=column_list(dataset.region), staged=sql.SQL(" UNION ALL ").join(staged)))
+    cur.execute("SELECT file_id, sum(keys)::bigint, min(first_date), max(last_date) FROM reported GROUP BY file_id")
+    reported = {file_id: (keys, first, last) for file_id, keys, first, last in cur.fetchall()}
+    first_date = min(first for _, first, _ in reported.values())
+    last_date = max(last for _, _, last in reported.values())
     if dataset.partition_by_year:
-        cur.execute(sql.SQL("SELECT min(date), max(date) FROM ({}) AS s").format(sql.SQL(" UNION ALL ").join(staged)))
-        first, last = cur.fetchone()
-        for ddl in year_partitions_ddl(dataset, range(first.year, last.year + 1)):
+        for ddl in year_partitions_ddl(dataset, range(first_date.year, last_date.year + 1)):
             cur.execute(ddl)
+    rows_in_files = sum(keys for keys, _, _ in reported.values())
     cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(table))
     first_load = cur.fetchone()[0]
     if first_load:
-        cur.execute(drop_indexes_ddl(dataset))
-    cur.execute(merge_statement(dataset, staged))
-    rows_written = cur.rowcount
-    if first_load:
-        cur.execute(build_indexes_ddl(dataset))
+        counts, lost = _first_load(cur, dataset), {}
+    else:
+        counts, lost = _merge_changes(cur, dataset, file_ids)
+    rows_written, keys_changed, *decreases = counts
     # Beside the table, in its transaction: readers of the latest values read the clean table as before.
-    revisions = history.record(cur, dataset, file_ids, staged)
-    loaded = ledger.mark_loaded(cur, file_ids)
-    cur.execute("SELECT count(*), min(date), max(date) FROM incoming")
-    rows_in_files, first_date, last_date = cur.fetchone()
-    merged = Merged(loaded, rows_in_files, rows_written, first_date, last_date, _decreases(cur, dataset), revisions)
+    compared = rows_in_files if len(file_ids) == 1 and not first_load else None
+    revisions = history.record(cur, dataset, file_ids, staged, compared)
+    won = {file_id: reported.get(file_id, (0,))[0] - lost.get(file_id, 0) for file_id in file_ids}
+    loaded = ledger.mark_loaded(cur, won)
+    merged = Merged(loaded, rows_in_files, rows_written, keys_changed, first_date, last_date,
+                    dict(zip(dataset.new, decreases)), revisions)
     for file_id in file_ids:
-        staging.drop(cur, file_id)
+        staging.drop(cur, file_id)  # with the view `incoming` of a single file
+    # the next merge of the transaction (a replay's) makes its own
+    cur.execute("DROP TABLE IF EXISTS pg_temp.reported, pg_temp.changes, pg_temp.partial, pg_temp.ranges, "
+                "pg_temp.islands, pg_temp.written" + (", pg_temp.incoming" if len(file_ids) > 1 else ""))
     return merged
 
 
-def _decreases(cur, dataset: Dataset) -> dict[str, int]:
-    """Rows the merge wrote (`recomputed`) whose cumulative count fell since the region's previous date."""
-    if not dataset.new:
-        return {}
-    cur.execute(
-        sql.SQL("SELECT {} FROM recomputed").format(
-            sql.SQL(", ").join(
-                sql.SQL("count(*) FILTER (WHERE {} < 0)").format(sql.Identifier(new)) for new in dataset.new.values()
-            )
-        )
+def _first_load(cur, dataset: Dataset) -> tuple[int, ...]:
+    """Every incoming row into the empty table, its indexes built once after the rows; returns the rows
+    written, the keys changed (the same) and the decreases of each count."""
+    cur.execute(drop_indexes_ddl(dataset))
+    columns = column_list([*base_columns(dataset), *derived_columns(dataset), "file_id"])
+    rows = sql.SQL("SELECT {}, file_id FROM incoming").format(column_list(base_columns(dataset)))
+    cur.execute(sql.SQL(FIRST_LOAD).format(columns=columns, derived=derived_select(dataset, rows),
+                                           table=sql.Identifier("covid", dataset.table), decreases=_decreases(dataset)))
+    rows_written, *decreases = cur.fetchone()
+    cur.execute(build_indexes_ddl(dataset))
+    return rows_written, rows_written, *decreases
+
+
+def _merge_changes(cur, dataset: Dataset, file_ids: list[int]) -> tuple[tuple[int, ...], dict[int, int]]:
+    """The batch's changes into a loaded table; returns the rows written, the keys changed and the decreases
+    of each count, and, per file, its rows that a later file kept out."""
+    table = sql.Identifier("covid", dataset.table)
+    coverage = _coverage(dataset)
+    values = [c for c in base_columns(dataset) if c not in dataset.key]
+    region = dataset.region
+    # The coverage test costs a probe per incoming row: only made when a later file recorded one.
+    cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE file_id > %s)").format(coverage), (min(file_ids),))
+    covered = sql.SQL(COVERED).format(coverage=coverage, region_match_ic=_match("i", "c", region)) \
+        if cur.fetchone()[0] else None
+    parts = dict(
+        table=table, coverage=coverage, region=column_list(region),
+        previous=sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.Identifier("t", c), history.previous(c)) for c in values),
+        key_match_it=_match("i", "t", dataset.key),
+        i_values=_qualified("i", values), t_values=_qualified("t", values),
+        not_covered=sql.SQL(" AND NOT {}").format(covered) if covered else sql.SQL(""),
+        r_region=_qualified("r", region),
+        region_match_rc=_match("r", "c", region), region_match_rt=_match("r", "t", region),
+        region_match_ip=_match("i", "p", region), region_match_rp=_match("r", "p", region),
     )
-    return dict(zip(dataset.new, cur.fetchone()))
+    cur.execute(sql.SQL(CHANGES).format(**parts))
+    cur.execute("SELECT count(*) FROM changes")
+    keys_changed = cur.fetchone()[0]
+    partial = PARTIAL_ONE if len(file_ids) == 1 else PARTIAL_MANY
+    cur.execute(sql.SQL(partial + REWRITE + COVERAGE).format(**parts))
+    cur.execute(_ranges(dataset))
+    cur.execute(_write(dataset))
+    rows_written, *decreases = cur.fetchone()
+    return (rows_written, keys_changed, *decreases), _lost(cur, dataset, file_ids, covered)
+
+
+def _ranges(dataset: Dataset) -> sql.Composed:
+    table = sql.Identifier("covid", dataset.table)
+    region = dataset.region
+    reach_back = [
+        sql.SQL(", (SELECT max(t.date) FROM {table} AS t WHERE {match} AND t.date <= seed.date AND {c} IS NOT NULL)")
+        .format(table=table, match=_match("t", "c", region), c=sql.Identifier("t", count))
+        for count in dataset.new if count in dataset.nullable
+    ]
+    # The next row after the change where each count is reported, in the merged table (a change there, or
+    # an unchanged row): the last row whose difference the change reaches.
+    nexts = [
+        sql.SQL("greatest({})").format(sql.SQL(", ").join(
+            sql.SQL("coalesce(least("
+                    "(SELECT min(t.date) FROM {table} AS t WHERE {m_tc} AND t.date > c.date AND t.{x} IS NOT NULL "
+                    "AND NOT EXISTS (SELECT FROM changes AS c2 WHERE {m_tc2} AND c2.date = t.date)), "
+                    "(SELECT min(c2.date) FROM changes AS c2 WHERE {m_cc2} AND c2.date > c.date AND c2.{x} IS NOT NULL)"
+                    "), 'infinity')").format(
+                table=table, m_tc=_match("t", "c", region), m_tc2=_match("t", "c2", region),
+                m_cc2=_match("c", "c2", region), x=sql.Identifier(count))
+            for count in dataset.new))
+    ] if dataset.new else [sql.SQL("c.date")]
+    end = sql.SQL("next_reported")
+    if dataset.rolling_7d:  # the 6th row after it: the last whose 7-row window holds it
+        end = sql.SQL("coalesce((SELECT t.date FROM {} AS t WHERE {} AND t.date > c.next_reported "
+                      "ORDER BY t.date OFFSET 5 LIMIT 1), 'infinity')").format(table, _match("t", "c", region))
+    if dataset.ratios_7d:  # the 6 days after it
+        end = sql.SQL("greatest({}, c.next_reported + 6)").format(end)
+    return sql.SQL(RANGES).format(
+        table=table, region=column_list(region), c_region=_qualified("c", region),
+        reach_back=sql.Composed(reach_back), next_reported=nexts[0], end_date=end,
+        region_match_tc=_match("t", "c", region),
+        seed_rows=sql.Literal(7 if has_windows(dataset) else 1),
+    )
+
+
+def _write(dataset: Dataset) -> sql.Composed:
+    table = sql.Identifier("covid", dataset.table)
+    base = base_columns(dataset)
+    all_columns = [*base, *derived_columns(dataset), "file_id"]
+    rows = ISLAND_ROWS.format(
+        key=column_list(dataset.key), table=table,
+        t_base=_qualified("t", base), c_base=_qualified("c", base),
+        region_match_ts=_match("t", "s", dataset.region), region_match_cs=_match("c", "s", dataset.region),
+    )
+    return sql.SQL(WRITE).format(
+        derived=derived_select(dataset, rows, by=[*dataset.region, "island"]),
+        table=table, region=column_list(dataset.region), columns=column_list(all_columns),
+        w_columns=_qualified("w", all_columns), w_all=_qualified("w", all_columns), t_all=_qualified("t", all_columns),
+        key_match_wt=_match("w", "t", dataset.key), decreases=_decreases(dataset),
+    )
+
+
+def _lost(cur, dataset: Dataset, file_ids: list[int], covered: sql.Composable | None) -> dict[int, int]:
+    """Per file, its rows a later file's row or coverage kept out (none when the batch is the latest)."""
+    cur.execute("SELECT max(file_id) FROM covid.ingested_files WHERE dataset = %s AND status = 'loaded'",
+                (dataset.name,))
+    latest = cur.fetchone()[0]
+    if covered is None and (latest is None or latest < min(file_ids)):
+        return {}
+    cur.execute(sql.SQL(
+        "SELECT i.file_id, count(*) FROM incoming AS i JOIN {table} AS t ON {match} "
+        "WHERE t.file_id > i.file_id OR {covered} GROUP BY i.file_id"
+    ).format(table=sql.Identifier("covid", dataset.table), match=_match("i", "t", dataset.key),
+             covered=covered or sql.SQL("false")))
+    return dict(cur.fetchall())
+
+
+def _decreases(dataset: Dataset) -> sql.Composed:
+    """`, count of rows whose cumulative count fell since the region's previous date` for each count."""
+    return sql.Composed([
+        sql.SQL(", count(*) FILTER (WHERE {} < 0)").format(sql.Identifier(new)) for new in dataset.new.values()
+    ])

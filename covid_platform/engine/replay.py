@@ -52,10 +52,11 @@ def replay(conn: psycopg2.extensions.connection, landing: LandingZone, dataset: 
         with ledger.transaction(conn) as cur:  # the new table, the ledger's verdicts and the swap at once
             _record(cur, verdicts)
             passed = [verdict.file_id for verdict in verdicts if verdict.status == Status.STAGED]
-            if passed:
-                merged = merge.merge_files(cur, built, passed)
+            if passed:  # one by one, as they were dropped: the table a fresh load of the same files gives
+                merged = _merged([merge.merge_files(cur, built, [file_id]) for file_id in passed])
             else:
                 cur.execute(table_ddl(built))
+                cur.execute(merge.coverage_ddl(built))
                 history.ddl(cur, built)
                 merged = merge.Merged(decreases=dict.fromkeys(dataset.new, 0))
             _swap(cur, dataset)
@@ -65,6 +66,20 @@ def replay(conn: psycopg2.extensions.connection, landing: LandingZone, dataset: 
             with ledger.transaction(conn) as cur:
                 merge.unlock(cur, dataset.table)
     return merged, verdicts
+
+
+def _merged(merges: list[merge.Merged]) -> merge.Merged:
+    """What the replay's merges did, together."""
+    return merge.Merged(
+        loaded=[file for m in merges for file in m.loaded],
+        rows_in_files=sum(m.rows_in_files for m in merges),
+        rows_written=sum(m.rows_written for m in merges),
+        keys_changed=sum(m.keys_changed for m in merges),
+        first_date=min(m.first_date for m in merges),
+        last_date=max(m.last_date for m in merges),
+        decreases={count: sum(m.decreases[count] for m in merges) for count in merges[0].decreases},
+        revisions={file_id: r for m in merges for file_id, r in m.revisions.items()},
+    )
 
 
 def _aside(dataset: Dataset) -> Dataset:
@@ -109,8 +124,10 @@ def _swap(cur: psycopg2.extensions.cursor, dataset: Dataset) -> None:
     aside = _aside(dataset)
     built = aside.table
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("covid", dataset.table)))
-    # the history rebuilt beside it (`<built>_history`) replaces the table's: renamed below with it
-    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("covid", history.history_name(dataset))))
+    # the history and coverage rebuilt beside it (`<built>_history`, `<built>_coverage`) replace the
+    # table's: renamed below with it
+    for beside in (history.history_name(dataset), merge.coverage_name(dataset)):
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("covid", beside)))
     cur.execute(
         """
         SELECT c.relname, c.relkind IN ('i', 'I') FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
