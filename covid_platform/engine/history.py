@@ -14,6 +14,7 @@ Two refinements keep that exact when the ledger's order and the issue times disa
   their keys.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from psycopg2 import sql
@@ -280,6 +281,13 @@ SELECT (v.first_in_flight IS NULL OR v.first_in_flight > v.file_id) AND v.file_i
 FROM vintage_files AS v LEFT JOIN covid.ingested_files AS e ON e.dataset = %(dataset)s AND e.status = 'loaded'
 GROUP BY v.file_id, v.first_in_flight, v.issued_at
 """
+# Into an empty history (a first load), every row of the one file is a version.
+FIRST = """
+CREATE TEMP VIEW vintages AS
+SELECT s.*, v.issued_at, true AS is_new, true AS changed, NULL::bigint AS previous_file, {no_previous}
+FROM ({staged}) AS s JOIN vintage_files AS v USING (file_id);
+INSERT INTO {history} ({key}, {values}, file_id, issued_at) SELECT {key}, {values}, file_id, issued_at FROM vintages;
+"""
 CHANGES = """
 CREATE TEMP VIEW vintages AS
 SELECT c.*, true AS is_new, true AS changed, v.issued_at FROM changes AS c JOIN vintage_files AS v USING (file_id)
@@ -299,19 +307,27 @@ def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed
     """Write the batch's new versions to history and each file's revisions to `covid.revisions`, in the
     merge's transaction (`staged`: each file's typed rows with its file_id, as the merge reads them; `rows`:
     the row count of a single file the merge compared with the table, leaving its differences in `changes`)."""
+    history = _history(dataset)
+    values = _values(dataset)
     cur.execute(sql.SQL(FILES), {"dataset": dataset.name, "horizon": IN_FLIGHT_HORIZON, "batch": file_ids})
     follows = False
     if rows is not None:
         cur.execute(FOLLOWS, {"dataset": dataset.name})
         follows = cur.fetchone()[0]
+    cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(history))
+    first = cur.fetchone()[0] and len(file_ids) == 1
+    unchanged = sql.SQL("count(*) FILTER (WHERE NOT changed)")
+    parts = dict(history=history, key=column_list(dataset.key), values=column_list(values))
     if follows:
-        values = _values(dataset)
-        cur.execute(sql.SQL(CHANGES).format(history=_history(dataset), key=column_list(dataset.key),
-                                            values=column_list(values)))
+        cur.execute(sql.SQL(CHANGES).format(**parts))
         unchanged = sql.SQL("{} - count(*)").format(sql.Literal(rows))
+    elif first:
+        with _key_built_after(cur, dataset):
+            cur.execute(sql.SQL(FIRST).format(
+                staged=staged[0], **parts,
+                no_previous=sql.SQL(", ").join(sql.SQL("NULL::numeric AS {}").format(previous(c)) for c in values)))
     else:
         _sequence(cur, dataset, staged)
-        unchanged = sql.SQL("count(*) FILTER (WHERE NOT changed)")
     cur.execute(sql.SQL(REVISIONS).format(
         unchanged=unchanged,
         table_name=sql.Literal(dataset.table),
@@ -327,7 +343,7 @@ def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed
     revisions = {file_id: Revisions(added, revised, unchanged, largest)
                  for file_id, added, revised, unchanged, largest in cur.fetchall()}
     # the next merge of the transaction (a replay's) makes its own
-    cur.execute(f"DROP {'VIEW' if follows else 'TABLE'} pg_temp.vintages; DROP TABLE pg_temp.vintage_files")
+    cur.execute(f"DROP {'VIEW' if follows or first else 'TABLE'} pg_temp.vintages; DROP TABLE pg_temp.vintage_files")
     return revisions
 
 
@@ -348,15 +364,24 @@ def _sequence(cur, dataset: Dataset, staged: list[sql.Composed]) -> None:
         match=_match("o", "h", dataset.key),
     ))
     cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(history))
-    first = cur.fetchone()[0]
+    write = sql.SQL(WRITE).format(history=history, key=column_list(dataset.key), values=column_list(values),
+                                  match=_match("v", "h", dataset.key))
+    if cur.fetchone()[0]:
+        with _key_built_after(cur, dataset):
+            cur.execute(write)
+    else:
+        cur.execute(write)
+
+
+@contextmanager
+def _key_built_after(cur, dataset: Dataset):
+    """Into an empty history, as into an empty clean table: the key index built once, after the rows."""
+    history = _history(dataset)
     pkey = sql.Identifier(f"{history_name(dataset)}_pkey")
-    if first:  # as for the clean table: the key index built once, after the rows
-        cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(history, pkey))
-    cur.execute(sql.SQL(WRITE).format(history=history, key=column_list(dataset.key), values=column_list(values),
-                                      match=_match("v", "h", dataset.key)))
-    if first:
-        cur.execute(sql.SQL("SET LOCAL maintenance_work_mem = '256MB'; ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}, file_id)")
-                    .format(history, pkey, column_list(dataset.key)))
+    cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(history, pkey))
+    yield
+    cur.execute(sql.SQL("SET LOCAL maintenance_work_mem = '256MB'; ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}, file_id)")
+                .format(history, pkey, column_list(dataset.key)))
 
 
 def rename_revisions(cur, built: str, table: str) -> None:

@@ -75,7 +75,9 @@ COVERED = """EXISTS (
 PARTIAL_ONE = """
 CREATE TEMP TABLE partial ON COMMIT DROP AS
 SELECT r.file_id, {r_region} FROM reported AS r
-WHERE r.keys < (SELECT count(*) FROM changes AS c WHERE {region_match_rc} AND c.file_id = r.file_id AND c.kind = 'added')
+LEFT JOIN (SELECT file_id, {region}, count(*) AS keys FROM changes WHERE kind = 'added' GROUP BY file_id, {region})
+     AS added USING (file_id, {region})
+WHERE r.keys < coalesce(added.keys, 0)
              + (SELECT count(*) FROM {table} AS t WHERE {region_match_rt} AND t.date BETWEEN r.first_date AND r.last_date);
 """
 PARTIAL_MANY = "CREATE TEMP TABLE partial ON COMMIT DROP AS SELECT file_id, {region} FROM reported;"
@@ -225,6 +227,9 @@ def merge_files(cur, dataset: Dataset, file_ids: list[int]) -> Merged:
     needed), mark them loaded and drop their staging tables, in the caller's transaction."""
     staged = [staged_rows(dataset, file_id) for file_id in file_ids]
     table = sql.Identifier("covid", dataset.table)
+    # hash joins and aggregates of a full-history file in memory (the default 4MB spills them to disk)
+    # and no JIT: compiling these statements' expressions costs more than it saves at these sizes
+    cur.execute("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off")
     cur.execute(table_ddl(dataset))
     cur.execute(coverage_ddl(dataset))
     history.ddl(cur, dataset)
@@ -319,10 +324,10 @@ def _ranges(dataset: Dataset) -> sql.Composed:
     nexts = [
         sql.SQL("greatest({})").format(sql.SQL(", ").join(
             sql.SQL("coalesce(least("
-                    "(SELECT min(t.date) FROM {table} AS t WHERE {m_tc} AND t.date > c.date AND t.{x} IS NOT NULL "
-                    "AND NOT EXISTS (SELECT FROM changes AS c2 WHERE {m_tc2} AND c2.date = t.date)), "
-                    "(SELECT min(c2.date) FROM changes AS c2 WHERE {m_cc2} AND c2.date > c.date AND c2.{x} IS NOT NULL)"
-                    "), 'infinity')").format(
+                    "(SELECT t.date FROM {table} AS t WHERE {m_tc} AND t.date > c.date AND t.{x} IS NOT NULL "
+                    "AND NOT EXISTS (SELECT FROM changes AS c2 WHERE {m_tc2} AND c2.date = t.date) ORDER BY t.date LIMIT 1), "
+                    "(SELECT c2.date FROM changes AS c2 WHERE {m_cc2} AND c2.date > c.date AND c2.{x} IS NOT NULL "
+                    "ORDER BY c2.date LIMIT 1)), 'infinity')").format(
                 table=table, m_tc=_match("t", "c", region), m_tc2=_match("t", "c2", region),
                 m_cc2=_match("c", "c2", region), x=sql.Identifier(count))
             for count in dataset.new))
