@@ -13,9 +13,11 @@ import random
 import dagster as dg
 import pandas as pd
 import psycopg2
+import pytest
 
 from covid_platform.engine import ledger
 from covid_platform.engine.ledger import partition_key
+from covid_platform.engine.merge import MANY_CHANGES
 from covid_platform_tests.helpers import COUNTIES, PR_DE, data_file, drop, ingest, nyt_published
 from covid_platform_tests.oracles import expected_testing_daily, read_covidtracking, with_differences, with_rolling_7d
 
@@ -50,17 +52,18 @@ def differing(before: pd.DataFrame, after: pd.DataFrame, columns) -> int:
     return len(new) + int(changed.sum())
 
 
-def next_day(data: bytes, share: float, seed: int) -> tuple[bytes, bytes]:
-    """(day 1, day 2) from a county file: day 1 is every row but the last date's and a few keys in the middle
-    of a series; day 2 is every row, with `share` of the earlier values revised (up, down, emptied, filled)."""
+def next_day(data: bytes, share: float, seed: int, new_dates: int = 1) -> tuple[bytes, bytes]:
+    """(day 1, day 2) from a county file: day 1 is every row but the last `new_dates` dates' and a few keys in
+    the middle of a series; day 2 is every row, with `share` of the earlier values revised (up, down, emptied,
+    filled)."""
     header, *rows = list(csv.reader(io.StringIO(data.decode())))
-    last = max(row[0] for row in rows)
+    last = sorted({row[0] for row in rows})[-new_dates]
     rng = random.Random(seed)
     held_back = set(rng.sample(range(len(rows)), 5))
-    day1 = [row for i, row in enumerate(rows) if row[0] != last and i not in held_back]
+    day1 = [row for i, row in enumerate(rows) if row[0] < last and i not in held_back]
     day2 = [list(row) for row in rows]
     for row in day2:
-        if row[0] == last or rng.random() > share:
+        if row[0] >= last or rng.random() > share:
             continue
         column = rng.choice([4, 5])
         if row[column] == "" or column == 5 and rng.random() < 0.2:
@@ -88,8 +91,13 @@ def clean_metadata(result, table: str) -> dict:
     return {name: value.value for name, value in materialization.metadata.items()}
 
 
-def test_a_full_history_redrop_writes_the_keys_that_changed_and_the_rows_they_reach(landing, resources, query):
-    day1, day2 = next_day(county_file(), share=0.02, seed=7)
+@pytest.mark.parametrize("new_dates", [1, MANY_CHANGES + 1], ids=["a new date", "a region recomputed whole"])
+def test_a_full_history_redrop_writes_the_keys_that_changed_and_the_rows_they_reach(
+    landing, resources, query, new_dates
+):
+    """With more than MANY_CHANGES changes in a county (new dates), the merge recomputes it from its first
+    change, and still writes only the rows that differ."""
+    day1, day2 = next_day(county_file(), share=0.02, seed=7, new_dates=new_dates)
     with dg.instance_for_test() as instance:
         assert ingest(landing, resources, drop(landing, "us_counties/us-counties.csv", day1), instance).success
         history_before = query("SELECT count(*) FROM covid.county_daily_history")[0][0]
@@ -100,7 +108,7 @@ def test_a_full_history_redrop_writes_the_keys_that_changed_and_the_rows_they_re
 
     metadata = clean_metadata(result, "county_daily")
     keys_changed = differing(before, after, ["cases", "deaths"])
-    assert 0 < keys_changed < len(after) / 10
+    assert 0 < keys_changed < len(after) / (10 if new_dates == 1 else 1)
     assert metadata["keys_changed"] == keys_changed
     # written: the keys changed, and the rows whose derived values changed; nothing else
     assert metadata["rows_written"] == differing(before, after, NUMBERS)

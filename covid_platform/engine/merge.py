@@ -99,15 +99,19 @@ WHERE NOT EXISTS (SELECT FROM partial AS p WHERE {region_match_rp} AND p.file_id
 """
 
 # For each change, the rows whose derived columns it reaches: from `from_date` to `end_date`, read from
-# `seed_start` (the rows the windows need before it).
+# `seed_start` (the rows the windows need before it). A region with many changes (a new region, a file of
+# mostly new rows) is recomputed from its first change on instead: one range, not a few lookups per change.
 RANGES = """
 CREATE INDEX ON changes ({region}, date);
 CREATE TEMP TABLE ranges ON COMMIT DROP AS
-SELECT {region}, from_date, seed_start, {end_date} AS end_date
+SELECT {region}, from_date, seed_start, CASE WHEN bulk THEN 'infinity' ELSE {end_date} END AS end_date
 FROM (
     SELECT {c_region}, c.date AS from_date, coalesce(least(seed.date{reach_back}), '-infinity') AS seed_start,
-           {next_reported} AS next_reported
-    FROM changes AS c
+           bulk, CASE WHEN bulk THEN 'infinity' ELSE {next_reported} END AS next_reported
+    FROM (
+        SELECT *, count(*) OVER by_region > {many} AS bulk, date = min(date) OVER by_region AS first
+        FROM changes WINDOW by_region AS (PARTITION BY {region})
+    ) AS c
     LEFT JOIN LATERAL (
         -- the earliest unchanged row the window functions need to see (for a count that may be empty, the
         -- difference of the row after it reaches back to the latest row where the count is not: reach_back)
@@ -115,6 +119,7 @@ FROM (
         WHERE {region_match_tc} AND t.date < c.date
         ORDER BY t.date DESC OFFSET {seed_rows} - 1 LIMIT 1
     ) AS seed ON true
+    WHERE NOT bulk OR first
 ) AS c;
 
 -- Nearby changes of a region share an island: their windows are computed together.
@@ -157,6 +162,11 @@ DELETE FROM {table} AS t USING written AS w WHERE {key_match_wt};
 INSERT INTO {table} ({columns}) SELECT {columns} FROM written;
 SELECT count(*){decreases} FROM written;
 """
+
+
+# Changes in one region above which the region is recomputed from its first change (each change's range
+# costs about eight index lookups; a county's whole series is a few hundred rows).
+MANY_CHANGES = 30
 
 
 def _match(left: str, right: str, names) -> sql.Composed:
@@ -276,6 +286,8 @@ def _first_load(cur, dataset: Dataset) -> tuple[int, ...]:
                                            table=sql.Identifier("covid", dataset.table), decreases=_decreases(dataset)))
     rows_written, *decreases = cur.fetchone()
     cur.execute(build_indexes_ddl(dataset))
+    # statistics now, for the next merge's plans (autovacuum would come later)
+    cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("covid", dataset.table)))
     return rows_written, rows_written, *decreases
 
 
@@ -342,7 +354,7 @@ def _ranges(dataset: Dataset) -> sql.Composed:
         table=table, region=column_list(region), c_region=_qualified("c", region),
         reach_back=sql.Composed(reach_back), next_reported=nexts[0], end_date=end,
         region_match_tc=_match("t", "c", region),
-        seed_rows=sql.Literal(7 if has_windows(dataset) else 1),
+        seed_rows=sql.Literal(7 if has_windows(dataset) else 1), many=sql.Literal(MANY_CHANGES),
     )
 
 
