@@ -118,7 +118,7 @@ FROM (
         SELECT t.date FROM {table} AS t
         WHERE {region_match_tc} AND t.date < c.date
         ORDER BY t.date DESC OFFSET {seed_rows} - 1 LIMIT 1
-    ) AS seed ON true
+    ) AS seed ON true{next_rows}
     WHERE NOT bulk OR first
 ) AS c;
 
@@ -142,10 +142,10 @@ ANALYZE islands;
 ISLAND_ROWS = sql.SQL("""
 SELECT DISTINCT ON ({key}) *
 FROM (
-    SELECT {t_base}, t.file_id, s.island FROM {table} AS t
+    SELECT {t_base}, t.file_id, s.island, false AS is_change{t_old} FROM {table} AS t
     JOIN islands AS s ON {region_match_ts} AND t.date BETWEEN s.seed_start AND s.end_date
     UNION ALL
-    SELECT {c_base}, c.file_id, s.island FROM changes AS c
+    SELECT {c_base}, c.file_id, s.island, true{no_old} FROM changes AS c
     JOIN islands AS s ON {region_match_cs} AND c.date BETWEEN s.seed_start AND s.end_date
 ) AS rows_
 ORDER BY {key}, file_id DESC
@@ -155,14 +155,16 @@ CREATE TEMP TABLE written ON COMMIT DROP AS
 SELECT {w_columns}
 FROM ({derived}) AS w
 JOIN islands AS s USING ({region}, island)
-LEFT JOIN {table} AS t ON {key_match_wt}
-WHERE w.date BETWEEN s.from_date AND s.end_date
-  AND (t.file_id IS NULL OR ({w_all}) IS DISTINCT FROM ({t_all}));
-DELETE FROM {table} AS t USING written AS w WHERE {key_match_wt};
-INSERT INTO {table} ({columns}) SELECT {columns} FROM written;
+WHERE w.date BETWEEN s.from_date AND s.end_date AND (w.is_change{derived_differs});
 SELECT count(*){decreases} FROM written;
 """
-
+REPLACE = """
+DELETE FROM {table} AS t USING written AS w WHERE {key_match_wt};
+INSERT INTO {table} ({columns}) SELECT {columns} FROM written;
+"""
+# Fewer rows written than this share of the file: each is deleted through the key index, rather than by
+# reading the whole index in order (the planner's choice, which does not know how few they are).
+FEW_WRITTEN = 0.1
 
 # Changes in one region above which the region is recomputed from its first change (each change's range
 # costs about eight index lookups; a county's whole series is a few hundred rows).
@@ -237,9 +239,10 @@ def merge_files(cur, dataset: Dataset, file_ids: list[int]) -> Merged:
     needed), mark them loaded and drop their staging tables, in the caller's transaction."""
     staged = [staged_rows(dataset, file_id) for file_id in file_ids]
     table = sql.Identifier("covid", dataset.table)
-    # hash joins and aggregates of a full-history file in memory (the default 4MB spills them to disk)
-    # and no JIT: compiling these statements' expressions costs more than it saves at these sizes
-    cur.execute("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off")
+    # sorts and hash joins of a full-history file in memory (the default 4MB spills them to disk; a hash
+    # table no larger than a sort's memory), and no JIT: compiling these statements' expressions costs more
+    # than it saves at these sizes
+    cur.execute("SET LOCAL work_mem = '200MB'; SET LOCAL hash_mem_multiplier = 1; SET LOCAL jit = off")
     cur.execute(table_ddl(dataset))
     cur.execute(coverage_ddl(dataset))
     history.ddl(cur, dataset)
@@ -259,7 +262,7 @@ def merge_files(cur, dataset: Dataset, file_ids: list[int]) -> Merged:
     if first_load:
         counts, lost = _first_load(cur, dataset), {}
     else:
-        counts, lost = _merge_changes(cur, dataset, file_ids)
+        counts, lost = _merge_changes(cur, dataset, file_ids, rows_in_files)
     rows_written, keys_changed, *decreases = counts
     # Beside the table, in its transaction: readers of the latest values read the clean table as before.
     compared = rows_in_files if len(file_ids) == 1 and not first_load else None
@@ -291,7 +294,8 @@ def _first_load(cur, dataset: Dataset) -> tuple[int, ...]:
     return rows_written, rows_written, *decreases
 
 
-def _merge_changes(cur, dataset: Dataset, file_ids: list[int]) -> tuple[tuple[int, ...], dict[int, int]]:
+def _merge_changes(cur, dataset: Dataset, file_ids: list[int], rows_in_files: int
+                   ) -> tuple[tuple[int, ...], dict[int, int]]:
     """The batch's changes into a loaded table; returns the rows written, the keys changed and the decreases
     of each count, and, per file, its rows that a later file kept out."""
     table = sql.Identifier("covid", dataset.table)
@@ -318,8 +322,7 @@ def _merge_changes(cur, dataset: Dataset, file_ids: list[int]) -> tuple[tuple[in
     partial = PARTIAL_ONE if len(file_ids) == 1 else PARTIAL_MANY
     cur.execute(sql.SQL(partial + REWRITE + COVERAGE).format(**parts))
     cur.execute(_ranges(dataset))
-    cur.execute(_write(dataset))
-    rows_written, *decreases = cur.fetchone()
+    rows_written, *decreases = _write(cur, dataset, rows_in_files)
     return (rows_written, keys_changed, *decreases), _lost(cur, dataset, file_ids, covered)
 
 
@@ -331,19 +334,25 @@ def _ranges(dataset: Dataset) -> sql.Composed:
         .format(table=table, match=_match("t", "c", region), c=sql.Identifier("t", count))
         for count in dataset.new if count in dataset.nullable
     ]
-    # The next row after the change where each count is reported, in the merged table (a change there, or
-    # an unchanged row): the last row whose difference the change reaches.
-    nexts = [
-        sql.SQL("greatest({})").format(sql.SQL(", ").join(
-            sql.SQL("coalesce(least("
-                    "(SELECT t.date FROM {table} AS t WHERE {m_tc} AND t.date > c.date AND t.{x} IS NOT NULL "
-                    "AND NOT EXISTS (SELECT FROM changes AS c2 WHERE {m_tc2} AND c2.date = t.date) ORDER BY t.date LIMIT 1), "
-                    "(SELECT c2.date FROM changes AS c2 WHERE {m_cc2} AND c2.date > c.date AND c2.{x} IS NOT NULL "
-                    "ORDER BY c2.date LIMIT 1)), 'infinity')").format(
-                table=table, m_tc=_match("t", "c", region), m_tc2=_match("t", "c2", region),
-                m_cc2=_match("c", "c2", region), x=sql.Identifier(count))
-            for count in dataset.new))
-    ] if dataset.new else [sql.SQL("c.date")]
+    # The next row after the change where each count is reported, in the merged table: the table's next
+    # such row (`t_<x>`) unless a change comes first (`c_<x>`) or changed that row to empty (then the region is
+    # recomputed to its end: rare, and a superset). The last row whose difference the change reaches.
+    next_rows, nexts = [], []
+    for n, count in enumerate(dataset.new):
+        x = sql.Identifier(count)
+        in_table, in_changes = sql.Identifier(f"t_{n}"), sql.Identifier(f"c_{n}")
+        next_rows.append(sql.SQL(
+            "\n    LEFT JOIN LATERAL (SELECT t.date FROM {table} AS t WHERE {m_tc} AND t.date > c.date AND t.{x} IS NOT NULL "
+            "ORDER BY t.date LIMIT 1) AS {t} ON true"
+            "\n    LEFT JOIN LATERAL (SELECT c2.date FROM changes AS c2 WHERE {m_c2c} AND c2.date > c.date AND c2.{x} IS NOT NULL "
+            "ORDER BY c2.date LIMIT 1) AS {c} ON true"
+        ).format(table=table, m_tc=_match("t", "c", region), m_c2c=_match("c2", "c", region), x=x, t=in_table, c=in_changes))
+        nexts.append(sql.SQL(
+            "CASE WHEN {t}.date IS NULL OR {c}.date <= {t}.date THEN coalesce({c}.date, 'infinity') "
+            "WHEN EXISTS (SELECT FROM changes AS c3 WHERE {m_c3c} AND c3.date = {t}.date AND c3.{x} IS NULL) "
+            "THEN 'infinity' ELSE {t}.date END"
+        ).format(t=in_table, c=in_changes, x=x, m_c3c=_match("c3", "c", region)))
+    next_reported = sql.SQL("greatest({})").format(sql.SQL(", ").join(nexts)) if nexts else sql.SQL("c.date")
     end = sql.SQL("next_reported")
     if dataset.rolling_7d:  # the 6th row after it: the last whose 7-row window holds it
         end = sql.SQL("coalesce((SELECT t.date FROM {} AS t WHERE {} AND t.date > c.next_reported "
@@ -352,27 +361,44 @@ def _ranges(dataset: Dataset) -> sql.Composed:
         end = sql.SQL("greatest({}, c.next_reported + 6)").format(end)
     return sql.SQL(RANGES).format(
         table=table, region=column_list(region), c_region=_qualified("c", region),
-        reach_back=sql.Composed(reach_back), next_reported=nexts[0], end_date=end,
+        reach_back=sql.Composed(reach_back), next_reported=next_reported, next_rows=sql.Composed(next_rows),
+        end_date=end,
         region_match_tc=_match("t", "c", region),
         seed_rows=sql.Literal(7 if has_windows(dataset) else 1), many=sql.Literal(MANY_CHANGES),
     )
 
 
-def _write(dataset: Dataset) -> sql.Composed:
+def _write(cur, dataset: Dataset, rows_in_files: int) -> tuple[int, ...]:
+    """The islands' rows whose values differ from the table's, replaced; returns their count and the
+    decreases of each count among them."""
     table = sql.Identifier("covid", dataset.table)
     base = base_columns(dataset)
-    all_columns = [*base, *derived_columns(dataset), "file_id"]
+    derived = derived_columns(dataset)
+    all_columns = [*base, *derived, "file_id"]
+    old = [sql.Identifier(f"old {c}") for c in derived]
     rows = ISLAND_ROWS.format(
         key=column_list(dataset.key), table=table,
         t_base=_qualified("t", base), c_base=_qualified("c", base),
+        t_old=sql.Composed([sql.SQL(", {} AS {}").format(sql.Identifier("t", c), o) for c, o in zip(derived, old)]),
+        no_old=sql.Composed([sql.SQL(", NULL AS {}").format(o) for o in old]),
         region_match_ts=_match("t", "s", dataset.region), region_match_cs=_match("c", "s", dataset.region),
     )
-    return sql.SQL(WRITE).format(
+    differs = sql.SQL(" OR ({}) IS DISTINCT FROM ({})").format(
+        _qualified("w", derived), sql.SQL(", ").join(sql.SQL("w.{}").format(o) for o in old)) if derived else sql.SQL("")
+    cur.execute(sql.SQL(WRITE).format(
         derived=derived_select(dataset, rows, by=[*dataset.region, "island"]),
-        table=table, region=column_list(dataset.region), columns=column_list(all_columns),
-        w_columns=_qualified("w", all_columns), w_all=_qualified("w", all_columns), t_all=_qualified("t", all_columns),
-        key_match_wt=_match("w", "t", dataset.key), decreases=_decreases(dataset),
-    )
+        region=column_list(dataset.region), w_columns=_qualified("w", all_columns), derived_differs=differs,
+        decreases=_decreases(dataset),
+    ))
+    counts = cur.fetchone()
+    few = counts[0] < FEW_WRITTEN * rows_in_files
+    if few:
+        cur.execute("SET LOCAL enable_mergejoin = off; SET LOCAL enable_hashjoin = off")
+    cur.execute(sql.SQL(REPLACE).format(table=table, columns=column_list(all_columns),
+                                        key_match_wt=_match("w", "t", dataset.key)))
+    if few:
+        cur.execute("RESET enable_mergejoin; RESET enable_hashjoin")
+    return counts
 
 
 def _lost(cur, dataset: Dataset, file_ids: list[int], covered: sql.Composable | None) -> dict[int, int]:
