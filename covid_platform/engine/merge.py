@@ -162,10 +162,6 @@ REPLACE = """
 DELETE FROM {table} AS t USING written AS w WHERE {key_match_wt};
 INSERT INTO {table} ({columns}) SELECT {columns} FROM written;
 """
-# Fewer rows written than this share of the file: each is deleted through the key index, rather than by
-# reading the whole index in order (the planner's choice, which does not know how few they are).
-FEW_WRITTEN = 0.1
-
 # Changes in one region above which the region is recomputed from its first change (each change's range
 # costs about eight index lookups; a county's whole series is a few hundred rows).
 MANY_CHANGES = 30
@@ -262,7 +258,7 @@ def merge_files(cur, dataset: Dataset, file_ids: list[int]) -> Merged:
     if first_load:
         counts, lost = _first_load(cur, dataset), {}
     else:
-        counts, lost = _merge_changes(cur, dataset, file_ids, rows_in_files)
+        counts, lost = _merge_changes(cur, dataset, file_ids)
     rows_written, keys_changed, *decreases = counts
     # Beside the table, in its transaction: readers of the latest values read the clean table as before.
     compared = rows_in_files if len(file_ids) == 1 and not first_load else None
@@ -294,8 +290,7 @@ def _first_load(cur, dataset: Dataset) -> tuple[int, ...]:
     return rows_written, rows_written, *decreases
 
 
-def _merge_changes(cur, dataset: Dataset, file_ids: list[int], rows_in_files: int
-                   ) -> tuple[tuple[int, ...], dict[int, int]]:
+def _merge_changes(cur, dataset: Dataset, file_ids: list[int]) -> tuple[tuple[int, ...], dict[int, int]]:
     """The batch's changes into a loaded table; returns the rows written, the keys changed and the decreases
     of each count, and, per file, its rows that a later file kept out."""
     table = sql.Identifier("covid", dataset.table)
@@ -322,7 +317,7 @@ def _merge_changes(cur, dataset: Dataset, file_ids: list[int], rows_in_files: in
     partial = PARTIAL_ONE if len(file_ids) == 1 else PARTIAL_MANY
     cur.execute(sql.SQL(partial + REWRITE + COVERAGE).format(**parts))
     cur.execute(_ranges(dataset))
-    rows_written, *decreases = _write(cur, dataset, rows_in_files)
+    rows_written, *decreases = _write(cur, dataset)
     return (rows_written, keys_changed, *decreases), _lost(cur, dataset, file_ids, covered)
 
 
@@ -368,7 +363,7 @@ def _ranges(dataset: Dataset) -> sql.Composed:
     )
 
 
-def _write(cur, dataset: Dataset, rows_in_files: int) -> tuple[int, ...]:
+def _write(cur, dataset: Dataset) -> tuple[int, ...]:
     """The islands' rows whose values differ from the table's, replaced; returns their count and the
     decreases of each count among them."""
     table = sql.Identifier("covid", dataset.table)
@@ -391,13 +386,8 @@ def _write(cur, dataset: Dataset, rows_in_files: int) -> tuple[int, ...]:
         decreases=_decreases(dataset),
     ))
     counts = cur.fetchone()
-    few = counts[0] < FEW_WRITTEN * rows_in_files
-    if few:
-        cur.execute("SET LOCAL enable_mergejoin = off; SET LOCAL enable_hashjoin = off")
     cur.execute(sql.SQL(REPLACE).format(table=table, columns=column_list(all_columns),
                                         key_match_wt=_match("w", "t", dataset.key)))
-    if few:
-        cur.execute("RESET enable_mergejoin; RESET enable_hashjoin")
     return counts
 
 
