@@ -83,6 +83,8 @@ def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_bytes(INSTANCE_YAML.read_bytes())
     print(f"Landing zone: {env['LANDING_URL']}")
+    if env.get("LANDING_QUEUE_URL"):  # read by the landing sensor (README: Landing queue)
+        print(f"Landing queue: {env['LANDING_QUEUE_URL']}")
     print(connection_help(env), flush=True)
 
     dataset, name = SAMPLE

@@ -2,16 +2,21 @@
 
 Keys are always relative to the zone's root, e.g. `us_states/2021-03-01.csv`. Keys whose first segment
 starts with `_` (`_archive/`, `_quarantine/`) belong to the platform.
+
+An S3 zone may also have a queue (`LANDING_QUEUE_URL`): an SQS queue receiving the bucket's
+`s3:ObjectCreated:*` notifications, read by the landing sensor so that a drop is requested without waiting
+for a listing to reach it (`receive`, `delete_messages`).
 """
 
 import hashlib
+import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Protocol
-from urllib.parse import urlparse
+from urllib.parse import unquote_plus, urlparse
 
 import boto3
 import botocore.config
@@ -23,6 +28,8 @@ from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 PAGE_SIZE = 1000  # the most S3 returns per ListObjectsV2 page
+QUEUE_BATCH = 10  # the most SQS returns per ReceiveMessage, and deletes per DeleteMessageBatch
+_SQS_CLIENTS: dict[tuple, object] = {}  # by settings; boto3 clients are thread-safe
 
 
 class ObjectChanged(Exception):
@@ -80,9 +87,27 @@ class LandingObject:
     last_modified: datetime
 
 
+@dataclass(frozen=True)
+class QueueMessage:
+    """A message received from the landing queue: the object versions its S3 event records say were
+    created in the zone (keys relative to the zone), and `note`, why (some of) it names nothing to ingest:
+    an `s3:TestEvent`, a body that is no S3 event, another bucket or prefix, an object already gone."""
+
+    message_id: str
+    receipt: str
+    objects: list[LandingObject] = field(default_factory=list)
+    note: str | None = None
+    malformed: bool = False  # the body, or a record of it, is not an S3 event notification
+
+
 class LandingZone(dg.ConfigurableResource):
     """`url` is `file:///path/to/folder` or `s3://bucket/prefix`; S3 credentials and endpoint come from the
-    usual AWS environment (`AWS_ENDPOINT_URL`, keys or an IAM role) through dagster-aws's S3Resource."""
+    usual AWS environment (`AWS_ENDPOINT_URL`, keys or an IAM role) through dagster-aws's S3Resource.
+
+    `queue_url` (default: `LANDING_QUEUE_URL`; "" for none): an SQS queue receiving the bucket's
+    `s3:ObjectCreated:*` notifications for the zone's prefix, with the S3Resource's credentials and profile;
+    its region is the queue URL's, and a queue URL off amazonaws.com (moto, LocalStack) is its own endpoint.
+    Ignored for a folder zone."""
 
     url: str
     s3: S3Resource
@@ -90,9 +115,14 @@ class LandingZone(dg.ConfigurableResource):
     # sooner and is retried ('standard' mode: throttling, 5xx, timeouts; `s3.max_attempts` tries in all).
     connect_timeout_seconds: float = 10
     read_timeout_seconds: float = 30
+    queue_url: str | None = None
+    # A received message stays invisible to other receives this long: past it, one not yet deleted comes
+    # back (the sensor deletes a message on the tick after the one that requested its object, seconds later).
+    queue_visibility_timeout_seconds: int = 60
 
     _client = PrivateAttr(default=None)
     _backend = PrivateAttr(default=None)
+    _sqs = PrivateAttr(default=None)
 
     @property
     def is_s3(self) -> bool:
@@ -167,6 +197,138 @@ class LandingZone(dg.ConfigurableResource):
         """`content_type`: the S3 object's Content-Type (a published web page must be served as text/html,
         not S3's default binary/octet-stream); a folder has none."""
         self._store.put(key, body, content_type)
+
+    @property
+    def queue(self) -> str:
+        """The queue URL this zone's drops are announced on ("" when none: unset, or a folder zone)."""
+        url = os.environ.get("LANDING_QUEUE_URL", "") if self.queue_url is None else self.queue_url
+        return url.strip() if self.is_s3 else ""
+
+    def queue_client(self):
+        """An SQS client for `queue`, with the S3Resource's credentials and this zone's timeouts. Kept for the
+        process: the sensor's resources are built again for every tick, and a new client costs ~0.1 s."""
+        if self._sqs is None:
+            s3 = self.s3
+            host = urlparse(self.queue).netloc
+            on_aws = host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+            # sqs.<region>.amazonaws.com, or the legacy <region>.queue.amazonaws.com
+            parts = host.split(".")
+            region = (parts[1] if parts[0] == "sqs" else parts[0]) if on_aws else None
+            settings = dict(
+                region_name=region or s3.region_name,
+                # off AWS the queue URL names the service's endpoint; on AWS botocore finds it (or
+                # AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL, as for any client)
+                endpoint_url=None if on_aws else f"{urlparse(self.queue).scheme}://{host}",
+                verify=s3.verify,
+                aws_access_key_id=s3.aws_access_key_id,
+                aws_secret_access_key=s3.aws_secret_access_key,
+                aws_session_token=s3.aws_session_token,
+            )
+            key = (s3.profile_name, self.connect_timeout_seconds, self.read_timeout_seconds, s3.max_attempts,
+                   *sorted(settings.items()))
+            if key not in _SQS_CLIENTS:
+                _SQS_CLIENTS[key] = boto3.session.Session(profile_name=s3.profile_name).client(
+                    "sqs", **settings, config=botocore.config.Config(
+                        connect_timeout=self.connect_timeout_seconds,
+                        read_timeout=self.read_timeout_seconds,  # above any long poll (20 s at most)
+                        retries={"mode": "standard", "total_max_attempts": s3.max_attempts},
+                    ),
+                )
+            self._sqs = _SQS_CLIENTS[key]
+        return self._sqs
+
+    def receive(self, wait_seconds: int, max_batches: int) -> list[QueueMessage]:
+        """Messages of the queue, each hidden from other receives for `queue_visibility_timeout_seconds`
+        until deleted: the first ReceiveMessage waits up to `wait_seconds` (SQS long polling: it answers as
+        soon as a message is there), then, while batches come back full, up to `max_batches` in all without
+        waiting."""
+        client, messages = self.queue_client(), []
+        for batch in range(max_batches):
+            page = client.receive_message(
+                QueueUrl=self.queue, MaxNumberOfMessages=QUEUE_BATCH,
+                WaitTimeSeconds=0 if batch else wait_seconds,
+                VisibilityTimeout=self.queue_visibility_timeout_seconds,
+            ).get("Messages", [])
+            messages += [self._read_message(message) for message in page]
+            if len(page) < QUEUE_BATCH:
+                break
+        return messages
+
+    def delete_messages(self, receipts: list[str]) -> list[str]:
+        """Delete received messages by their receipt handles; returns what failed (empty when all went)."""
+        client, failed = self.queue_client(), []
+        for start in range(0, len(receipts), QUEUE_BATCH):
+            batch = receipts[start:start + QUEUE_BATCH]
+            try:
+                answer = client.delete_message_batch(
+                    QueueUrl=self.queue,
+                    Entries=[{"Id": str(i), "ReceiptHandle": receipt} for i, receipt in enumerate(batch)],
+                )
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+                failed += [f"{len(batch)} message(s): {error}"]
+                continue
+            failed += [f"{item.get('Code')}: {item.get('Message')}" for item in answer.get("Failed", [])]
+        return failed
+
+    def _read_message(self, message: dict) -> QueueMessage:
+        """What a message says. Never raises: a message no tick could read would come back forever."""
+        message_id, receipt = message.get("MessageId", "?"), message["ReceiptHandle"]
+        try:
+            event = _s3_event(message.get("Body", ""))
+            if event.get("Event") == "s3:TestEvent":
+                return QueueMessage(message_id, receipt, note="an s3:TestEvent (sent when a bucket's "
+                                    f"notifications are configured) for bucket {event.get('Bucket')!r}")
+            objects, notes = [], []
+            for record in event["Records"]:
+                found, note = self._record_object(record)
+                objects += [found] if found else []
+                notes += [note] if note else []
+        except Exception as error:  # noqa: BLE001 - whatever the body: the message is dropped, with why
+            return QueueMessage(message_id, receipt, note=str(error), malformed=True)
+        return QueueMessage(message_id, receipt, objects, "; ".join(notes) or None)
+
+    def _record_object(self, record) -> tuple[LandingObject | None, str | None]:
+        """The object version an S3 event record says was created in this zone, or why there is none."""
+        try:
+            name, obj = str(record["eventName"]), record["s3"]["object"]
+            bucket = record["s3"]["bucket"]["name"]
+            # S3 URL-encodes the key in events, a space as '+'
+            key, size = unquote_plus(obj["key"]), int(obj.get("size") or 0)
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(
+                f"an S3 event record without eventName, bucket or key: {str(record)[:200]}") from None
+        if not name.startswith("ObjectCreated:"):
+            return None, None  # a removal, a restore…: nothing to ingest
+        if bucket != self.bucket or not key.startswith(self.prefix):
+            return None, f"{name} of s3://{bucket}/{key}, outside this zone s3://{self.bucket}/{self.prefix}"
+        key = key[len(self.prefix):]
+        etag = str(obj.get("eTag") or "").strip('"')
+        if not etag:  # every ObjectCreated event has one; should one not, the object says
+            try:
+                return self.describe(key), None
+            except botocore.exceptions.ClientError:
+                return None, f"{name} of {key}, which no longer exists"
+        try:
+            when = datetime.fromisoformat(record["eventTime"])
+        except (KeyError, TypeError, ValueError):
+            when = datetime.now(timezone.utc)
+        return LandingObject(key, etag, size, when), None
+
+
+def _s3_event(body: str) -> dict:
+    """The S3 event notification in a message's body (directly, or in an SNS envelope's `Message` when the
+    bucket notifies an SNS topic the queue subscribes to): a test event or a dict with `Records`."""
+    try:
+        event = json.loads(body)
+        if isinstance(event, dict) and event.get("Type") == "Notification" and "Message" in event:
+            event = json.loads(event["Message"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"not JSON ({error}): {str(body)[:200]!r}") from None
+    if not isinstance(event, dict) or not (
+        event.get("Event") == "s3:TestEvent" or isinstance(event.get("Records"), list)
+    ):
+        raise ValueError(f"not an S3 event notification: {str(body)[:200]!r}")
+    return event
 
 
 class _Store(Protocol):
