@@ -343,7 +343,8 @@ def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed
     revisions = {file_id: Revisions(added, revised, unchanged, largest)
                  for file_id, added, revised, unchanged, largest in cur.fetchall()}
     # the next merge of the transaction (a replay's) makes its own
-    cur.execute(f"DROP {'VIEW' if follows or first else 'TABLE'} pg_temp.vintages; DROP TABLE pg_temp.vintage_files")
+    cur.execute(sql.SQL("DROP {} pg_temp.vintages; DROP TABLE pg_temp.vintage_files").format(
+        sql.SQL("VIEW" if follows or first else "TABLE")))
     return revisions
 
 

@@ -270,8 +270,10 @@ def merge_files(cur, dataset: Dataset, file_ids: list[int]) -> Merged:
     for file_id in file_ids:
         staging.drop(cur, file_id)  # with the view `incoming` of a single file
     # the next merge of the transaction (a replay's) makes its own
-    cur.execute("DROP TABLE IF EXISTS pg_temp.reported, pg_temp.changes, pg_temp.partial, pg_temp.ranges, "
-                "pg_temp.islands, pg_temp.written" + (", pg_temp.incoming" if len(file_ids) > 1 else ""))
+    temporary = ["reported", "changes", "partial", "ranges", "islands", "written"]
+    temporary += ["incoming"] if len(file_ids) > 1 else []
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
+        sql.SQL(", ").join(sql.Identifier("pg_temp", name) for name in temporary)))
     return merged
 
 
