@@ -245,13 +245,13 @@ WHERE NOT v.is_new AND v.start AND v.valid_from < v.issued_at AND {match} AND h.
 
 REVISIONS = """
 INSERT INTO covid.revisions (file_id, table_name, keys_added, keys_revised, keys_unchanged, largest)
-SELECT f.file_id, {table_name}, coalesce(c.added, 0), coalesce(c.revised, 0), coalesce(c.unchanged, 0),
+SELECT f.file_id, {table_name}, coalesce(c.added, 0), coalesce(c.revised, 0), {unchanged},
        coalesce(l.largest, '[]'::jsonb)
 FROM vintage_files AS f
 LEFT JOIN (
     SELECT file_id, count(*) FILTER (WHERE previous_file IS NULL) AS added,
            count(*) FILTER (WHERE previous_file IS NOT NULL AND changed) AS revised,
-           {unchanged} AS unchanged
+           count(*) FILTER (WHERE NOT changed) AS unchanged
     FROM vintages WHERE is_new GROUP BY file_id
 ) AS c USING (file_id)
 LEFT JOIN (
@@ -316,11 +316,12 @@ def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed
         follows = cur.fetchone()[0]
     cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(history))
     first = cur.fetchone()[0] and len(file_ids) == 1
-    unchanged = sql.SQL("count(*) FILTER (WHERE NOT changed)")
+    unchanged = sql.SQL("coalesce(c.unchanged, 0)")
     parts = dict(history=history, key=column_list(dataset.key), values=column_list(values))
     if follows:
         cur.execute(sql.SQL(CHANGES).format(**parts))
-        unchanged = sql.SQL("{} - count(*)").format(sql.Literal(rows))
+        # the file's rows that are not a change (a file with no change has no row in `vintages`)
+        unchanged = sql.SQL("{} - coalesce(c.added, 0) - coalesce(c.revised, 0)").format(sql.Literal(rows))
     elif first:
         with _key_built_after(cur, dataset):
             cur.execute(sql.SQL(FIRST).format(
