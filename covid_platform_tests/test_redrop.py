@@ -18,7 +18,7 @@ import pytest
 from covid_platform.engine import ledger
 from covid_platform.engine.ledger import partition_key
 from covid_platform.engine.merge import MANY_CHANGES
-from covid_platform_tests.helpers import COUNTIES, PR_DE, data_file, drop, ingest, nyt_published
+from covid_platform_tests.helpers import COUNTIES, PR_DE, csv_bytes, data_file, drop, ingest, nyt_published
 from covid_platform_tests.oracles import expected_testing_daily, read_covidtracking, with_differences, with_rolling_7d
 
 KEY = ["state", "county", "date"]
@@ -70,12 +70,7 @@ def next_day(data: bytes, share: float, seed: int, new_dates: int = 1) -> tuple[
             row[column] = "" if row[column] else str(rng.randint(0, 50))  # filled, or emptied (deaths only)
         else:
             row[column] = str(max(0, int(row[column]) + rng.choice([-1, 1]) * rng.randint(1, 500)))
-    out = []
-    for body in (day1, day2):
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\r\n").writerows([header, *body])
-        out.append(buffer.getvalue().encode())
-    return out[0], out[1]
+    return csv_bytes(header, day1), csv_bytes(header, day2)
 
 
 def county_file() -> bytes:
@@ -172,12 +167,7 @@ def next_day_testing(data: bytes, seed: int) -> tuple[bytes, bytes]:
         if row[0] != last and rng.random() < 0.03:
             column = rng.choice([2, 3, 4])
             row[column] = "" if row[column] and rng.random() < 0.3 else str(int(float(row[column] or 0)) + rng.randint(1, 900))
-    out = []
-    for body in (day1, day2):
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows([header, *body])
-        out.append(buffer.getvalue().encode())
-    return out[0], out[1]
+    return csv_bytes(header, day1), csv_bytes(header, day2)
 
 
 def test_an_older_file_merged_after_a_newer_full_history_does_not_win_what_the_newer_one_repeated(
