@@ -1,14 +1,18 @@
 """Ingestion throughput and memory against the floor PostgreSQL sets: a bare COPY of the same file.
 
-    .venv/bin/python benchmarks/ingest_vs_copy.py [--copies N] [--dev] [--data DIR]
+    .venv/bin/python benchmarks/ingest_vs_copy.py [--copies N] [--dev] [--as-published] [--data DIR]
 
 Builds a county file from the JHU county file (counties/… of the --data folder, default ../shared/data):
-N copies with the county names suffixed, seeded and deterministic; the one conflicting duplicate key of the
-source is dropped. Then in one run measures:
+N copies with the county names suffixed, seeded and deterministic; the source's rows the gates reject are
+dropped (its one conflicting duplicate key, and its one row of a state covid.regions does not know), so the
+file is one the gates pass whole. With --as-published they are kept, as the publisher's file has them: the
+gates then set those rows aside, and the split shows what that costs. Then in one run measures:
   1. bare COPY of the file into a plain table (the floor),
   2. the platform's ingestion in-process: raw (archive, COPY to staging, gates) → county_daily (merge),
   3. a one-day file (the next date for every county) ingested onto the loaded table,
-and prints each time, the ratio to the bare COPY, and the peak RSS of the ingesting process. With --dev, then:
+and prints each time, the ratio to the bare COPY, the peak RSS of the ingesting process and of PostgreSQL's
+backends serving it, and where the time went (SPLIT: each step's time, and within it the engine's parts, timed
+around their functions). With --dev, then:
   4. the same file put into S3 (moto's server, in this process) with `covid-platform dev` running on a fresh
      database: the time from the put's completion to the ledger saying the file is loaded (county_daily holds
      every row), and the peak RSS of each of dev's processes (webserver, daemon, code servers, the run).
@@ -26,22 +30,26 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import psutil
 import psycopg2
 from common import (
-    COUNTY_FILE, add_data_argument, connect, dagster_dev, data_file, moto_s3, scratch_database, wait_for,
+    COUNTY_FILE, add_data_argument, bare_copy, connect, dagster_dev, data_file, moto_s3, scratch_database,
+    wait_for,
 )
 
 CONFLICT = b"2020-03-22,District of Columbia,District of Columbia,11001,102,2\r\n"  # CRLF, as the file
+UNKNOWN_STATE = b",Wuhan Evacuee,"  # not a region of covid.regions: a bad row
 
 
-def build_file(source_path: Path, path: Path, copies: int) -> int:
+def build_file(source_path: Path, path: Path, copies: int, as_published: bool = False) -> int:
     """Write `copies` copies of the source rows, county names suffixed per copy; returns the row count."""
     rows = 0
     with gzip.open(source_path) as source, open(path, "wb") as out:
         header = source.readline()
-        body = [line for line in source if line != CONFLICT]
+        body = [line for line in source
+                if as_published or (line != CONFLICT and UNKNOWN_STATE not in line)]
         out.write(header)
         for copy in range(copies):
             suffix = f" #{copy}".encode() if copy else b""
@@ -52,19 +60,39 @@ def build_file(source_path: Path, path: Path, copies: int) -> int:
     return rows
 
 
-def bare_copy(url: str, path: Path) -> float:
-    conn = psycopg2.connect(url)
-    with conn, conn.cursor() as cur:
-        cur.execute("CREATE TABLE bare "
-                    "(date date, county text, state text, fips text, cases bigint, deaths bigint)")
-        started = time.perf_counter()
-        with open(path, "rb") as f:
-            cur.copy_expert("COPY bare FROM STDIN WITH (FORMAT csv, HEADER)", f, size=1 << 20)
-    elapsed = time.perf_counter() - started
-    with conn, conn.cursor() as cur:
-        cur.execute("DROP TABLE bare")
-    conn.close()
-    return elapsed
+# The engine's parts of each step, timed around these functions (step, module, function, label); a function
+# that does not run (the text path, for a file the typed COPY and its aggregate pass) takes no time.
+RAW, CLEAN = "raw_us_counties", "county_daily"
+SPLIT = [
+    (RAW, "covid_platform.engine.intake", "archive", "archive (copy to _archive/)"),
+    (RAW, "covid_platform.engine.gates", "copy_typed", "COPY straight into typed columns"),
+    (RAW, "covid_platform.engine.gates", "create_region_map", "region map (distinct regions)"),
+    (RAW, "covid_platform.engine.gates", "_any_bad", "checks' aggregate"),
+    (RAW, "covid_platform.engine.intake", "stage", "text path: COPY as text"),
+    (RAW, "covid_platform.engine.gates", "create_typed", "text path: typed cast of the text"),
+    (RAW, "covid_platform.engine.gates", "_find_bad_rows", "text path: finding bad rows"),
+    (RAW, "covid_platform.engine.gates", "_set_aside", "text path: setting bad rows aside"),
+    (RAW, "covid_platform.engine.regions", "suggest", "text path: nearest known regions"),
+    (CLEAN, "covid_platform.assets.clean", "merge_pending", "merge into the clean table"),
+]
+
+
+def time_functions(times: dict) -> None:
+    """Wrap each function of SPLIT where its callers look it up, adding its time to `times[label]`."""
+    import importlib
+
+    for _, module_name, name, label in SPLIT:
+        module = importlib.import_module(module_name)
+        function = getattr(module, name)
+
+        def timed(*args, _function=function, _label=label, **kwargs):
+            started = time.perf_counter()
+            try:
+                return _function(*args, **kwargs)
+            finally:
+                times[_label] = times.get(_label, 0.0) + time.perf_counter() - started
+
+        setattr(module, name, timed)
 
 
 def ingest(url: str, landing_dir: str, key: str, out) -> None:
@@ -72,6 +100,8 @@ def ingest(url: str, landing_dir: str, key: str, out) -> None:
     import dagster as dg
     from dagster_aws.s3 import S3Resource
 
+    times: dict[str, float] = {}
+    time_functions(times)
     from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
     from covid_platform.definitions import defs
     from covid_platform.engine.ledger import partition_key
@@ -97,10 +127,13 @@ def ingest(url: str, landing_dir: str, key: str, out) -> None:
             raise_on_error=False,
         )
         elapsed = time.perf_counter() - started
-    out.send((result.success, elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+        steps = {stats.step_key: stats.end_time - stats.start_time
+                 for stats in instance.get_run_step_stats(result.run_id) if stats.end_time}
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.send((result.success, elapsed, peak_mb, steps, times))
 
 
-def ingest_in_child(url: str, work: Path, key: str) -> tuple[bool, float, float]:
+def ingest_in_child(url: str, work: Path, key: str) -> tuple[bool, float, float, dict, dict]:
     receive, send = multiprocessing.Pipe(duplex=False)
     child = multiprocessing.get_context("spawn").Process(target=ingest, args=(url, str(work), key, send))
     child.start()
@@ -108,6 +141,17 @@ def ingest_in_child(url: str, work: Path, key: str) -> tuple[bool, float, float]
     if not receive.poll():
         raise SystemExit(f"the ingesting process died (exit code {child.exitcode}); see its error above")
     return receive.recv()
+
+
+def print_split(steps: dict, times: dict, floor: float) -> None:
+    """Each step's time, the engine's parts timed within it, and the rest (ledger, checks' results, warnings,
+    Dagster's own work)."""
+    for step, seconds in steps.items():
+        print(f"    step {step + ':':44} {seconds:7.2f} s  ({seconds / floor:.2f}x)")
+        parts = [(label, times[label]) for part_step, _, _, label in SPLIT
+                 if part_step == step and label in times]
+        for label, part in [*parts, ("other", seconds - sum(part for _, part in parts))]:
+            print(f"      {label + ':':46} {part:7.2f} s  ({part / floor:.2f}x)")
 
 
 def count_rows(url: str) -> int:
@@ -119,16 +163,33 @@ def count_rows(url: str) -> int:
     return rows
 
 
-class PeakRss:
-    """Samples the RSS of a process and all its descendants every 0.2 s; keeps each one's peak."""
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process and all its descendants."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
 
-    def __init__(self, pid: int):
-        self.root, self.peaks, self._stop = psutil.Process(pid), {}, threading.Event()
+
+def backends(url: str) -> list[psutil.Process]:
+    """The PostgreSQL backends connected to the database of `url` (on this machine: their titles name it)."""
+    database = f" {urlparse(url).path.lstrip('/')} "
+    return [p for p in psutil.process_iter(["cmdline"]) if database in " ".join(p.info["cmdline"] or ())]
+
+
+class PeakRss:
+    """Samples the RSS of some processes (`processes()`: those running now) every 0.2 s; keeps each one's
+    peak."""
+
+    def __init__(self, processes):
+        self.processes, self.peaks, self._stop = processes, {}, threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self):
         while not self._stop.wait(0.2):
-            for process in [self.root, *self.root.children(recursive=True)]:
+            try:
+                processes = self.processes()
+            except psutil.Error:  # gone while listed
+                continue
+            for process in processes:
                 try:
                     name = " ".join(process.cmdline()[1:4])[:60]
                     rss = process.memory_info().rss / 2**20
@@ -166,7 +227,7 @@ def through_dagster_dev(path: Path, key: str, floor: float, day_path: Path, day_
             wait_for(dev, status, 300, "the sample file covid-platform dev drops", 0.5)
             s3.upload_file(str(path), bucket, f"drops/{key}")
             landed = time.perf_counter()
-            with PeakRss(dev.pid) as rss:
+            with PeakRss(lambda: process_tree(dev.pid)) as rss:
                 outcome = wait_for(dev, lambda: status(key), 3600, f"{key} to load", 0.2)
             elapsed = time.perf_counter() - landed
             rows = query("SELECT count(*) FROM covid.county_daily")[0][0]
@@ -189,6 +250,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--copies", type=int, default=1)
     parser.add_argument("--dev", action="store_true", help="then the same file through covid-platform dev")
+    parser.add_argument("--as-published", action="store_true",
+                        help="keep the source's rows the gates set aside (one conflicting key, one unknown state)")
     add_data_argument(parser)
     args = parser.parse_args()
     source = data_file(args.data, COUNTY_FILE)
@@ -197,14 +260,18 @@ def main() -> None:
         key = "us_counties/bench.csv"
         path = work / key
         path.parent.mkdir(parents=True)
-        rows = build_file(source, path, args.copies)
+        rows = build_file(source, path, args.copies, args.as_published)
         size = path.stat().st_size
         print(f"cores: {os.cpu_count()}  file: {rows:,} rows, {size / 1e6:.0f} MB")
         floor = bare_copy(url, path)
         print(f"bare COPY:                 {floor:7.2f} s  (1.00x)")
-        ok, elapsed, peak_mb = ingest_in_child(url, work, key)
+        with PeakRss(lambda: backends(url)) as backend_rss:
+            ok, elapsed, peak_mb, steps, times = ingest_in_child(url, work, key)
         print(f"ingestion raw → clean:     {elapsed:7.2f} s  ({elapsed / floor:.2f}x)  "
               f"peak RSS {peak_mb:.0f} MB  rows in county_daily: {count_rows(url):,}  success: {ok}")
+        print(f"    peak RSS of PostgreSQL's backends: {max(backend_rss.peaks.values(), default=0):.0f} MB "
+              "(shared buffers they touched included)")
+        print_split(steps, times, floor)
 
         # Incremental: the next day for every county, onto the loaded table.
         day_key = "us_counties/next-day.csv"
@@ -218,7 +285,7 @@ def main() -> None:
             )
         conn.close()
         day_rows = (work / day_key).read_bytes().count(b"\n") - 1
-        ok, elapsed, peak_mb = ingest_in_child(url, work, day_key)
+        ok, elapsed, peak_mb, _, _ = ingest_in_child(url, work, day_key)
         print(f"one-day file ({day_rows:,} rows) onto the table: {elapsed:5.2f} s  peak RSS {peak_mb:.0f} MB"
               f"  rows in county_daily: {count_rows(url):,}  success: {ok}")
         if args.dev:

@@ -195,6 +195,12 @@ def rows_of(data: bytes) -> list[tuple]:
 STATE_VALUES = "SELECT state, fips, date::text, cases, deaths FROM covid.state_daily ORDER BY state, date"
 
 
+def copied(query) -> list[str]:
+    """How each file that loaded was read: "typed" (COPY straight into typed columns, one aggregate of the
+    gates) or "text" (COPY as text, then the gates row by row), in ledger order."""
+    return [how for (how,) in query("SELECT columns->>'copied' FROM covid.ingested_files ORDER BY file_id")]
+
+
 # --- blocking gates ---------------------------------------------------------------------------------
 
 
@@ -276,6 +282,8 @@ UNUSUAL = {
     "key_with_dot_dot": ("us_states/../../etc/passwd.csv", lambda data: data),
     "very_long_key": ("us_states/" + "long-name-" * 99 + ".csv", lambda data: data),
 }
+# Unusual files that the typed COPY's aggregate sends to the text path (whose gates let them load).
+READ_AS_TEXT = {"exact_duplicate_rows"}
 
 
 @pytest.mark.parametrize("name", UNUSUAL)
@@ -288,6 +296,7 @@ def test_unusual_but_valid_file_loads(name, landing, resources, query, s3_client
     assert ledger_row(query, key) == ("loaded", None)
     assert all(e.passed for e in checks(result).values() if e.check_name in GATES)
     assert query(STATE_VALUES) == rows_of(BASE)
+    assert copied(query) == ["text" if name in READ_AS_TEXT else "typed"]
     # archived byte for byte, under the key or (past S3's 1,024-byte limit) a digest of it
     ((archive_key, sha256),) = query("SELECT archive_key, sha256 FROM covid.ingested_files")
     assert s3_body(s3_client, bucket, archive_key) == data
@@ -352,6 +361,7 @@ def test_bad_row_is_set_aside_and_the_rest_loads(name, landing, resources, query
     # every other row loaded, and nothing else
     assert query(STATE_VALUES) == rows_without(data, rejected_lines)
     assert query("SELECT rows, rows_loaded FROM covid.ingested_files") == [(3245, 3245 - len(rejected_lines))]
+    assert copied(query) == ["text"]  # the typed COPY or its aggregate failed: read again, as text
 
 
 @pytest.mark.parametrize("bad_rows", [32, 33], ids=["0.99%_loads", "1.02%_quarantined"])
@@ -388,6 +398,58 @@ def test_several_kinds_of_bad_rows_in_one_file(landing, resources, query):
     assert query(STATE_VALUES) == rows_without(data, expected_lines)
     for gate in ("keys_present", "dates_valid", "counts_valid", "keys_unique"):
         assert checks(result)[gate].severity == dg.AssetCheckSeverity.WARN
+
+
+# --- values the text path reads its own way ---------------------------------------------------------
+
+# A good file is COPYed straight into typed columns; a value the text path would read otherwise (it trims
+# text, reads "12.0" as 12, rejects "+5") sends the file to the text path, read again from the archive. Either
+# way the file ends as the text path has it. Line 4 is Vermont's 2021-01-04.
+QUIRKS = {
+    # name: (column, value written on line 4, how the file is read, what loads instead of line 4's values)
+    "spaces_around_a_name": ("state", " Vermont ", "text", {}),
+    "spaces_around_a_code": ("fips", "50 ", "text", {}),
+    "spaces_around_a_count": ("cases", f" {field(BASE, 4, 'cases')} ", "text", {}),
+    "spaces_around_a_date": ("date", " 2021-01-04", "text", {}),
+    "count_with_zero_decimals": ("cases", f"{field(BASE, 4, 'cases')}.0", "text", {}),
+    "quoted_empty_count_that_may_be_empty": ("deaths", '""', "typed", {"deaths": None}),
+    "quoted_empty_code": ("fips", '""', "typed", {"fips": None}),
+    "midnight_timestamp": ("date", "2021-01-04T00:00:00.000", "typed", {}),
+    # make_date reads "+1" as a month, bigint's input "+5" and "-0" as numbers: each a bad row of nine, and
+    # the file quarantined, as the text path says
+    "date_with_a_sign": ("date", "2021-+1-04", None, "expected a date written YYYY-MM-DD, got '2021-+1-04'"),
+    "count_with_a_plus_sign": ("cases", "+5", None, "expected a non-negative whole number, got '+5'"),
+    "count_of_minus_zero": ("deaths", "-0", None, "expected a non-negative whole number or an empty field, got '-0'"),
+}
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["csv", "gzip"])
+@pytest.mark.parametrize("name", QUIRKS)
+def test_a_value_read_another_way_ends_as_the_text_path_reads_it(name, gzipped, landing, resources, query):
+    column, value, how, loaded = QUIRKS[name]
+    data = set_field(BASE, 4, column, value)
+    data = gzip.compress(data) if gzipped else data
+    key = f"us_states/{name}.csv" + (".gz" if gzipped else "")
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, key, data), instance)
+    # what the ledger keeps of the file is what the path that gated it read: every byte, once
+    assert query("SELECT sha256, bytes, rows FROM covid.ingested_files") == [
+        (hashlib.sha256(data).hexdigest(), len(data), 9)
+    ]
+    if how is None:  # `loaded` is the reason
+        assert not result.success
+        status, reason = ledger_row(query, key)
+        assert status == "quarantined"
+        assert f"line 4, column '{column}': {loaded}" in reason, reason
+        return
+    assert result.success
+    assert copied(query) == [how]
+    expected = rows_of(BASE)
+    vermont = [n for n, row in enumerate(expected) if row[:3] == ("Vermont", "50", "2021-01-04")][0]
+    names = ("state", "fips", "date", "cases", "deaths")
+    expected[vermont] = tuple(loaded.get(n, v) for n, v in zip(names, expected[vermont]))
+    assert query(STATE_VALUES) == expected
+    assert query("SELECT count(*) FROM covid.rejected_rows") == [(0,)]
 
 
 # --- non-blocking warning ---------------------------------------------------------------------------

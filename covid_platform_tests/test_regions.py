@@ -162,6 +162,8 @@ def test_a_cdc_file_loads_with_its_dates_signs_and_nyc_apart(landing, resources,
         result = load(landing, resources, instance, cdc, "cdc_cases/cases_by_state.csv", cdc_file(rows))
     assert result.success
     assert query("SELECT status, rows, rows_loaded FROM covid.ingested_files") == [("loaded", len(rows), len(rows))]
+    # its dates read in their declared format as COPY reads the rows, straight into typed columns
+    assert query("SELECT columns->>'copied' FROM covid.ingested_files") == [("typed",)]
 
     expected = pd.DataFrame(rows)
     fips = {**CENSUS_FIPS, "NYC": NYC_FIPS}
@@ -215,6 +217,8 @@ def test_rates_per_hundred_load_exactly_as_decimals(landing, resources, query):
     with dg.instance_for_test() as instance:
         result = load(landing, resources, instance, declared("VACCINATION_RATES"), "vaccination_rates/r.csv", data)
     assert result.success
+    # numeric's own input would also read '1e5' and 'NaN': decimals are read as text, then cast as the gates say
+    assert query("SELECT columns->>'copied' FROM covid.ingested_files") == [("text",)]
     frame = frame.sort_values(["state", "date"]).reset_index(drop=True)
     rate = frame["rate"].map(Decimal)
     frame["new"] = rate - rate.groupby(frame["state"]).shift().fillna(Decimal(0))

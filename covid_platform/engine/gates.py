@@ -11,7 +11,16 @@ from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
 from covid_platform.engine import dates, numbers, regions
-from covid_platform.engine.staging import StagedFile, create_typed, source_rows, staging_table
+from covid_platform.engine.staging import (
+    CheckedText,
+    StagedFile,
+    copy_typed,
+    create_region_map,
+    create_typed,
+    region_map,
+    source_rows,
+    staging_table,
+)
 
 GATES = {
     "csv_readable": "The file is UTF-8 CSV text whose rows have as many fields as its header.",
@@ -103,8 +112,8 @@ def evaluate(
     results.append(GateResult("not_empty", True, metadata={"rows": staged.rows}))
 
     with conn:  # the rejected rows leave the staging table and enter covid.rejected_rows together
-        if type_rows(conn, dataset, staged, file_id, strict=True):  # the usual case: one pass, all good
-            return results + [GateResult(gate, True, metadata={"rejected_rows": 0}) for gate in ROW_GATES]
+        if type_rows(conn, dataset, staged, file_id, strict=True):  # one pass, all good
+            return passed(staged)
         found = _find_bad_rows(conn, dataset, staged)
         oversized = [f for f in found if f.gate == "csv_readable"]
         if oversized:
@@ -136,16 +145,50 @@ def evaluate(
     return results
 
 
-def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int, strict: bool) -> bool:
-    """The typed rows the merge reads (`staging.create_typed`).
+def passed(staged: StagedFile) -> list[GateResult]:
+    """The gates' results for a file that passed them all."""
+    return [
+        GateResult("csv_readable", True),
+        GateResult("required_columns", True),
+        GateResult("not_empty", True, metadata={"rows": staged.rows}),
+        *(GateResult(gate, True, metadata={"rejected_rows": 0}) for gate in ROW_GATES),
+    ]
 
-    strict: the fast path, tried first: plain casts, then one aggregate over the typed rows; any value that
-    does not cast or breaks a gate drops the table and returns False, and the detailed (slower) gates find
-    the bad rows. Not strict: after those gates have set the bad rows aside, when every cast is safe.
+
+def copy_checked(conn, reader: CheckedText, dataset: Dataset, file_id: int, key: str) -> StagedFile | None:
+    """The usual good file in one read: COPY straight into typed columns (`staging.copy_typed`), then one
+    aggregate of the row gates over them (`_any_bad`); committed when every gate passes.
+
+    None, with nothing left behind, when anything fails on the way: a value COPY cannot cast, text with
+    whitespace around it, a date not written as declared, a gate. Then the file is read again as text and
+    gated by `evaluate`, which names each problem (its line, column, what was expected and what was found).
+    """
+    staged = copy_typed(conn, reader, file_id, dataset, key)
+    if staged is None or staged.rows == 0:  # the text path says why
+        conn.rollback()
+        return None
+    with conn.cursor() as cur:
+        if dataset.region_names:
+            create_region_map(cur, dataset, file_id)
+        if _any_bad(cur, dataset, file_id, copied=True):
+            conn.rollback()
+            return None
+    conn.commit()
+    return staged
+
+
+def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int, strict: bool) -> bool:
+    """The typed rows the merge reads (`staging.create_typed`), from the text path's staging table.
+
+    strict: tried first: plain casts, then one aggregate over the typed rows; any value that does not cast
+    or breaks a gate drops the table and returns False, and the detailed (slower) gates find the bad rows.
+    Not strict: after those gates have set the bad rows aside, when every cast is safe.
     """
     with conn.cursor() as cur:
         if not strict:
             create_typed(cur, dataset, staged, file_id, distinct=True)
+            if dataset.region_names:
+                create_region_map(cur, dataset, file_id)
             return True
         cur.execute("SAVEPOINT typed")
         try:
@@ -153,33 +196,64 @@ def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int, strict: 
         except psycopg2.DataError:  # a value that does not cast
             cur.execute("ROLLBACK TO SAVEPOINT typed")
             return False
-        bad = [sql.SQL("coalesce({}, '') = ''").format(sql.Identifier(c)) for c in dataset.region]
-        bad += [sql.SQL("length({}) > {}").format(sql.Identifier(c), sql.Literal(MAX_FIELD_CHARS))
-                for c in (*dataset.region, *dataset.attributes)]
-        bad.append(sql.SQL("date IS NULL OR date > current_date"))
-        for c in (*dataset.counts, *dataset.values):
-            checks = [] if c in dataset.signed else ["{c} < 0"]
-            checks += [] if c in dataset.nullable else ["{c} IS NULL"]
-            checks += ["{c} = 'NaN'"] if c in dataset.decimals else []  # create_typed's mark of a bad decimal
-            if checks:
-                bad.append(sql.SQL(" OR ".join(checks)).format(c=sql.Identifier(c)))
-        bad += [sql.SQL("{} IS NULL").format(sql.Identifier(c)) for c in dataset.region_columns[:1]]
-        key = sql.SQL(", ").join(sql.Identifier(c) for c in dataset.key)
-        # Repeated keys by a hash aggregate: the planner, blind to a fresh table's size, would sort it.
-        cur.execute("SET LOCAL enable_sort = off")
-        cur.execute(
-            sql.SQL(
-                "SELECT EXISTS (SELECT FROM {t} WHERE {bad}) "
-                "OR EXISTS (SELECT FROM {t} GROUP BY {key} HAVING count(*) > 1)"
-            ).format(t=staging_table(file_id), bad=sql.SQL(" OR ").join(sql.SQL("({})").format(b) for b in bad),
-                     key=key)
-        )
-        (any_bad,) = cur.fetchone()
-        cur.execute("SET LOCAL enable_sort = on")
-        if any_bad:
+        if dataset.region_names:
+            create_region_map(cur, dataset, file_id)
+        if _any_bad(cur, dataset, file_id, copied=False):
             cur.execute("ROLLBACK TO SAVEPOINT typed")
             return False
     return True
+
+
+def _any_bad(cur, dataset: Dataset, file_id: int, copied: bool) -> bool:
+    """Whether any typed row breaks a row gate, by one scan of the typed rows (and a look at the few rows of
+    the region map): keys present, regions known, dates not in the future, counts non-negative and present
+    where not nullable, keys unique (counted by a hash of each key: two keys hashing alike only send a good
+    file the slower way, whose detailed gates find nothing wrong).
+
+    copied: the rows COPY read as text (`staging.copy_typed`), so also whether the text path would read any
+    value otherwise: text with whitespace around it (which the text path trims), a count that is not only
+    digits ('12.0', '+5': the text path reads or rejects it), a YYYY-MM-DD date not written so (make_date
+    also read its numbers from ' 1' or '+1').
+    """
+    text = (*dataset.region, *dataset.attributes)
+    bad = [sql.SQL("coalesce({}, '') = ''").format(sql.Identifier(c)) for c in dataset.region]
+    bad += [sql.SQL("length({}) > {}").format(sql.Identifier(c), sql.Literal(MAX_FIELD_CHARS)) for c in text]
+    if copied:
+        bad += [sql.SQL("{c} LIKE ' %' OR {c} LIKE '% '").format(c=sql.Identifier(c)) for c in text]
+    bad.append(sql.SQL("date IS NULL OR date > current_date"))
+    if copied and not dataset.date_format:
+        # as the text path reads them (dates.ISO_VALUE): YYYY-MM-DD, or at midnight (Socrata's timestamps)
+        bad.append(sql.SQL(
+            "CASE WHEN length(_date) = 10 THEN _date <> date::text "
+            "ELSE left(_date, 10) <> date::text OR substr(_date, 11) !~ {} END"
+        ).format(sql.Literal(r"^T00:00:00(\.0+)?$")))
+    for column in (*dataset.counts, *dataset.values):
+        c = sql.Identifier(column)
+        checks = [] if column in dataset.nullable else [sql.SQL("{} IS NULL").format(c)]
+        if copied:  # text (`staging.copy_typed`)
+            checks.append(sql.SQL("NOT ({})").format(numbers.plain(dataset, column, c)))
+        else:
+            checks += [] if column in dataset.signed else [sql.SQL("{} < 0").format(c)]
+            # create_typed's mark of a bad decimal
+            checks += [sql.SQL("{} = 'NaN'").format(c)] if column in dataset.decimals else []
+        if checks:
+            bad.append(sql.SQL(" OR ").join(checks))
+    key = sql.SQL("date - DATE '2000-01-01'")
+    for c in reversed(dataset.region):  # a hash of the key: each column's hash seeds the next one's
+        key = sql.SQL("hashtextextended({}, {})").format(sql.Identifier(c), key)
+    unknown = (
+        sql.SQL("EXISTS (SELECT FROM {} WHERE state_fips IS NULL) OR ").format(region_map(file_id))
+        if dataset.region_names else sql.SQL("")
+    )
+    if copied:
+        cur.execute("SET LOCAL DateStyle = 'ISO'")  # date::text is YYYY-MM-DD
+    cur.execute(
+        sql.SQL("SELECT {unknown}(SELECT coalesce(bool_or({bad}), false) OR count(DISTINCT {key}) < count(*) "
+                "FROM {t})")
+        .format(unknown=unknown, bad=sql.SQL(" OR ").join(sql.SQL("({})").format(b) for b in bad), key=key,
+                t=staging_table(file_id))
+    )
+    return cur.fetchone()[0]
 
 
 def reason_of(results: list[GateResult]) -> str:

@@ -147,11 +147,14 @@ class StagedFile:
     """The date of every row, for sources that name it in the file name (YYYY-MM-DD)."""
     wide_dates: dict[str, int] = field(default_factory=dict)
     """For wide files: date (YYYY-MM-DD) → staging column number of that date's column."""
+    typed: bool = False
+    """COPY read the file straight into typed columns (`copy_typed`): there is no text table."""
 
     @property
     def columns(self) -> dict:
-        """Where each column was found in the file (kept in the ledger)."""
-        return {"positions": self.positions, "file_date": self.file_date, "wide_dates": self.wide_dates}
+        """Where each column was found in the file, and how it was read (kept in the ledger)."""
+        return {"positions": self.positions, "file_date": self.file_date, "wide_dates": self.wide_dates,
+                "copied": "typed" if self.typed else "text"}
 
 
 def source_rows(dataset: Dataset, staged: StagedFile) -> sql.Composed:
@@ -179,8 +182,9 @@ def source_rows(dataset: Dataset, staged: StagedFile) -> sql.Composed:
     return source + sql.SQL(" CROSS JOIN LATERAL (VALUES {}) AS wide (date, value)").format(cells)
 
 
-# A staged file lives in two tables of `covid_staging`, both created and dropped here: the text COPY read
-# (`stage`), and the typed rows that passed the gates (`create_typed`), which wait for the merge.
+# A staged file lives in tables of `covid_staging`, all created and dropped here: the typed rows that passed
+# the gates, which wait for the merge (`copy_typed`, or `create_typed` from the text COPY read, `stage`), and
+# for a dataset with region_names the canonical region of each region value the file wrote.
 
 
 def staging_table(file_id: int) -> sql.Composed:
@@ -193,51 +197,88 @@ def text_table(file_id: int) -> sql.Composed:
     return sql.SQL("covid_staging.{}").format(sql.Identifier(f"text_{file_id}"))
 
 
+def region_map(file_id: int) -> sql.Composed:
+    """Each region value of the file's typed rows, with its canonical state_fips and state_name."""
+    return sql.SQL("covid_staging.{}").format(sql.Identifier(f"regions_{file_id}"))
+
+
+def create_region_map(cur, dataset: Dataset, file_id: int) -> None:
+    """`region_map(file_id)` for a dataset with region_names: one row per distinct value of its region column
+    in the typed rows, its state_fips and state_name null where it names no region (a gate's bad row). The
+    merge reads the canonical region through it (`staged_rows`): a join with a table of a few rows costs less
+    than storing two more columns for every row."""
+    (column,) = dataset.region_names
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(region_map(file_id)))
+    cur.execute(sql.SQL(
+        "CREATE UNLOGGED TABLE {map} AS SELECT s.{c}, _region.state_fips, _region.state_name "
+        "FROM (SELECT DISTINCT {c} FROM {table}) AS s{join}"
+    ).format(map=region_map(file_id), c=sql.Identifier(column), table=staging_table(file_id),
+             join=regions.canonical_join(dataset, "s")))
+    # Unanalyzed, it would look like hundreds of rows to the merge's planner, which then misjudges the join
+    # (its sorts, and its backend's memory, grow with the rows it expects).
+    cur.execute(sql.SQL("ANALYZE {}").format(region_map(file_id)))
+
+
 def create_typed(cur, dataset: Dataset, staged: StagedFile, file_id: int, distinct: bool) -> None:
     """Cast the staged text into `staging_table(file_id)`: dates in the dataset's format (`dates`), whole
     counts as bigint ("12.0" is 12: the gates admit only zeros after a decimal point), decimal ones as
-    numeric, empty attributes and counts as null; with `region_names`, the canonical region's state_fips and
-    state_name (null where the value names no region: a gate's bad row).
+    numeric, empty attributes and counts as null (the canonical region: `create_region_map`).
+
+    A whole count is cast only as the gates read it (`numbers.pattern`), a decimal too: otherwise the cast
+    fails (the caller's savepoint; bigint's own input would take '+5' or '-0'), and a decimal is NaN
+    (numeric's own input would take '1e5' and 'NaN').
 
     distinct: one row per key, for a file whose conflicting keys the gates have set aside already (only
-    exact duplicates remain); otherwise the cast fails on a whole count that is not one (the caller's
-    savepoint), and a decimal that is not one is NaN (numeric's own input would take '1e5' and 'NaN')."""
+    exact duplicates remain)."""
     table = staging_table(file_id)
     columns = [sql.Identifier(c) for c in dataset.region]
     columns += [sql.SQL("nullif({c}, '') AS {c}").format(c=sql.Identifier(c)) for c in dataset.attributes]
     columns.append(sql.SQL("{} AS date").format(dates.date_value(dataset.date_format, sql.Identifier("date"))))
     for column in (*dataset.counts, *dataset.values):
         if column in dataset.decimals:
-            count = ("CASE WHEN {c} = '' THEN NULL WHEN {c} ~ {ok} THEN {c}::numeric ELSE 'NaN'::numeric END AS {c}"
-                     if not distinct else "nullif({c}, '')::numeric AS {c}")
-        else:
-            count = "split_part(nullif({c}, ''), '.', 1)::bigint AS {c}" if distinct else "nullif({c}, '')::bigint AS {c}"
-        columns.append(sql.SQL(count).format(c=sql.Identifier(column), ok=sql.Literal(numbers.pattern(dataset, column))))
-    columns += [sql.Identifier(c) for c in dataset.region_columns]
+            count = "CASE WHEN {c} = '' THEN NULL WHEN {c} ~ {ok} THEN {c}::numeric ELSE 'NaN'::numeric END AS {c}"
+        else:  # '12.0' is 12; the last cast fails with the value in its message
+            count = ("CASE WHEN {c} = '' THEN NULL WHEN {plain} THEN {c}::bigint "
+                     "WHEN {c} ~ {ok} THEN split_part({c}, '.', 1)::bigint "
+                     "ELSE ('not a count: ' || {c})::bigint END AS {c}")
+        c = sql.Identifier(column)
+        columns.append(sql.SQL(count).format(c=c, ok=sql.Literal(numbers.pattern(dataset, column)),
+                                             plain=numbers.plain(dataset, column, c)))
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
-    cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {}{} FROM ({}) AS s{}").format(
+    cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {}{} FROM ({}) AS s").format(
         table,
         sql.SQL("DISTINCT ON ({}) ").format(sql.SQL(", ").join(sql.Identifier(c) for c in dataset.key))
         if distinct else sql.SQL(""),
         sql.SQL(", ").join(columns),
         source_rows(dataset, staged),
-        regions.canonical_join(dataset, "s") if dataset.region_names else sql.SQL(""),
     ))
 
 
 def staged_rows(dataset: Dataset, file_id: int) -> sql.Composed:
-    """The typed rows of one gated file (`create_typed`)."""
-    columns = [sql.Identifier(c) for c in base_columns(dataset)]  # with the canonical region, if declared
+    """The typed rows of one gated file (`copy_typed` or `create_typed`), with the canonical region if the
+    dataset declares one (`create_region_map`)."""
+    counts = (*dataset.counts, *dataset.values)
+    columns = [
+        sql.SQL("s.{c}::{t} AS {c}").format(c=sql.Identifier(c), t=sql.SQL(numbers.sql_type(dataset, c)))
+        if c in counts else sql.Identifier("m" if c in dataset.region_columns else "s", c)
+        for c in base_columns(dataset)
+    ]  # the counts of `copy_typed` are text (those of `create_typed` are typed already: no cast)
     columns.append(sql.SQL("{}::bigint AS file_id").format(sql.Literal(file_id)))
-    return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(columns), staging_table(file_id))
+    rows = sql.SQL("SELECT {} FROM {} AS s").format(sql.SQL(", ").join(columns), staging_table(file_id))
+    if not dataset.region_names:
+        return rows
+    (column,) = dataset.region_names
+    return rows + sql.SQL(" LEFT JOIN {} AS m ON m.{c} = s.{c}").format(region_map(file_id),
+                                                                       c=sql.Identifier(column))
 
 
 def drop(cur, file_id: int, typed: bool = True) -> None:
-    """Drop the file's text table, and its typed rows too unless they still wait for the merge (CASCADE:
-    the merge's view on them)."""
+    """Drop the file's text table, and its typed rows and region map too unless they still wait for the
+    merge (CASCADE: the merge's view on them)."""
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(text_table(file_id)))
     if typed:
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(staging_table(file_id)))
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}, {} CASCADE").format(staging_table(file_id),
+                                                                           region_map(file_id)))
 
 
 def parse_header(line: bytes) -> list[str]:
@@ -256,12 +297,11 @@ def date_from_file_name(key: str, fmt: str) -> str:
         raise FileRejected(f"file name {stem!r} does not hold the date this dataset expects (like {example})") from error
 
 
-def stage(
-    conn: psycopg2.extensions.connection, reader: CheckedText, file_id: int, dataset: Dataset, key: str
-) -> StagedFile:
-    """COPY the file into `covid_staging.text_<file_id>` (all text, one column per header field) and commit.
+def read_header(reader: CheckedText, dataset: Dataset, key: str, table: sql.Composed) -> StagedFile:
+    """The file's first line, kept apart from the rows COPY reads into `table`: where each of the dataset's
+    columns is (and which are missing), a wide file's date columns; `rows` is 0 until COPY has read them.
 
-    Raises FileRejected when the bytes are not a CSV that COPY can read. The caller drains the reader.
+    Raises FileRejected for a file without a header, or a file name without the date the dataset expects.
     """
     file_date = date_from_file_name(key, dataset.date_in_file_name) if dataset.date_in_file_name else None
     header = parse_header(reader.readline())
@@ -286,18 +326,29 @@ def stage(
             missing.append(f"date columns named like {date(2020, 12, 31).strftime(dataset.wide)}")
         if dataset.wide_total and dataset.wide_total.lower() in lowered:
             positions[dataset.wide_total] = lowered.index(dataset.wide_total.lower()) + 1
-    table = text_table(file_id)
-    columns = [sql.Identifier(f"c{i}") for i in range(1, len(header) + 1)]
+    return StagedFile(table, header, positions, missing, 0, file_date, wide_dates)
+
+
+def stage(
+    conn: psycopg2.extensions.connection, reader: CheckedText, file_id: int, dataset: Dataset, key: str
+) -> StagedFile:
+    """COPY the file into `covid_staging.text_<file_id>` (all text, one column per header field) and commit.
+
+    Raises FileRejected when the bytes are not a CSV that COPY can read. The caller drains the reader.
+    """
+    staged = read_header(reader, dataset, key, text_table(file_id))
+    columns = [sql.Identifier(f"c{i}") for i in range(1, len(staged.header) + 1)]
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staged.table))
         cur.execute(
             sql.SQL(
                 # line numbers count the header as line 1, as an editor would show them
                 "CREATE UNLOGGED TABLE {} (line bigint GENERATED ALWAYS AS IDENTITY (START WITH 2), {})"
-            ).format(table, sql.SQL(", ").join(sql.SQL("{} text").format(c) for c in columns))
+            ).format(staged.table, sql.SQL(", ").join(sql.SQL("{} text").format(c) for c in columns))
         )
-        copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8')").format(
-            table, sql.SQL(", ").join(columns)
+        # FREEZE: the table is this transaction's, so its rows need no visibility hints set on the next read
+        copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8', FREEZE)").format(
+            staged.table, sql.SQL(", ").join(columns)
         )
         try:
             cur.copy_expert(copy.as_string(conn), reader, size=CHUNK)
@@ -307,12 +358,78 @@ def stage(
                 raise reader.rejected from None
             if isinstance(error, psycopg2.DataError):
                 conn.rollback()
-                raise FileRejected(copy_error_reason(error, header, reader)) from error
+                raise FileRejected(copy_error_reason(error, staged.header, reader)) from error
             raise  # a lost connection: no rollback on it, so the error shown is the real one
-        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(table))
-        rows = cur.fetchone()[0]
+        staged.rows = cur.rowcount
     conn.commit()
-    return StagedFile(table, header, positions, missing, rows, file_date, wide_dates)
+    return staged
+
+
+def copies_typed(dataset: Dataset) -> bool:
+    """Whether the dataset's files may be COPYed straight into typed columns (`copy_typed`): a row per line
+    with its date in a column, and whole counts (numeric's input would also read '1e5' and 'NaN', which the
+    gates reject)."""
+    return not (dataset.wide or dataset.date_in_file_name or dataset.decimals)
+
+
+def copied_date(dataset: Dataset) -> sql.Composable:
+    """The date of the copied text `_date`, as a generated column computes it while COPY reads each row (an
+    immutable expression: not the text path's `::date`, which depends on DateStyle). In a declared format,
+    as `dates` reads it (null where the text is not in it); else from the numbers where YYYY-MM-DD has them
+    (an error where they are no numbers): the gates' aggregate checks that the text is written so."""
+    text = sql.Identifier("_date")
+    if dataset.date_format:
+        return dates.date_value(dataset.date_format, text)
+    return sql.SQL(
+        "make_date(substr({t}, 1, 4)::int, substr({t}, 6, 2)::int, substr({t}, 9, 2)::int)"
+    ).format(t=text)
+
+
+def copy_typed(
+    conn: psycopg2.extensions.connection, reader: CheckedText, file_id: int, dataset: Dataset, key: str
+) -> StagedFile | None:
+    """COPY the file straight into `staging_table(file_id)`, in a transaction left open for the gates'
+    aggregate (`gates.copy_checked` commits it or rolls it back): every field as text, the date (`_date`)
+    with the date it names beside it (`copied_date`), any other header field as `_c<n>`; an empty field is
+    null, quoted or not (FORCE_NULL), as `create_typed` makes it. The counts stay text, cast as the merge
+    reads them (`staged_rows`): bigint's own input would also read '+5', '-0' or (PostgreSQL 16) '1_000',
+    which the gates reject, so the gates' aggregate admits only digits and sends anything else to the text
+    path. Nothing is trimmed: that aggregate also sends text with whitespace around it there.
+
+    None, with the transaction rolled back, when the file cannot be read so: no header, a column missing, a
+    value COPY cannot cast, a CSV COPY cannot read, or bytes the reader rejects. The text path then reads the
+    file again, from the archive, and says what is wrong and where.
+    """
+    try:
+        staged = read_header(reader, dataset, key, staging_table(file_id))
+    except FileRejected:
+        return None
+    read_into = {position: column for column, position in staged.positions.items()}
+    if staged.missing or len(read_into) < len(staged.positions):  # a field named for two columns: text path
+        return None
+    columns = [sql.Identifier("_date" if read_into.get(i) == "date" else read_into.get(i) or f"_c{i}")
+               for i in range(1, len(staged.header) + 1)]
+    taken = [c for i, c in enumerate(columns, start=1) if i in read_into]
+    fields = sql.SQL(", ").join(sql.SQL("{} text").format(c) for c in columns)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staged.table))
+        cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({}, date date GENERATED ALWAYS AS ({}) STORED)").format(
+            staged.table, fields, copied_date(dataset)
+        ))
+        # FREEZE: as in `stage`
+        copy = sql.SQL(
+            "COPY {} ({}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8', FREEZE, FORCE_NULL ({}))"
+        ).format(staged.table, sql.SQL(", ").join(columns), sql.SQL(", ").join(taken))
+        try:
+            cur.copy_expert(copy.as_string(conn), reader, size=CHUNK)
+        except psycopg2.Error as error:
+            if reader.rejected or isinstance(error, psycopg2.DataError):
+                conn.rollback()
+                return None
+            raise  # a lost connection: no rollback on it, so the error shown is the real one
+        staged.rows = cur.rowcount
+    staged.typed = True
+    return staged
 
 
 def copy_error_reason(error: psycopg2.Error, header: list[str], reader: CheckedText) -> str:
