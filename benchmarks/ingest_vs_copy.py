@@ -72,7 +72,8 @@ SPLIT = [
     (RAW, "covid_platform.engine.gates", "create_typed", "text path: typed cast of the text"),
     (RAW, "covid_platform.engine.gates", "_find_bad_rows", "text path: finding bad rows"),
     (RAW, "covid_platform.engine.gates", "_set_aside", "text path: setting bad rows aside"),
-    (RAW, "covid_platform.engine.regions", "suggest", "text path: nearest known regions"),
+    (RAW, "covid_platform.engine.regions", "find_unknown", "text path: unknown regions"),
+    (RAW, "covid_platform.engine.gates", "_find_good_dates", "text path: good dates"),
     (CLEAN, "covid_platform.assets.clean", "merge_pending", "merge into the clean table"),
 ]
 

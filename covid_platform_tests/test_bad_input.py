@@ -313,6 +313,12 @@ ROW_DEFECTS = {
     # name: (gate, {line: (column, value)}, lines rejected, reason fragment)
     "impossible_date": ("dates_valid", {100: ("date", "2021-02-30")}, [100],
                         "column 'date': expected a date written YYYY-MM-DD, got '2021-02-30'"),
+    "february_29_of_a_common_year": ("dates_valid", {150: ("date", "2021-02-29")}, [150], "got '2021-02-29'"),
+    "year_before_1000": ("dates_valid", {250: ("date", "0999-01-01")}, [250], "got '0999-01-01'"),
+    "count_with_a_plus_sign": ("counts_valid", {420: ("cases", "+5")}, [420], "got '+5'"),
+    # as on the JHU county file's line of the "Wuhan Evacuee" state
+    "unknown_state": ("regions_known", {650: ("state", "Wuhan Evacuee")}, [650],
+                      "column 'state': expected a region's full name as in covid.regions, got 'Wuhan Evacuee'"),
     "unparseable_date": ("dates_valid", {200: ("date", "Jan 5 2021")}, [200], "got 'Jan 5 2021'"),
     "future_date": ("dates_valid", {300: ("date", "2999-01-01")}, [300], "a date that is not in the future"),
     "non_integer_count": ("counts_valid", {400: ("cases", "12.5")}, [400],
@@ -398,6 +404,16 @@ def test_several_kinds_of_bad_rows_in_one_file(landing, resources, query):
     assert query(STATE_VALUES) == rows_without(data, expected_lines)
     for gate in ("keys_present", "dates_valid", "counts_valid", "keys_unique"):
         assert checks(result)[gate].severity == dg.AssetCheckSeverity.WARN
+
+
+def test_a_row_repeated_exactly_beside_bad_rows_loads_once(landing, resources, query):
+    damaged = damaged_big([(650, "state", "Wuhan Evacuee"), (755, "date", None)])  # a bad row, a conflict
+    data = with_exact_duplicates(damaged)
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_states/repeats.csv", data), instance).success
+    assert query("SELECT line FROM covid.rejected_rows ORDER BY line") == [(650,), (700,), (755,)]
+    assert query(STATE_VALUES) == rows_without(damaged, [650, 700, 755])  # lines 4 and 9 once each
+    assert query("SELECT rows, rows_loaded FROM covid.ingested_files") == [(3247, 3242)]
 
 
 # --- values the text path reads its own way ---------------------------------------------------------

@@ -66,6 +66,8 @@ class Problem:
     """The whole file is unusable (whatever the share of rows like it)."""
     note: sql.Composable = field(default_factory=lambda: sql.SQL("''"))
     """Text appended to the reason after the value found (e.g. the nearest known region)."""
+    surely_good: sql.Composable | None = None
+    """A cheaper condition true only for rows without this problem: `bad` is evaluated where it is not."""
 
 
 @dataclass
@@ -112,7 +114,8 @@ def evaluate(
     results.append(GateResult("not_empty", True, metadata={"rows": staged.rows}))
 
     with conn:  # the rejected rows leave the staging table and enter covid.rejected_rows together
-        if type_rows(conn, dataset, staged, file_id, strict=True):  # one pass, all good
+        typed = type_rows(conn, dataset, staged, file_id)
+        if typed:  # one pass, all good
             return passed(staged)
         found = _find_bad_rows(conn, dataset, staged)
         oversized = [f for f in found if f.gate == "csv_readable"]
@@ -125,7 +128,7 @@ def evaluate(
         if bad_lines and not too_many:
             _set_aside(conn, staged, file_id, key)
         if not too_many:
-            type_rows(conn, dataset, staged, file_id, strict=False)
+            _keep_good_rows(conn, dataset, staged, file_id, typed=typed is False)
     verdict = (
         f"{bad_lines} of {staged.rows} rows ({share:.1%}) have bad values, more than the "
         f"{dataset.max_bad_row_share:.0%} a file may have"
@@ -177,31 +180,37 @@ def copy_checked(conn, reader: CheckedText, dataset: Dataset, file_id: int, key:
     return staged
 
 
-def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int, strict: bool) -> bool:
-    """The typed rows the merge reads (`staging.create_typed`), from the text path's staging table.
-
-    strict: tried first: plain casts, then one aggregate over the typed rows; any value that does not cast
-    or breaks a gate drops the table and returns False, and the detailed (slower) gates find the bad rows.
-    Not strict: after those gates have set the bad rows aside, when every cast is safe.
+def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int) -> bool | None:
+    """The typed rows the merge reads (`staging.create_typed`), from the text path's staging table, and one
+    aggregate of the row gates over them: True when every row passes. False when some row breaks a gate: the
+    typed rows stay, for `_keep_good_rows`. None when a value does not cast: nothing is typed. Either way the
+    detailed (slower) gates then find the bad rows.
     """
     with conn.cursor() as cur:
-        if not strict:
-            create_typed(cur, dataset, staged, file_id, distinct=True)
-            if dataset.region_names:
-                create_region_map(cur, dataset, file_id)
-            return True
         cur.execute("SAVEPOINT typed")
         try:
-            create_typed(cur, dataset, staged, file_id, distinct=False)
+            create_typed(cur, dataset, staged, file_id)
         except psycopg2.DataError:  # a value that does not cast
             cur.execute("ROLLBACK TO SAVEPOINT typed")
-            return False
+            return None
         if dataset.region_names:
             create_region_map(cur, dataset, file_id)
-        if _any_bad(cur, dataset, file_id, copied=False):
-            cur.execute("ROLLBACK TO SAVEPOINT typed")
-            return False
-    return True
+        return not _any_bad(cur, dataset, file_id, copied=False)
+
+
+def _keep_good_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int, typed: bool) -> None:
+    """The typed rows of the lines the gates kept (`_find_bad_rows`): those typed already less the rejected
+    lines; or, where a value did not cast, the kept lines' text cast now that every value does. Of a row
+    repeated exactly only its first line is kept."""
+    with conn.cursor() as cur:
+        if not typed:
+            create_typed(cur, dataset, staged, file_id)
+            if dataset.region_names:
+                create_region_map(cur, dataset, file_id)
+        cur.execute(sql.SQL(
+            "DELETE FROM {} WHERE line IN (SELECT line FROM rejects "
+            "UNION ALL SELECT unnest(lines[2:]) FROM repeats WHERE NOT conflict)"
+        ).format(staging_table(file_id)))
 
 
 def _any_bad(cur, dataset: Dataset, file_id: int, copied: bool) -> bool:
@@ -221,6 +230,8 @@ def _any_bad(cur, dataset: Dataset, file_id: int, copied: bool) -> bool:
     if copied:
         bad += [sql.SQL("{c} LIKE ' %' OR {c} LIKE '% '").format(c=sql.Identifier(c)) for c in text]
     bad.append(sql.SQL("date IS NULL OR date > current_date"))
+    if not dataset.date_format:  # the date's input reads '0999-01-01', the gates' YYYY-MM-DD a year from 1000
+        bad.append(sql.SQL("date < DATE '1000-01-01'"))
     if copied and not dataset.date_format:
         # as the text path reads them (dates.ISO_VALUE): YYYY-MM-DD, or at midnight (Socrata's timestamps)
         bad.append(sql.SQL(
@@ -238,9 +249,7 @@ def _any_bad(cur, dataset: Dataset, file_id: int, copied: bool) -> bool:
             checks += [sql.SQL("{} = 'NaN'").format(c)] if column in dataset.decimals else []
         if checks:
             bad.append(sql.SQL(" OR ").join(checks))
-    key = sql.SQL("date - DATE '2000-01-01'")
-    for c in reversed(dataset.region):  # a hash of the key: each column's hash seeds the next one's
-        key = sql.SQL("hashtextextended({}, {})").format(sql.Identifier(c), key)
+    key = key_hash(dataset.region, lambda c: c, seed=sql.SQL("date - DATE '2000-01-01'"))
     unknown = (
         sql.SQL("EXISTS (SELECT FROM {} WHERE state_fips IS NULL) OR ").format(region_map(file_id))
         if dataset.region_names else sql.SQL("")
@@ -254,6 +263,15 @@ def _any_bad(cur, dataset: Dataset, file_id: int, copied: bool) -> bool:
                 t=staging_table(file_id))
     )
     return cur.fetchone()[0]
+
+
+def key_hash(columns, value, seed: sql.Composable = sql.Literal(0)) -> sql.Composable:
+    """A 64-bit hash of a key's text columns (`value(column)`: each one's text): each column's hash seeds the
+    next one's. Two keys hashing alike only cost a closer look."""
+    key = seed
+    for c in reversed(columns):
+        key = sql.SQL("hashtextextended({}, {})").format(value(sql.Identifier(c)), key)
+    return key
 
 
 def reason_of(results: list[GateResult]) -> str:
@@ -282,24 +300,30 @@ def _problems(dataset: Dataset, staged: StagedFile) -> list[Problem]:
         (column,) = dataset.region_names
         problems.append(Problem("regions_known", column, regions.unknown(dataset, "s"), regions.expected(dataset),
                                 note=regions.nearest_note(dataset, "s")))
+    good_date = sql.SQL("{} IN (SELECT value FROM good_dates)").format(date)  # `_find_good_dates`
     problems.append(Problem("dates_valid", "date", sql.SQL("NOT ({})").format(date_ok),
-                            dates.expected(dataset.date_format)))
+                            dates.expected(dataset.date_format), surely_good=good_date))
     problems.append(
         Problem("dates_valid", "date", sql.SQL("CASE WHEN {} THEN {}::date > current_date ELSE false END")
-                .format(date_ok, date), "a date that is not in the future")
+                .format(date_ok, date), "a date that is not in the future", surely_good=good_date)
     )
     for column in (*dataset.counts, *dataset.values):
         value = sql.Identifier(column)
         condition = sql.SQL("NOT coalesce({} ~ {}, false)").format(value, sql.Literal(numbers.pattern(dataset, column)))
         if column in dataset.nullable:
             condition = sql.SQL("{} <> '' AND {}").format(value, condition)
-        problems.append(Problem("counts_valid", column, condition, numbers.expected(dataset, column)))
+        # only digits: what the pattern admits (not null: a null or empty count may be bad)
+        good = None if column in dataset.decimals else numbers.plain(dataset, column, value)
+        problems.append(Problem("counts_valid", column, condition, numbers.expected(dataset, column),
+                                surely_good=good))
     return problems
 
 
 def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
     """Fill the temp table `rejects(line, reasons)` with every line that has a problem (one scan of the file,
-    one GROUP BY for conflicting keys), and sum them up per kind of problem."""
+    and one of the rows whose key repeats), and sum them up per kind of problem. The temp table
+    `repeats(key_text, lines, conflict)` keeps each repeated key: exact repeats of one row are not problems,
+    but only their first line is kept (`_set_aside`)."""
     problems = _problems(dataset, staged)
     rows = source_rows(dataset, staged)
     messages = [
@@ -316,14 +340,33 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
         sql.SQL("{} || '=' || quote_nullable({})").format(sql.Literal(c), sql.Identifier(c)) for c in dataset.key
     )
     with conn.cursor() as cur:
+        # Distinct values and repeated keys by hash aggregates, in memory (the default 4MB would sort), with no
+        # JIT (compiling these expressions costs more than it saves).
+        cur.execute("SET LOCAL work_mem = '200MB'; SET LOCAL jit = off; SET LOCAL enable_sort = off")
         if dataset.region_names:
-            regions.suggest(cur, dataset, rows)
+            regions.find_unknown(cur, dataset, rows)
+        _find_good_dates(cur, dataset, rows)
+        # Repeated keys: each key's hash (fixed-size groups) first, then only the rows of the hashes seen twice
+        # grouped by key (a sort of every row by its key would cost far more).
+        hash = key_hash(dataset.key, lambda c: sql.SQL("coalesce({}, '')").format(c))
+        cur.execute(sql.SQL("CREATE TEMP TABLE repeated ON COMMIT DROP AS "
+                            "SELECT {hash} AS hash FROM ({rows}) AS s GROUP BY 1 HAVING count(*) > 1; "
+                            "ANALYZE repeated").format(hash=hash, rows=rows))
+        cur.execute("SET LOCAL enable_sort = on")
         cur.execute(
             sql.SQL(
                 """
+                CREATE TEMP TABLE repeats ON COMMIT DROP AS
+                SELECT {key_text} AS key_text, array_agg(line ORDER BY line) AS lines,
+                       count(DISTINCT ({values}, ''::text)) > 1 AS conflict  -- a row even for one value column
+                FROM ({rows}) AS s
+                WHERE {hash} IN (SELECT hash FROM repeated)
+                GROUP BY {key} HAVING count(*) > 1;
+
                 CREATE TEMP TABLE rejects ON COMMIT DROP AS
                 SELECT line, ARRAY[{messages}] AS reasons  -- a wide file's line has one row per date cell
-                FROM ({rows}) AS s WHERE {any_bad} GROUP BY line;
+                FROM ({rows} OFFSET 0) AS s  -- kept a subquery: each field trimmed once, not at each use
+                WHERE {any_bad} GROUP BY line;
                 ALTER TABLE rejects ADD PRIMARY KEY (line);
 
                 -- two rows with one key and different values: neither can be trusted
@@ -335,23 +378,24 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
                             ELSE array_to_string(lines[1:cardinality(lines) - 1], ', ') || ' and '
                                  || lines[cardinality(lines)] END
                     || ' with different values')
-                FROM (
-                    SELECT {key_text} AS key_text, array_agg(line ORDER BY line) AS lines
-                    FROM ({rows}) AS s
-                    GROUP BY {key}
-                    HAVING count(DISTINCT ({values}, ''::text)) > 1  -- a row even for a single value column
-                ) AS conflicts
+                FROM repeats WHERE conflict
                 ON CONFLICT (line) DO UPDATE SET reasons = rejects.reasons[1:{n}] || EXCLUDED.reasons[{n1}];
                 """
             ).format(
                 messages=sql.SQL(", ").join(sql.SQL("string_agg({}, '; ')").format(m) for m in messages),
                 rows=rows,
-                any_bad=sql.SQL(" OR ").join(sql.SQL("({})").format(p.bad) for p in problems),
+                any_bad=sql.SQL(" OR ").join(
+                    # evaluated left to right: the cheap condition first, for each row
+                    sql.SQL("({})").format(p.bad) if p.surely_good is None
+                    else sql.SQL("(NOT coalesce({}, false) AND ({}))").format(p.surely_good, p.bad)
+                    for p in problems
+                ),
                 n=sql.Literal(len(problems)),
                 n1=sql.Literal(len(problems) + 1),
                 key=key,
                 values=values,
                 key_text=key_text,
+                hash=hash,
             )
         )
         # per kind of problem: rows, the first line and its message, distinct messages (keys, for conflicts)
@@ -366,6 +410,21 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
         found = cur.fetchall()
     gates = [p.gate for p in problems] + ["keys_unique"]
     return [Found(gates[i - 1], line, message, count, distinct) for i, count, line, message, distinct in found]
+
+
+def _find_good_dates(cur, dataset: Dataset, rows: sql.Composable) -> None:
+    """The temp table `good_dates(value)` (dropped at commit): each distinct date text of the file that is
+    a date written as declared and not in the future. A file has few distinct dates: each is checked once,
+    not each row's."""
+    value = sql.Identifier("value")
+    date_ok = dates.date_ok(dataset.date_format, value)
+    cur.execute(sql.SQL(
+        # MATERIALIZED: the condition is not pushed down to every row
+        "CREATE TEMP TABLE good_dates ON COMMIT DROP AS WITH d AS MATERIALIZED (SELECT DISTINCT date AS value "
+        "FROM ({rows}) AS s) SELECT value FROM d WHERE CASE WHEN {ok} THEN NOT value::date > current_date "
+        "ELSE false END; "
+        "ANALYZE good_dates"
+    ).format(rows=rows, ok=date_ok))
 
 
 def _count_rejects(conn) -> int:

@@ -33,4 +33,4 @@ def plain(dataset: Dataset, column: str, v: sql.Composable) -> sql.Composable:
     it ('12.0') where the gates read it: the caller then checks it against `pattern`."""
     if column in dataset.signed:
         return sql.SQL("{} ~ '^-?[0-9]{{1,18}}$'").format(v)
-    return sql.SQL("translate({v}, '0123456789', '') = '' AND length({v}) <= 18").format(v=v)  # no regex: cheaper
+    return sql.SQL("translate({v}, '0123456789', '') = '' AND length({v}) BETWEEN 1 AND 18").format(v=v)  # no regex

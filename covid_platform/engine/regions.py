@@ -71,26 +71,28 @@ def canonical_join(dataset: Dataset, source: str) -> sql.Composable:
 
 
 def unknown(dataset: Dataset, source: str) -> sql.Composable:
-    """True for a row of `source` whose (non-empty) region value names no region."""
-    column, naming = _named(dataset)
-    value = sql.Identifier(source, column)
-    return sql.SQL(
-        "coalesce({v}, '') <> '' AND NOT EXISTS (SELECT FROM covid.region_keys AS k "
-        "WHERE k.naming = {naming} AND k.key = {key})"
-    ).format(v=value, naming=sql.Literal(naming), key=key(dataset, value))
+    """True for a row of `source` (an alias) whose region value names no region: one of `find_unknown`'s."""
+    return sql.SQL("{} IN (SELECT value FROM region_unknown)").format(sql.Identifier(source, _named(dataset)[0]))
 
 
 def expected(dataset: Dataset) -> str:
     return f"{DESCRIBED[_named(dataset)[1]]} as in covid.regions"
 
 
-def suggest(cur, dataset: Dataset, source_rows: sql.Composable) -> None:
-    """Fill the temp table `region_nearest(value, nearest)` (dropped at commit): for each distinct value of
-    the file that names no region, the closest known spelling (difflib), for the bad row's reason."""
+def find_unknown(cur, dataset: Dataset, source_rows: sql.Composable) -> None:
+    """Fill the temp table `region_unknown(value, nearest)` (dropped at commit) with each distinct non-empty
+    value of the file that names no region, and (for the first MAX_SUGGESTED) the closest known spelling
+    (difflib), for the bad row's reason. Each distinct value is looked up once, not each row's."""
     column, naming = _named(dataset)
-    cur.execute("CREATE TEMP TABLE region_nearest (value text PRIMARY KEY, nearest text) ON COMMIT DROP")
-    cur.execute(sql.SQL("SELECT DISTINCT {c} FROM ({rows}) AS s WHERE {unknown} LIMIT {n}").format(
-        c=sql.Identifier("s", column), rows=source_rows, unknown=unknown(dataset, "s"), n=sql.Literal(MAX_SUGGESTED)))
+    cur.execute(sql.SQL(
+        # MATERIALIZED: the lookup is not pushed down to every row
+        "CREATE TEMP TABLE region_unknown ON COMMIT DROP AS WITH d AS MATERIALIZED "
+        "(SELECT DISTINCT {c} AS value FROM ({rows}) AS s) SELECT value, NULL::text AS nearest FROM d "
+        "WHERE value <> '' AND NOT EXISTS (SELECT FROM covid.region_keys AS k WHERE k.naming = {naming} AND k.key = {key}); "
+        "ALTER TABLE region_unknown ADD PRIMARY KEY (value); ANALYZE region_unknown"
+    ).format(c=sql.Identifier("s", column), rows=source_rows, naming=sql.Literal(naming),
+             key=key(dataset, sql.Identifier("d", "value"))))
+    cur.execute(sql.SQL("SELECT value FROM region_unknown LIMIT {}").format(sql.Literal(MAX_SUGGESTED)))
     values = [value for (value,) in cur.fetchall()]
     if not values:
         return
@@ -101,13 +103,13 @@ def suggest(cur, dataset: Dataset, source_rows: sql.Composable) -> None:
     nearest = []
     for value in values:
         match = difflib.get_close_matches(value.lower(), folded, n=1, cutoff=0.5)
-        nearest.append((value, folded[match[0]] if match else None))
-    cur.executemany("INSERT INTO region_nearest (value, nearest) VALUES (%s, %s)", nearest)
+        nearest.append((folded[match[0]] if match else None, value))
+    cur.executemany("UPDATE region_unknown SET nearest = %s WHERE value = %s", nearest)
 
 
 def nearest_note(dataset: Dataset, source: str) -> sql.Composable:
     """Text appended to an unknown value's reason: ` (nearest known: 'New York')`, or nothing."""
     value = sql.Identifier(source, _named(dataset)[0])
     return sql.SQL(
-        "coalesce(' (nearest known: ' || quote_literal((SELECT nearest FROM region_nearest WHERE value = {})) || ')', '')"
+        "coalesce(' (nearest known: ' || quote_literal((SELECT nearest FROM region_unknown WHERE value = {})) || ')', '')"
     ).format(value)

@@ -219,7 +219,7 @@ def create_region_map(cur, dataset: Dataset, file_id: int) -> None:
     cur.execute(sql.SQL("ANALYZE {}").format(region_map(file_id)))
 
 
-def create_typed(cur, dataset: Dataset, staged: StagedFile, file_id: int, distinct: bool) -> None:
+def create_typed(cur, dataset: Dataset, staged: StagedFile, file_id: int) -> None:
     """Cast the staged text into `staging_table(file_id)`: dates in the dataset's format (`dates`), whole
     counts as bigint ("12.0" is 12: the gates admit only zeros after a decimal point), decimal ones as
     numeric, empty attributes and counts as null (the canonical region: `create_region_map`).
@@ -228,10 +228,9 @@ def create_typed(cur, dataset: Dataset, staged: StagedFile, file_id: int, distin
     fails (the caller's savepoint; bigint's own input would take '+5' or '-0'), and a decimal is NaN
     (numeric's own input would take '1e5' and 'NaN').
 
-    distinct: one row per key, for a file whose conflicting keys the gates have set aside already (only
-    exact duplicates remain)."""
+    With `line`, the line each row was read from (the gates delete the lines they set aside)."""
     table = staging_table(file_id)
-    columns = [sql.Identifier(c) for c in dataset.region]
+    columns = [sql.Identifier(c) for c in ("line", *dataset.region)]
     columns += [sql.SQL("nullif({c}, '') AS {c}").format(c=sql.Identifier(c)) for c in dataset.attributes]
     columns.append(sql.SQL("{} AS date").format(dates.date_value(dataset.date_format, sql.Identifier("date"))))
     for column in (*dataset.counts, *dataset.values):
@@ -245,12 +244,8 @@ def create_typed(cur, dataset: Dataset, staged: StagedFile, file_id: int, distin
         columns.append(sql.SQL(count).format(c=c, ok=sql.Literal(numbers.pattern(dataset, column)),
                                              plain=numbers.plain(dataset, column, c)))
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
-    cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {}{} FROM ({}) AS s").format(
-        table,
-        sql.SQL("DISTINCT ON ({}) ").format(sql.SQL(", ").join(sql.Identifier(c) for c in dataset.key))
-        if distinct else sql.SQL(""),
-        sql.SQL(", ").join(columns),
-        source_rows(dataset, staged),
+    cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {} FROM ({}) AS s").format(
+        table, sql.SQL(", ").join(columns), source_rows(dataset, staged)
     ))
 
 
