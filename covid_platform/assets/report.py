@@ -12,7 +12,7 @@ from psycopg2.extensions import ISOLATION_LEVEL_REPEATABLE_READ as REPEATABLE_RE
 from covid_platform.assets.docs import OWNERS
 from covid_platform.assets.policies import RETRY
 from covid_platform.report import figures as report_figures
-from covid_platform.report import page, site
+from covid_platform.report import site
 from covid_platform.report.changes import compare
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier
@@ -74,6 +74,8 @@ def _publish(context: dg.AssetExecutionContext, reports: site.Site, notifier: No
              figures: report_figures.Figures, fingerprint: str, previous: dict | None,
              built_at: dt.datetime) -> dg.MaterializeResult:
     day = figures.day(built_at)
+    from covid_platform.report import page  # altair and pandas: imported by the runs that publish, not by every run
+
     changes = compare(previous, figures.shown())
     images = page.render_charts(figures)
     day_key = site.daily_page(day)

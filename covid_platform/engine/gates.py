@@ -323,7 +323,7 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
     """Fill the temp table `rejects(line, reasons)` with every line that has a problem (one scan of the file,
     and one of the rows whose key repeats), and sum them up per kind of problem. The temp table
     `repeats(key_text, lines, conflict)` keeps each repeated key: exact repeats of one row are not problems,
-    but only their first line is kept (`_set_aside`)."""
+    but only their first line is kept (`_keep_good_rows`)."""
     problems = _problems(dataset, staged)
     rows = source_rows(dataset, staged)
     messages = [

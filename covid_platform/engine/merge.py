@@ -51,7 +51,7 @@ FROM incoming GROUP BY file_id, {region};
 
 # The rows written and the decreases counted as they are inserted (no second pass over a large table).
 FIRST_LOAD = """
-WITH written AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM ({derived}) AS windowed RETURNING *)
+WITH written AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM ({derived}) AS windowed RETURNING {new})
 SELECT count(*){decreases} FROM written
 """
 
@@ -283,7 +283,10 @@ def _first_load(cur, dataset: Dataset) -> tuple[int, ...]:
     cur.execute(drop_indexes_ddl(dataset))
     columns = column_list([*base_columns(dataset), *derived_columns(dataset), "file_id"])
     rows = sql.SQL("SELECT {}, file_id FROM incoming").format(column_list(base_columns(dataset)))
-    cur.execute(sql.SQL(FIRST_LOAD).format(columns=columns, derived=derived_select(dataset, rows),
+    # RETURNING only what the count of decreases reads: the CTE keeps every row it returns (in memory, up to
+    # work_mem, then on disk)
+    new = column_list(dataset.new.values()) if dataset.new else sql.SQL("1")
+    cur.execute(sql.SQL(FIRST_LOAD).format(columns=columns, derived=derived_select(dataset, rows), new=new,
                                            table=sql.Identifier("covid", dataset.table), decreases=_decreases(dataset)))
     rows_written, *decreases = cur.fetchone()
     cur.execute(build_indexes_ddl(dataset))
