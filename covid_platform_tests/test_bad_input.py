@@ -416,6 +416,25 @@ def test_a_row_repeated_exactly_beside_bad_rows_loads_once(landing, resources, q
     assert query("SELECT rows, rows_loaded FROM covid.ingested_files") == [(3247, 3242)]
 
 
+@pytest.mark.parametrize("same_values", [True, False], ids=["repeat", "conflict"])
+def test_two_spellings_of_one_day_are_one_key(same_values, landing, resources, query):
+    # line 4's row again at the end, its date written as Socrata writes a day (the gates read both alike)
+    again = set_field(BIG, 4, "date", field(BIG, 4, "date") + "T00:00:00.000")
+    if not same_values:
+        again = set_field(again, 4, "cases", str(int(field(BIG, 4, "cases")) + 1))
+    data = join_lines(split_lines(BIG) + [split_lines(again)[3]])
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_states/spellings.csv", data), instance).success
+    rejected = query("SELECT line, reason FROM covid.rejected_rows ORDER BY line")
+    if same_values:  # loaded once
+        assert rejected == []
+        assert query(STATE_VALUES) == rows_of(BIG)
+    else:  # neither can be trusted
+        assert [line for line, _ in rejected] == [4, 3247]
+        assert "appears on lines 4 and 3247 with different values" in rejected[0][1], rejected
+        assert query(STATE_VALUES) == rows_without(BIG, [4])
+
+
 # --- values the text path reads its own way ---------------------------------------------------------
 
 # A good file is COPYed straight into typed columns; a value the text path would read otherwise (it trims

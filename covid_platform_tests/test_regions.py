@@ -11,6 +11,7 @@ Each table is compared with pandas; `covid.regions` with the FIPS codes of the s
 `source_comparison` with pandas on the shipped NYT, JHU and COVID Tracking slices of 2020-12-01 to 12-10.
 """
 
+import dataclasses
 import csv
 import io
 import re
@@ -231,6 +232,20 @@ def test_rates_per_hundred_load_exactly_as_decimals(landing, resources, query):
     assert {r[5] for r in actual} == {"36", "53", "41"}
     assert query("SELECT data_type FROM information_schema.columns WHERE table_name = 'vaccination_rates_daily' "
                  "AND column_name IN ('people_vaccinated_per_hundred', 'new_per_hundred') ") == [("numeric",)] * 2
+
+
+def test_an_empty_decimal_that_may_be_empty_is_not_reported(landing, resources, query):
+    rates = dataclasses.replace(declared("VACCINATION_RATES"), nullable=("people_vaccinated_per_hundred",))
+    data, frame = rates_file()
+    lines = data.decode().split("\n")
+    lines[5] = lines[5].rsplit(",", 1)[0] + ","  # an unquoted empty field: NULL to COPY, never NaN or 0
+    with dg.instance_for_test() as instance:
+        assert load(landing, resources, instance, rates, "vaccination_rates/r.csv", "\n".join(lines).encode()).success
+    date, state = lines[5].split(",")[:2]
+    assert query("SELECT people_vaccinated_per_hundred FROM covid.vaccination_rates_daily "
+                 "WHERE location = %s AND date = %s", (state, date)) == [(None,)]
+    assert query("SELECT count(*) FROM covid.vaccination_rates_daily WHERE people_vaccinated_per_hundred = 'NaN'") == [(0,)]
+    assert query("SELECT count(*) FROM covid.vaccination_rates_daily") == [(len(frame),)]
 
 
 # --- sources side by side -------------------------------------------------------------------------------

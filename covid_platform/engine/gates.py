@@ -249,7 +249,7 @@ def _any_bad(cur, dataset: Dataset, file_id: int, copied: bool) -> bool:
             checks += [sql.SQL("{} = 'NaN'").format(c)] if column in dataset.decimals else []
         if checks:
             bad.append(sql.SQL(" OR ").join(checks))
-    key = key_hash(dataset.region, lambda c: c, seed=sql.SQL("date - DATE '2000-01-01'"))
+    key = key_hash([sql.Identifier(c) for c in dataset.region], seed=sql.SQL("date - DATE '2000-01-01'"))
     unknown = (
         sql.SQL("EXISTS (SELECT FROM {} WHERE state_fips IS NULL) OR ").format(region_map(file_id))
         if dataset.region_names else sql.SQL("")
@@ -265,12 +265,12 @@ def _any_bad(cur, dataset: Dataset, file_id: int, copied: bool) -> bool:
     return cur.fetchone()[0]
 
 
-def key_hash(columns, value, seed: sql.Composable = sql.Literal(0)) -> sql.Composable:
-    """A 64-bit hash of a key's text columns (`value(column)`: each one's text): each column's hash seeds the
-    next one's. Two keys hashing alike only cost a closer look."""
+def key_hash(texts: list[sql.Composable], seed: sql.Composable = sql.Literal(0)) -> sql.Composable:
+    """A 64-bit hash of a key's columns, as text: each column's hash seeds the next one's. Two keys hashing
+    alike only cost a closer look."""
     key = seed
-    for c in reversed(columns):
-        key = sql.SQL("hashtextextended({}, {})").format(value(sql.Identifier(c)), key)
+    for text in reversed(texts):
+        key = sql.SQL("hashtextextended({}, {})").format(text, key)
     return key
 
 
@@ -300,7 +300,7 @@ def _problems(dataset: Dataset, staged: StagedFile) -> list[Problem]:
         (column,) = dataset.region_names
         problems.append(Problem("regions_known", column, regions.unknown(dataset, "s"), regions.expected(dataset),
                                 note=regions.nearest_note(dataset, "s")))
-    good_date = sql.SQL("{} IN (SELECT value FROM good_dates)").format(date)  # `_find_good_dates`
+    good_date = sql.SQL("{} IN (SELECT _text FROM good_dates)").format(date)  # `_find_good_dates`
     problems.append(Problem("dates_valid", "date", sql.SQL("NOT ({})").format(date_ok),
                             dates.expected(dataset.date_format), surely_good=good_date))
     problems.append(
@@ -334,7 +334,6 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
         )
         for p in problems
     ]
-    key = sql.SQL(", ").join(sql.Identifier(c) for c in dataset.key)
     values = sql.SQL(", ").join(sql.Identifier(c) for c in (*dataset.attributes, *dataset.counts, *dataset.values))
     key_text = sql.SQL(" || ', ' || ").join(
         sql.SQL("{} || '=' || quote_nullable({})").format(sql.Literal(c), sql.Identifier(c)) for c in dataset.key
@@ -348,18 +347,22 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
         _find_good_dates(cur, dataset, rows)
         # Repeated keys: each key's hash (fixed-size groups) first, then only the rows of the hashes seen twice
         # grouped by key (a sort of every row by its key would cost far more).
-        hash = key_hash(dataset.key, lambda c: sql.SQL("coalesce({}, '')").format(c))
+        # A key's date is the day it names (two spellings of one day are one key: '3/1/2021', '03/01/2021').
+        day = sql.SQL("coalesce(g._day::text, s.date)")
+        key = [day if c == "date" else sql.Identifier("s", c) for c in dataset.key]
+        hash = key_hash([sql.SQL("coalesce({}, '')").format(c) for c in key])
+        rows_with_day = sql.SQL("({}) AS s LEFT JOIN good_dates AS g ON g._text = s.date").format(rows)
         cur.execute(sql.SQL("CREATE TEMP TABLE repeated ON COMMIT DROP AS "
-                            "SELECT {hash} AS hash FROM ({rows}) AS s GROUP BY 1 HAVING count(*) > 1; "
-                            "ANALYZE repeated").format(hash=hash, rows=rows))
+                            "SELECT {hash} AS hash FROM {rows} GROUP BY 1 HAVING count(*) > 1; "
+                            "ANALYZE repeated").format(hash=hash, rows=rows_with_day))
         cur.execute("SET LOCAL enable_sort = on")
         cur.execute(
             sql.SQL(
                 """
                 CREATE TEMP TABLE repeats ON COMMIT DROP AS
-                SELECT {key_text} AS key_text, array_agg(line ORDER BY line) AS lines,
+                SELECT min({key_text}) AS key_text, array_agg(line ORDER BY line) AS lines,
                        count(DISTINCT ({values}, ''::text)) > 1 AS conflict  -- a row even for one value column
-                FROM ({rows}) AS s
+                FROM {rows_with_day}
                 WHERE {hash} IN (SELECT hash FROM repeated)
                 GROUP BY {key} HAVING count(*) > 1;
 
@@ -392,7 +395,8 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
                 ),
                 n=sql.Literal(len(problems)),
                 n1=sql.Literal(len(problems) + 1),
-                key=key,
+                key=sql.SQL(", ").join(key),
+                rows_with_day=rows_with_day,
                 values=values,
                 key_text=key_text,
                 hash=hash,
@@ -413,18 +417,18 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
 
 
 def _find_good_dates(cur, dataset: Dataset, rows: sql.Composable) -> None:
-    """The temp table `good_dates(value)` (dropped at commit): each distinct date text of the file that is
-    a date written as declared and not in the future. A file has few distinct dates: each is checked once,
-    not each row's."""
-    value = sql.Identifier("value")
-    date_ok = dates.date_ok(dataset.date_format, value)
+    """The temp table `good_dates(_text, _day)` (dropped at commit): each distinct date text of the file that
+    is a date written as declared and not in the future, and the day it names. A file has few distinct
+    dates: each is checked once, not each row's."""
+    text = sql.Identifier("_text")
+    date_ok = dates.date_ok(dataset.date_format, text)
     cur.execute(sql.SQL(
         # MATERIALIZED: the condition is not pushed down to every row
-        "CREATE TEMP TABLE good_dates ON COMMIT DROP AS WITH d AS MATERIALIZED (SELECT DISTINCT date AS value "
-        "FROM ({rows}) AS s) SELECT value FROM d WHERE CASE WHEN {ok} THEN NOT value::date > current_date "
-        "ELSE false END; "
+        "CREATE TEMP TABLE good_dates ON COMMIT DROP AS WITH d AS MATERIALIZED (SELECT DISTINCT date AS _text "
+        "FROM ({rows}) AS s) SELECT _text, {day} AS _day FROM d "
+        "WHERE CASE WHEN {ok} THEN NOT _text::date > current_date ELSE false END; "
         "ANALYZE good_dates"
-    ).format(rows=rows, ok=date_ok))
+    ).format(rows=rows, ok=date_ok, day=dates.date_value(dataset.date_format, text)))
 
 
 def _count_rejects(conn) -> int:

@@ -235,9 +235,10 @@ def create_typed(cur, dataset: Dataset, staged: StagedFile, file_id: int) -> Non
     columns.append(sql.SQL("{} AS date").format(dates.date_value(dataset.date_format, sql.Identifier("date"))))
     for column in (*dataset.counts, *dataset.values):
         if column in dataset.decimals:
-            count = "CASE WHEN {c} = '' THEN NULL WHEN {c} ~ {ok} THEN {c}::numeric ELSE 'NaN'::numeric END AS {c}"
+            count = ("CASE WHEN coalesce({c}, '') = '' THEN NULL WHEN {c} ~ {ok} THEN {c}::numeric "
+                     "ELSE 'NaN'::numeric END AS {c}")
         else:  # '12.0' is 12; the last cast fails with the value in its message
-            count = ("CASE WHEN {c} = '' THEN NULL WHEN {plain} THEN {c}::bigint "
+            count = ("CASE WHEN coalesce({c}, '') = '' THEN NULL WHEN {plain} THEN {c}::bigint "
                      "WHEN {c} ~ {ok} THEN split_part({c}, '.', 1)::bigint "
                      "ELSE ('not a count: ' || {c})::bigint END AS {c}")
         c = sql.Identifier(column)
