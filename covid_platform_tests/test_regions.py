@@ -190,6 +190,22 @@ def test_a_cdc_file_loads_with_its_dates_signs_and_nyc_apart(landing, resources,
         "SELECT date, tot_cases FROM covid.cdc_state_daily WHERE state_fips = '36'")} == ny
 
 
+def test_a_day_first_format_is_read_day_first_whatever_the_servers_date_style(landing, resources, query):
+    # the same file with its dates written day first: 13/12/2020 is no date to a month-first DateStyle
+    day_first = dataclasses.replace(declared("CDC_CASES"), date_format="%d/%m/%Y")
+    rows = cdc_rows()
+    data = cdc_file(rows).decode()
+    for row in rows:
+        day = datetime.strptime(row["date"], "%Y-%m-%d")
+        data = data.replace(f"\n{day:%m/%d/%Y},", f"\n{day:%d/%m/%Y},")
+    data = data.replace("\n01/12/2020,WA,", "\n2020-12-01,WA,", 1)  # one bad row: the detailed gates read them all
+    with dg.instance_for_test() as instance:
+        load(landing, resources, instance, day_first, "cdc_cases/day-first.csv", data.encode())
+    ((status, reason),) = query("SELECT status, reason FROM covid.ingested_files")
+    assert status == "quarantined"  # one row of 59: more than 1% of the file
+    assert "line " in reason and "expected a date written like 22/01/2020 (%d/%m/%Y), got '2020-12-01'" in reason, reason
+
+
 def test_a_cdc_date_in_another_format_is_a_bad_row_naming_the_format(landing, resources, query):
     rows = cdc_rows()
     data = cdc_file(rows).replace(b"\n12/01/2020,WA,", b"\n2020-12-01,WA,", 1)

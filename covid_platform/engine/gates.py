@@ -304,8 +304,9 @@ def _problems(dataset: Dataset, staged: StagedFile) -> list[Problem]:
     problems.append(Problem("dates_valid", "date", sql.SQL("NOT ({})").format(date_ok),
                             dates.expected(dataset.date_format), surely_good=good_date))
     problems.append(
-        Problem("dates_valid", "date", sql.SQL("CASE WHEN {} THEN {}::date > current_date ELSE false END")
-                .format(date_ok, date), "a date that is not in the future", surely_good=good_date)
+        Problem("dates_valid", "date", sql.SQL("CASE WHEN {} THEN {} > current_date ELSE false END")
+                .format(date_ok, dates.date_value(dataset.date_format, date)), "a date that is not in the future",
+                surely_good=good_date)
     )
     for column in (*dataset.counts, *dataset.values):
         value = sql.Identifier(column)
@@ -426,7 +427,7 @@ def _find_good_dates(cur, dataset: Dataset, rows: sql.Composable) -> None:
         # MATERIALIZED: the condition is not pushed down to every row
         "CREATE TEMP TABLE good_dates ON COMMIT DROP AS WITH d AS MATERIALIZED (SELECT DISTINCT date AS _text "
         "FROM ({rows}) AS s) SELECT _text, {day} AS _day FROM d "
-        "WHERE CASE WHEN {ok} THEN NOT _text::date > current_date ELSE false END; "
+        "WHERE CASE WHEN {ok} THEN NOT {day} > current_date ELSE false END; "
         "ANALYZE good_dates"
     ).format(rows=rows, ok=date_ok, day=dates.date_value(dataset.date_format, text)))
 
