@@ -50,7 +50,6 @@ FROM incoming GROUP BY file_id, {region};
 """
 
 # The rows written and the decreases counted as they are inserted (no second pass over a large table).
-WORK_MEM = "200MB"  # a sort's or a hash table's memory in the merge's statements (`merge_files`)
 FIRST_LOAD = """
 WITH written AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM ({derived}) AS windowed RETURNING {new})
 SELECT count(*){decreases} FROM written
@@ -239,7 +238,7 @@ def merge_files(cur, dataset: Dataset, file_ids: list[int]) -> Merged:
     # sorts and hash joins of a full-history file in memory (the default 4MB spills them to disk; a hash
     # table no larger than a sort's memory), and no JIT: compiling these statements' expressions costs more
     # than it saves at these sizes
-    cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'; SET LOCAL hash_mem_multiplier = 1; SET LOCAL jit = off")
+    cur.execute("SET LOCAL work_mem = '200MB'; SET LOCAL hash_mem_multiplier = 1; SET LOCAL jit = off")
     cur.execute(table_ddl(dataset))
     cur.execute(coverage_ddl(dataset))
     history.ddl(cur, dataset)
@@ -288,11 +287,11 @@ def _first_load(cur, dataset: Dataset) -> tuple[int, ...]:
     # work_mem, then on disk), beside the windows' sort (up to work_mem too): with half the merge's work_mem
     # each, the backend stays within the memory of the merge's other statements
     new = column_list(dataset.new.values()) if dataset.new else sql.SQL("1")
-    cur.execute("SET LOCAL work_mem = '100MB'")
+    cur.execute("SET LOCAL work_mem = '100MB'")  # for this statement; the merge's 200MB again after it
     cur.execute(sql.SQL(FIRST_LOAD).format(columns=columns, derived=derived_select(dataset, rows), new=new,
                                            table=sql.Identifier("covid", dataset.table), decreases=_decreases(dataset)))
     rows_written, *decreases = cur.fetchone()
-    cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+    cur.execute("SET LOCAL work_mem = '200MB'")
     cur.execute(build_indexes_ddl(dataset))
     # statistics now, for the next merge's plans (autovacuum would come later)
     cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("covid", dataset.table)))
