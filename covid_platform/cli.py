@@ -8,6 +8,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 from typing import NoReturn
@@ -108,11 +109,21 @@ def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -
             print(started)
     # `dagster dev` shuts its webserver, daemon and code servers down cleanly on SIGINT; pass a
     # SIGTERM on as one, then wait, so the embedded server stops only after its clients have gone.
-    signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGINT))
+    asked: list[float] = []  # when a SIGTERM was passed on
+
+    def stop(*_):
+        asked.append(time.monotonic())
+        process.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, stop)
     while True:
         try:
-            code = process.wait()
+            code = process.wait(timeout=1)
             break
+        except subprocess.TimeoutExpired:
+            # a SIGINT that reaches `dagster dev` while it launches its services is lost: say it again
+            if asked and time.monotonic() - asked[-1] > 10:
+                stop()
         except KeyboardInterrupt:
             continue  # the terminal sent SIGINT to the whole group: dagster dev is already stopping
     for service in services:
