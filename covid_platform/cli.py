@@ -93,7 +93,10 @@ def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -
     with sample.open("rb") as body:
         LandingZone(url=env["LANDING_URL"], s3=S3Resource()).put(f"{dataset}/{name}", body)
     print(f"Dropped the sample file as {dataset}/{name}; open http://127.0.0.1:{port} to watch it load")
-    process = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)], env=env)
+    # In a process group of its own, which a stop signals whole, as a terminal's Ctrl-C would: a SIGINT to
+    # `dagster dev` alone, while it launches its services, is lost.
+    process = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)], env=env,
+                               process_group=0)
     # Beside it, each read-side service asked for; the stream bridge only when there is a broker to bridge
     # (no embedded broker is started). Stopped after `dagster dev`, before the embedded server they read.
     cli = [sys.executable, "-m", "covid_platform.cli"]
@@ -107,13 +110,17 @@ def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -
         if enabled:
             services.append(subprocess.Popen(command, env=env))
             print(started)
-    # `dagster dev` shuts its webserver, daemon and code servers down cleanly on SIGINT; pass a
-    # SIGTERM on as one, then wait, so the embedded server stops only after its clients have gone.
-    asked: list[float] = []  # when a SIGTERM was passed on
+    # `dagster dev` shuts its webserver, daemon and code servers down cleanly on SIGINT; pass a SIGTERM or
+    # a Ctrl-C on as one, to its group, then wait, so the embedded server stops only after its clients have
+    # gone; said again every 10 s while it runs.
+    asked: list[float] = []  # when a stop was passed on
 
     def stop(*_):
         asked.append(time.monotonic())
-        process.send_signal(signal.SIGINT)
+        try:
+            os.killpg(process.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass  # stopped already
 
     signal.signal(signal.SIGTERM, stop)
     while True:
@@ -121,11 +128,10 @@ def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -
             code = process.wait(timeout=1)
             break
         except subprocess.TimeoutExpired:
-            # a SIGINT that reaches `dagster dev` while it launches its services is lost: say it again
             if asked and time.monotonic() - asked[-1] > 10:
                 stop()
         except KeyboardInterrupt:
-            continue  # the terminal sent SIGINT to the whole group: dagster dev is already stopping
+            stop()
     for service in services:
         service.terminate()  # the bridge writes what it holds, then acknowledges it
     for service in services:
