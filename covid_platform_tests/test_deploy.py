@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -241,7 +242,7 @@ def code_server(ecs_env, database_url, monkeypatch, tmp_path):
     command = ["code-server", "start", "-h", "127.0.0.1", "-p", str(port), "-m", "covid_platform.definitions",
                "-a", "defs", "--location-name", "covid_platform"]
     server = subprocess.Popen([Path(sys.executable).with_name("dagster"), *command], cwd=REPO, env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     monkeypatch.setenv("DAGSTER_CODE_SERVER_HOST", "127.0.0.1")
     monkeypatch.setenv("DAGSTER_CODE_SERVER_PORT", str(port))
     deadline = time.monotonic() + 120
@@ -250,8 +251,14 @@ def code_server(ecs_env, database_url, monkeypatch, tmp_path):
         assert server.poll() is None and time.monotonic() < deadline, log_text()
         time.sleep(0.5)
     yield server
-    server.terminate()
-    server.wait(30)
+    # As ECS stops a task: SIGTERM, then SIGKILL after its stop timeout (dagster's code server, SIGTERMed while
+    # its gRPC server runs, has been seen not to exit), to the server and the code server it started.
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
     log.close()
 
 
