@@ -258,7 +258,7 @@ def merge_files(cur, dataset: Dataset, file_ids: list[int]) -> Merged:
     if first_load:
         counts, lost = _first_load(cur, dataset), {}
     else:
-        counts, lost = _merge_changes(cur, dataset, file_ids)
+        counts, lost = _merge_changes(cur, dataset, file_ids, rows_in_files)
     rows_written, keys_changed, *decreases = counts
     # Beside the table, in its transaction: readers of the latest values read the clean table as before.
     compared = rows_in_files if len(file_ids) == 1 and not first_load else None
@@ -298,7 +298,7 @@ def _first_load(cur, dataset: Dataset) -> tuple[int, ...]:
     return rows_written, rows_written, *decreases
 
 
-def _merge_changes(cur, dataset: Dataset, file_ids: list[int]) -> tuple[tuple[int, ...], dict[int, int]]:
+def _merge_changes(cur, dataset: Dataset, file_ids: list[int], rows_in_files: int) -> tuple[tuple[int, ...], dict[int, int]]:
     """The batch's changes into a loaded table; returns the rows written, the keys changed and the decreases
     of each count, and, per file, its rows that a later file kept out."""
     table = sql.Identifier("covid", dataset.table)
@@ -319,7 +319,12 @@ def _merge_changes(cur, dataset: Dataset, file_ids: list[int]) -> tuple[tuple[in
         region_match_rc=_match("r", "c", region), region_match_rt=_match("r", "t", region),
         region_match_ip=_match("i", "p", region), region_match_rp=_match("r", "p", region),
     )
+    whole_table = _large_share(cur, dataset, rows_in_files)
+    if whole_table:  # for this statement only (the statements after it look up a few rows each)
+        cur.execute("SET LOCAL enable_mergejoin = off; SET LOCAL enable_nestloop = off")
     cur.execute(sql.SQL(CHANGES).format(**parts))
+    if whole_table:
+        cur.execute("SET LOCAL enable_mergejoin = on; SET LOCAL enable_nestloop = on")
     cur.execute("SELECT count(*) FROM changes")
     keys_changed = cur.fetchone()[0]
     partial = PARTIAL_ONE if len(file_ids) == 1 else PARTIAL_MANY
@@ -327,6 +332,18 @@ def _merge_changes(cur, dataset: Dataset, file_ids: list[int]) -> tuple[tuple[in
     cur.execute(_ranges(dataset))
     rows_written, *decreases = _write(cur, dataset)
     return (rows_written, keys_changed, *decreases), _lost(cur, dataset, file_ids, covered)
+
+
+def _large_share(cur, dataset: Dataset, rows: int) -> bool:
+    """Whether the batch's rows are at least a quarter of the table's (its statistics' estimate): a file that
+    repeats its whole history. Its comparison with the table is then a hash join, which reads the table once:
+    the planner would otherwise pick a merge join, which sorts every incoming row (by text keys) and reads the
+    table through its index, at twice the time (1.88M rows onto 1.88M: 4.9 s against 2.3 s, or 1.3 s with
+    the parallel workers PostgreSQL starts for it)."""
+    cur.execute("SELECT coalesce(sum(greatest(c.reltuples, 0)), 0) FROM pg_partition_tree(%s) AS p "
+                "JOIN pg_class AS c ON c.oid = p.relid WHERE p.isleaf",
+                (sql.Identifier("covid", dataset.table).as_string(cur),))
+    return rows * 4 >= cur.fetchone()[0]
 
 
 def _ranges(dataset: Dataset) -> sql.Composed:
