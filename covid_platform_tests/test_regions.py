@@ -206,6 +206,30 @@ def test_a_day_first_format_is_read_day_first_whatever_the_servers_date_style(la
     assert "line " in reason and "expected a date written like 22/01/2020 (%d/%m/%Y), got '2020-12-01'" in reason, reason
 
 
+@pytest.mark.parametrize("same_values", [True, False], ids=["repeat", "conflict"])
+def test_a_declared_date_with_spaces_around_it_is_the_same_key(same_values, landing, resources, query):
+    # the file's first row again at its end, its date with spaces around it (the gates trim it)
+    rows = cdc_rows()
+    lines = cdc_file(rows).decode().splitlines(keepends=True)
+    again = lines[1].split(",")
+    again[0] = f" {again[0]} "
+    if not same_values:
+        again[2] = str(int(again[2]) + 1)  # tot_cases
+    data = "".join(lines) + ",".join(again)
+    with dg.instance_for_test() as instance:
+        # the file is small: its two conflicting rows are more than the default 1%
+        cdc = dataclasses.replace(declared("CDC_CASES"), max_bad_row_share=0.05)
+        assert load(landing, resources, instance, cdc, "cdc_cases/spaces.csv", data.encode()).success
+    rejected = query("SELECT line, reason FROM covid.rejected_rows ORDER BY line")
+    if same_values:  # loaded once
+        assert rejected == []
+        assert query("SELECT rows, rows_loaded FROM covid.ingested_files") == [(len(rows) + 1, len(rows))]
+    else:  # neither can be trusted
+        assert [line for line, _ in rejected] == [2, len(lines) + 1]
+        assert f"appears on lines 2 and {len(lines) + 1} with different values" in rejected[0][1], rejected
+        assert query("SELECT rows, rows_loaded FROM covid.ingested_files") == [(len(rows) + 1, len(rows) - 1)]
+
+
 def test_a_cdc_date_in_another_format_is_a_bad_row_naming_the_format(landing, resources, query):
     rows = cdc_rows()
     data = cdc_file(rows).replace(b"\n12/01/2020,WA,", b"\n2020-12-01,WA,", 1)

@@ -14,12 +14,15 @@ from covid_platform.engine import dates, numbers, regions
 from covid_platform.engine.staging import (
     CheckedText,
     StagedFile,
+    copied_columns,
     copy_typed,
     create_region_map,
     create_typed,
     region_map,
     source_rows,
     staging_table,
+    text_table,
+    typed_count,
 )
 
 GATES = {
@@ -117,18 +120,27 @@ def evaluate(
         typed = type_rows(conn, dataset, staged, file_id)
         if typed:  # one pass, all good
             return passed(staged)
-        found = _find_bad_rows(conn, dataset, staged)
-        oversized = [f for f in found if f.gate == "csv_readable"]
-        if oversized:
-            results[0] = GateResult("csv_readable", False, oversized[0].detail)
-            return results
-        bad_lines = _count_rejects(conn)
-        share = bad_lines / staged.rows
-        too_many = share > dataset.max_bad_row_share
-        if bad_lines and not too_many:
-            _set_aside(conn, staged, file_id, key)
-        if not too_many:
-            _keep_good_rows(conn, dataset, staged, file_id, typed=typed is False)
+        return _row_gates(conn, dataset, staged, file_id, key, results,
+                          keep=lambda: _keep_good_rows(conn, dataset, staged, file_id, typed=typed is False))
+
+
+def _row_gates(conn, dataset: Dataset, staged: StagedFile, file_id: int, key: str, results: list[GateResult],
+               keep) -> list[GateResult]:
+    """The row gates over the text of `staged` (in the caller's transaction): the bad rows found, set aside
+    and `keep()` called to leave the typed rows of the others, unless they are too many; `results` (the
+    file-level gates, passed) with the row gates' results after them."""
+    found = _find_bad_rows(conn, dataset, staged)
+    oversized = [f for f in found if f.gate == "csv_readable"]
+    if oversized:
+        results[0] = GateResult("csv_readable", False, oversized[0].detail)
+        return results
+    bad_lines = _count_rejects(conn)
+    share = bad_lines / staged.rows
+    too_many = share > dataset.max_bad_row_share
+    if bad_lines and not too_many:
+        _set_aside(conn, staged, file_id, key)
+    if not too_many:
+        keep()
     verdict = (
         f"{bad_lines} of {staged.rows} rows ({share:.1%}) have bad values, more than the "
         f"{dataset.max_bad_row_share:.0%} a file may have"
@@ -158,26 +170,105 @@ def passed(staged: StagedFile) -> list[GateResult]:
     ]
 
 
-def copy_checked(conn, reader: CheckedText, dataset: Dataset, file_id: int, key: str) -> StagedFile | None:
-    """The usual good file in one read: COPY straight into typed columns (`staging.copy_typed`), then one
-    aggregate of the row gates over them (`_any_bad`); committed when every gate passes.
+def copy_checked(conn, reader: CheckedText, dataset: Dataset, file_id: int, key: str
+                 ) -> tuple[StagedFile, list[GateResult]] | None:
+    """A file read once: COPYed straight into typed columns (`staging.copy_typed`) and checked by one
+    aggregate (`_copied_checks`); the staged file and the gates' results, committed.
 
-    None, with nothing left behind, when anything fails on the way: a value COPY cannot cast, text with
-    whitespace around it, a date not written as declared, a gate. Then the file is read again as text and
-    gated by `evaluate`, which names each problem (its line, column, what was expected and what was found).
+    The usual good file passes that aggregate whole. Otherwise only the rows it could not admit (a row
+    breaking a row gate, text with whitespace around it, a count not only digits, a date not written plainly,
+    and the rows of a key that repeats) are gated as text, as `evaluate` gates a file: each problem named (its
+    line, column, what was expected and what was found), the bad rows set aside, the others' values as the
+    text path reads them (`_keep_checked`). The rows admitted are good whatever the others are.
+
+    None, with nothing left behind, when the file cannot be COPYed so: then it is read again as text and
+    gated by `evaluate`.
     """
     staged = copy_typed(conn, reader, file_id, dataset, key)
     if staged is None or staged.rows == 0:  # the text path says why
         conn.rollback()
         return None
+    results = passed(staged)[:3]  # readable, its columns, not empty
+    with conn:
+        with conn.cursor() as cur:
+            if dataset.region_names:
+                create_region_map(cur, dataset, file_id)
+            bad, repeated = _copied_checks(cur, dataset, file_id)
+            if not (bad or repeated):
+                return staged, passed(staged)
+            text = _stage_unadmitted(cur, dataset, staged, file_id, repeated)
+            staged.gated_as_text = cur.rowcount
+        return staged, _row_gates(conn, dataset, text, file_id, key, results,
+                                  keep=lambda: _keep_checked(conn, dataset, text, file_id))
+
+
+def _copied_checks(cur, dataset: Dataset, file_id: int) -> tuple[bool, bool]:
+    """Over `copy_typed`'s rows: whether any row is not admitted (`_row_checks`, or a region it names is not
+    known), and whether a key repeats (as the text path reads keys: `_copied_key`)."""
+    unknown = (
+        sql.SQL("EXISTS (SELECT FROM {} WHERE state_fips IS NULL)").format(region_map(file_id))
+        if dataset.region_names else sql.SQL("false")
+    )
+    key = _copied_key(dataset)
+    cur.execute("SET LOCAL DateStyle = 'ISO'")  # date::text is YYYY-MM-DD
+    cur.execute(sql.SQL(
+        "SELECT {unknown} OR coalesce(bool_or({bad}), false), count(DISTINCT {key}) < count({key}) FROM {t}"
+    ).format(unknown=unknown, bad=_any_of(_row_checks(dataset, copied=True)), key=key, t=staging_table(file_id)))
+    return cur.fetchone()
+
+
+def _copied_key(dataset: Dataset) -> sql.Composable:
+    """A hash of a `copy_typed` row's key as the text path reads it (trimmed, a date's day where it names
+    one): rows of one such key hash alike (two keys hashing alike only cost a closer look)."""
+    text = sql.SQL("btrim(_date)")
+    day = sql.SQL("coalesce(date, CASE WHEN {ok} THEN {day} END) - DATE '2000-01-01'").format(
+        ok=dates.date_ok(dataset.date_format, text), day=dates.date_value(dataset.date_format, text))
+    seed = sql.SQL("coalesce({}, hashtext(coalesce({}, '')))").format(day, text)
+    return key_hash([sql.SQL("coalesce(btrim({}), '')").format(sql.Identifier(c)) for c in dataset.region], seed)
+
+
+def _stage_unadmitted(cur, dataset: Dataset, staged: StagedFile, file_id: int, repeated: bool) -> StagedFile:
+    """The rows of `copy_typed`'s table that `_copied_checks` did not admit, as the text path's staging
+    table holds a file (`text_table(file_id)`: `line`, then c1, c2, … in the header's order)."""
+    text = StagedFile(text_table(file_id), staged.header, staged.positions, [], staged.rows, typed=True)
+    bad = _row_checks(dataset, copied=True)
+    if dataset.region_names:
+        (column,) = dataset.region_names
+        bad.append(sql.SQL("{c} IN (SELECT {c} FROM {map} WHERE state_fips IS NULL)").format(
+            c=sql.Identifier(column), map=region_map(file_id)))
+    if repeated:
+        bad.append(sql.SQL("{k} IN (SELECT {k} FROM {t} GROUP BY 1 HAVING count(*) > 1)").format(
+            k=_copied_key(dataset), t=staging_table(file_id)))
+    fields = [sql.SQL("{} AS {}").format(sql.Identifier(c), sql.Identifier(f"c{i}"))
+              for i, c in enumerate(copied_columns(staged), start=1)]
+    cur.execute("SET LOCAL work_mem = '200MB'; SET LOCAL jit = off")
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(text.table))
+    cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT line, {} FROM {} WHERE {}").format(
+        text.table, sql.SQL(", ").join(fields), staging_table(file_id),
+        sql.SQL(" OR ").join(sql.SQL("coalesce({}, false)").format(b) for b in bad)))
+    return text
+
+
+def _keep_checked(conn, dataset: Dataset, text: StagedFile, file_id: int) -> None:
+    """`copy_typed`'s rows less the lines the gates set aside (`_stage_unadmitted`'s bad rows) and the later
+    copies of a row repeated exactly; the values of its other unadmitted rows as the text path reads them
+    (trimmed, counts as `create_typed` casts them), and the region map of the values now there."""
+    values = [*dataset.region, *dataset.attributes, "_date", *dataset.counts, *dataset.values]
+    read = {c: sql.SQL("nullif({c}, '')").format(c=sql.Identifier(c)) for c in dataset.attributes}
+    read["_date"] = sql.Identifier("date")  # trimmed: the day `copied_date` reads from it is the text path's
+    read.update({c: sql.SQL("({})::text").format(typed_count(dataset, c)) for c in (*dataset.counts, *dataset.values)})
     with conn.cursor() as cur:
+        _delete_kept_out(cur, file_id)
+        cur.execute(sql.SQL("UPDATE {t} AS t SET {set} FROM (SELECT line, {read} FROM ({rows}) AS s) AS k "
+                            "WHERE t.line = k.line").format(
+            t=staging_table(file_id),
+            set=sql.SQL(", ").join(sql.SQL("{c} = k.{c}").format(c=sql.Identifier(c)) for c in values),
+            read=sql.SQL(", ").join(sql.SQL("{} AS {}").format(read.get(c, sql.Identifier(c)), sql.Identifier(c))
+                                    for c in values),
+            rows=source_rows(dataset, text),
+        ))
         if dataset.region_names:
             create_region_map(cur, dataset, file_id)
-        if _any_bad(cur, dataset, file_id, copied=True):
-            conn.rollback()
-            return None
-    conn.commit()
-    return staged
 
 
 def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int) -> bool | None:
@@ -195,7 +286,7 @@ def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int) -> bool 
             return None
         if dataset.region_names:
             create_region_map(cur, dataset, file_id)
-        return not _any_bad(cur, dataset, file_id, copied=False)
+        return not _any_bad(cur, dataset, file_id)
 
 
 def _keep_good_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int, typed: bool) -> None:
@@ -207,23 +298,26 @@ def _keep_good_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int, ty
             create_typed(cur, dataset, staged, file_id)
             if dataset.region_names:
                 create_region_map(cur, dataset, file_id)
-        cur.execute(sql.SQL(
-            "DELETE FROM {} WHERE line IN (SELECT line FROM rejects "
-            "UNION ALL SELECT unnest(lines[2:]) FROM repeats WHERE NOT conflict)"
-        ).format(staging_table(file_id)))
+        _delete_kept_out(cur, file_id)
 
 
-def _any_bad(cur, dataset: Dataset, file_id: int, copied: bool) -> bool:
-    """Whether any typed row breaks a row gate, by one scan of the typed rows (and a look at the few rows of
-    the region map): keys present, regions known, dates not in the future, counts non-negative and present
-    where not nullable, keys unique (counted by a hash of each key: two keys hashing alike only send a good
-    file the slower way, whose detailed gates find nothing wrong).
+def _delete_kept_out(cur, file_id: int) -> None:
+    """The rejected lines (`rejects`) and the later copies of a row repeated exactly, out of the typed rows."""
+    cur.execute(sql.SQL(
+        "DELETE FROM {} WHERE line IN (SELECT line FROM rejects "
+        "UNION ALL SELECT unnest(lines[2:]) FROM repeats WHERE NOT conflict)"
+    ).format(staging_table(file_id)))
 
-    copied: the rows COPY read as text (`staging.copy_typed`), so also whether the text path would read any
+
+def _row_checks(dataset: Dataset, copied: bool) -> list[sql.Composable]:
+    """Conditions on a typed row, each true where the row breaks a row gate: keys present, dates not in the
+    future, counts non-negative and present where not nullable (regions known and keys unique are checked
+    apart: the region map, a hash of each key).
+
+    copied: the rows COPY read as text (`staging.copy_typed`), so also true where the text path would read a
     value otherwise: text with whitespace around it (which the text path trims), a count that is not only
     digits ('12.0', '+5': the text path reads or rejects it), a YYYY-MM-DD date not written so (make_date
-    also read its numbers from ' 1' or '+1').
-    """
+    also read its numbers from ' 1' or '+1')."""
     text = (*dataset.region, *dataset.attributes)
     bad = [sql.SQL("coalesce({}, '') = ''").format(sql.Identifier(c)) for c in dataset.region]
     bad += [sql.SQL("length({}) > {}").format(sql.Identifier(c), sql.Literal(MAX_FIELD_CHARS)) for c in text]
@@ -249,18 +343,26 @@ def _any_bad(cur, dataset: Dataset, file_id: int, copied: bool) -> bool:
             checks += [sql.SQL("{} = 'NaN'").format(c)] if column in dataset.decimals else []
         if checks:
             bad.append(sql.SQL(" OR ").join(checks))
+    return bad
+
+
+def _any_of(checks: list[sql.Composable]) -> sql.Composable:
+    return sql.SQL(" OR ").join(sql.SQL("({})").format(check) for check in checks)
+
+
+def _any_bad(cur, dataset: Dataset, file_id: int) -> bool:
+    """Whether any row `create_typed` typed breaks a row gate, by one scan of them (and a look at the few
+    rows of the region map): `_row_checks`, regions known, keys unique (counted by a hash of each key: two
+    keys hashing alike only cost the detailed gates, which find nothing wrong)."""
     key = key_hash([sql.Identifier(c) for c in dataset.region], seed=sql.SQL("date - DATE '2000-01-01'"))
     unknown = (
         sql.SQL("EXISTS (SELECT FROM {} WHERE state_fips IS NULL) OR ").format(region_map(file_id))
         if dataset.region_names else sql.SQL("")
     )
-    if copied:
-        cur.execute("SET LOCAL DateStyle = 'ISO'")  # date::text is YYYY-MM-DD
     cur.execute(
         sql.SQL("SELECT {unknown}(SELECT coalesce(bool_or({bad}), false) OR count(DISTINCT {key}) < count(*) "
                 "FROM {t})")
-        .format(unknown=unknown, bad=sql.SQL(" OR ").join(sql.SQL("({})").format(b) for b in bad), key=key,
-                t=staging_table(file_id))
+        .format(unknown=unknown, bad=_any_of(_row_checks(dataset, copied=False)), key=key, t=staging_table(file_id))
     )
     return cur.fetchone()[0]
 

@@ -12,7 +12,7 @@ from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
 from covid_platform.engine import ledger
-from covid_platform.engine.gates import GateResult, copy_checked, evaluate, passed, reason_of
+from covid_platform.engine.gates import GateResult, copy_checked, evaluate, reason_of
 from covid_platform.engine.ledger import Status
 from covid_platform.engine.staging import CheckedText, FileRejected, StagedFile, copies_typed, stage
 from covid_platform.resources.landing import LandingZone, ObjectChanged
@@ -97,18 +97,18 @@ def gate_archived(conn, landing: LandingZone, dataset: Dataset, file_id: int, ob
     """Stream the archived copy into staging and run the gates of the day; the typed rows of a file that
     passed are left in `staging_table(file_id)` for the merge.
 
-    A file whose layout allows it is first COPYed straight into typed columns and checked by one aggregate
-    (`gates.copy_checked`): the usual good file is read once. Any other file, and any failure on that way,
-    takes the text path: the archived copy read again from its first byte (its hash and size are then this
-    read's), COPYed as text and gated row by row, which names each problem.
+    A file whose layout allows it is first COPYed straight into typed columns and checked by one aggregate,
+    only the rows that aggregate does not admit gated as text (`gates.copy_checked`): a file is read once.
+    A file that cannot be COPYed so takes the text path: the archived copy read again from its first byte
+    (its hash and size are then this read's), COPYed as text and gated row by row, which names each problem.
     """
     if copies_typed(dataset):
         with landing.open(archive_key) as body:
             reader = CheckedText(body)
-            typed = copy_checked(conn, reader, dataset, file_id, obj_key)
-            if typed:
+            checked = copy_checked(conn, reader, dataset, file_id, obj_key)
+            if checked:
                 reader.drain()
-                return Gated(typed, passed(typed), reader.hexdigest, reader.bytes)
+                return Gated(*checked, reader.hexdigest, reader.bytes)
     staged: StagedFile | None = None
     with landing.open(archive_key) as body:
         reader = CheckedText(body)

@@ -298,7 +298,8 @@ def _first_load(cur, dataset: Dataset) -> tuple[int, ...]:
     return rows_written, rows_written, *decreases
 
 
-def _merge_changes(cur, dataset: Dataset, file_ids: list[int], rows_in_files: int) -> tuple[tuple[int, ...], dict[int, int]]:
+def _merge_changes(cur, dataset: Dataset, file_ids: list[int], rows_in_files: int
+                   ) -> tuple[tuple[int, ...], dict[int, int]]:
     """The batch's changes into a loaded table; returns the rows written, the keys changed and the decreases
     of each count, and, per file, its rows that a later file kept out."""
     table = sql.Identifier("covid", dataset.table)

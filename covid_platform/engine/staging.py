@@ -148,13 +148,15 @@ class StagedFile:
     wide_dates: dict[str, int] = field(default_factory=dict)
     """For wide files: date (YYYY-MM-DD) → staging column number of that date's column."""
     typed: bool = False
-    """COPY read the file straight into typed columns (`copy_typed`): there is no text table."""
+    """COPY read the file straight into typed columns (`copy_typed`)."""
+    gated_as_text: int = 0
+    """Of a file COPYed so, the rows its gates' aggregate did not admit, gated as text (`gates.copy_checked`)."""
 
     @property
     def columns(self) -> dict:
         """Where each column was found in the file, and how it was read (kept in the ledger)."""
-        return {"positions": self.positions, "file_date": self.file_date, "wide_dates": self.wide_dates,
-                "copied": "typed" if self.typed else "text"}
+        how = {"copied": "typed", "gated_as_text": self.gated_as_text} if self.typed else {"copied": "text"}
+        return {"positions": self.positions, "file_date": self.file_date, "wide_dates": self.wide_dates, **how}
 
 
 def source_rows(dataset: Dataset, staged: StagedFile) -> sql.Composed:
@@ -219,31 +221,34 @@ def create_region_map(cur, dataset: Dataset, file_id: int) -> None:
     cur.execute(sql.SQL("ANALYZE {}").format(region_map(file_id)))
 
 
-def create_typed(cur, dataset: Dataset, staged: StagedFile, file_id: int) -> None:
-    """Cast the staged text into `staging_table(file_id)`: dates in the dataset's format (`dates`), whole
-    counts as bigint ("12.0" is 12: the gates admit only zeros after a decimal point), decimal ones as
-    numeric, empty attributes and counts as null (the canonical region: `create_region_map`).
+def typed_count(dataset: Dataset, column: str) -> sql.Composable:
+    """The trimmed text of a count as its stored type: whole counts bigint ("12.0" is 12: the gates admit only
+    zeros after a decimal point), decimal ones numeric, empty ones null. Read only as the gates read it
+    (`numbers.pattern`): otherwise a whole count's cast fails (the caller's savepoint; bigint's own input would
+    take '+5' or '-0') and a decimal is NaN (numeric's own input would take '1e5' and 'NaN')."""
+    if column in dataset.decimals:
+        count = ("CASE WHEN coalesce({c}, '') = '' THEN NULL WHEN {c} ~ {ok} THEN {c}::numeric "
+                 "ELSE 'NaN'::numeric END")
+    else:  # '12.0' is 12; the last cast fails with the value in its message
+        count = ("CASE WHEN coalesce({c}, '') = '' THEN NULL WHEN {plain} THEN {c}::bigint "
+                 "WHEN {c} ~ {ok} THEN split_part({c}, '.', 1)::bigint "
+                 "ELSE ('not a count: ' || {c})::bigint END")
+    c = sql.Identifier(column)
+    return sql.SQL(count).format(c=c, ok=sql.Literal(numbers.pattern(dataset, column)),
+                                 plain=numbers.plain(dataset, column, c))
 
-    A whole count is cast only as the gates read it (`numbers.pattern`), a decimal too: otherwise the cast
-    fails (the caller's savepoint; bigint's own input would take '+5' or '-0'), and a decimal is NaN
-    (numeric's own input would take '1e5' and 'NaN').
+
+def create_typed(cur, dataset: Dataset, staged: StagedFile, file_id: int) -> None:
+    """Cast the staged text into `staging_table(file_id)`: dates in the dataset's format (`dates`), counts as
+    `typed_count` reads them, empty attributes as null (the canonical region: `create_region_map`).
 
     With `line`, the line each row was read from (the gates delete the lines they set aside)."""
     table = staging_table(file_id)
     columns = [sql.Identifier(c) for c in ("line", *dataset.region)]
     columns += [sql.SQL("nullif({c}, '') AS {c}").format(c=sql.Identifier(c)) for c in dataset.attributes]
     columns.append(sql.SQL("{} AS date").format(dates.date_value(dataset.date_format, sql.Identifier("date"))))
-    for column in (*dataset.counts, *dataset.values):
-        if column in dataset.decimals:
-            count = ("CASE WHEN coalesce({c}, '') = '' THEN NULL WHEN {c} ~ {ok} THEN {c}::numeric "
-                     "ELSE 'NaN'::numeric END AS {c}")
-        else:  # '12.0' is 12; the last cast fails with the value in its message
-            count = ("CASE WHEN coalesce({c}, '') = '' THEN NULL WHEN {plain} THEN {c}::bigint "
-                     "WHEN {c} ~ {ok} THEN split_part({c}, '.', 1)::bigint "
-                     "ELSE ('not a count: ' || {c})::bigint END AS {c}")
-        c = sql.Identifier(column)
-        columns.append(sql.SQL(count).format(c=c, ok=sql.Literal(numbers.pattern(dataset, column)),
-                                             plain=numbers.plain(dataset, column, c)))
+    columns += [sql.SQL("{} AS {}").format(typed_count(dataset, c), sql.Identifier(c))
+                for c in (*dataset.counts, *dataset.values)]
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
     cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {} FROM ({}) AS s").format(
         table, sql.SQL(", ").join(columns), source_rows(dataset, staged)
@@ -338,8 +343,9 @@ def stage(
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staged.table))
         cur.execute(
             sql.SQL(
-                # line numbers count the header as line 1, as an editor would show them
-                "CREATE UNLOGGED TABLE {} (line bigint GENERATED ALWAYS AS IDENTITY (START WITH 2), {})"
+                # line numbers count the header as line 1, as an editor would show them; drawn 100,000 at a
+                # time (one backend draws them all, in order: no gap), not each from the sequence
+                "CREATE UNLOGGED TABLE {} (line bigint GENERATED ALWAYS AS IDENTITY (START WITH 2 CACHE 100000), {})"
             ).format(staged.table, sql.SQL(", ").join(sql.SQL("{} text").format(c) for c in columns))
         )
         # FREEZE: the table is this transaction's, so its rows need no visibility hints set on the next read
@@ -381,37 +387,46 @@ def copied_date(dataset: Dataset) -> sql.Composable:
     ).format(t=text)
 
 
+def copied_columns(staged: StagedFile) -> list[str]:
+    """The columns of `copy_typed`'s table, one per header field in the file's order: the dataset's column
+    read from it (`_date` for the date's text), or `_c<n>`."""
+    read_into = {position: column for column, position in staged.positions.items()}
+    return ["_date" if read_into.get(i) == "date" else read_into.get(i) or f"_c{i}"
+            for i in range(1, len(staged.header) + 1)]
+
+
 def copy_typed(
     conn: psycopg2.extensions.connection, reader: CheckedText, file_id: int, dataset: Dataset, key: str
 ) -> StagedFile | None:
-    """COPY the file straight into `staging_table(file_id)`, in a transaction left open for the gates'
-    aggregate (`gates.copy_checked` commits it or rolls it back): every field as text, the date (`_date`)
-    with the date it names beside it (`copied_date`), any other header field as `_c<n>`; an empty field is
-    null, quoted or not (FORCE_NULL), as `create_typed` makes it. The counts stay text, cast as the merge
-    reads them (`staged_rows`): bigint's own input would also read '+5', '-0' or (PostgreSQL 16) '1_000',
-    which the gates reject, so the gates' aggregate admits only digits and sends anything else to the text
-    path. Nothing is trimmed: that aggregate also sends text with whitespace around it there.
+    """COPY the file straight into `staging_table(file_id)`, in a transaction left open for the gates
+    (`gates.copy_checked` commits it or rolls it back): every field as text (`copied_columns`), with `line`
+    and the date the text `_date` names (`copied_date`); an empty field is null, quoted or not (FORCE_NULL),
+    as `create_typed` makes it. Nothing is trimmed and the counts stay text, cast as the merge reads them
+    (`staged_rows`): bigint's own input would also read '+5', '-0' or (PostgreSQL 16) '1_000', which the gates
+    reject. The gates' aggregate admits only digits and text without whitespace around it; the few rows it
+    does not admit are gated as text (`gates.copy_checked`).
 
     None, with the transaction rolled back, when the file cannot be read so: no header, a column missing, a
-    value COPY cannot cast, a CSV COPY cannot read, or bytes the reader rejects. The text path then reads the
-    file again, from the archive, and says what is wrong and where.
+    date whose numbers are no date, a CSV COPY cannot read, or bytes the reader rejects. The text path then
+    reads the file again, from the archive, and says what is wrong and where.
     """
     try:
         staged = read_header(reader, dataset, key, staging_table(file_id))
     except FileRejected:
         return None
-    read_into = {position: column for column, position in staged.positions.items()}
+    read_into = set(staged.positions.values())
     if staged.missing or len(read_into) < len(staged.positions):  # a field named for two columns: text path
         return None
-    columns = [sql.Identifier("_date" if read_into.get(i) == "date" else read_into.get(i) or f"_c{i}")
-               for i in range(1, len(staged.header) + 1)]
+    columns = [sql.Identifier(c) for c in copied_columns(staged)]
     taken = [c for i, c in enumerate(columns, start=1) if i in read_into]
     fields = sql.SQL(", ").join(sql.SQL("{} text").format(c) for c in columns)
     with conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staged.table))
-        cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({}, date date GENERATED ALWAYS AS ({}) STORED)").format(
-            staged.table, fields, copied_date(dataset)
-        ))
+        # line numbers as `stage` counts them
+        cur.execute(sql.SQL(
+            "CREATE UNLOGGED TABLE {} (line bigint GENERATED ALWAYS AS IDENTITY (START WITH 2 CACHE 100000), {}, "
+            "date date GENERATED ALWAYS AS ({}) STORED)"
+        ).format(staged.table, fields, copied_date(dataset)))
         # FREEZE: as in `stage`
         copy = sql.SQL(
             "COPY {} ({}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8', FREEZE, FORCE_NULL ({}))"
