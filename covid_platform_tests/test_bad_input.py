@@ -450,6 +450,28 @@ def test_two_spellings_of_one_key_are_one_key(same_values, spelling, landing, re
         assert query(STATE_VALUES) == rows_without(BIG, [4])
 
 
+# A row of a day outside BIG, then the same row written another way that the gates read alike: an exact repeat,
+# loaded once, whichever way the file is read (an impossible date on a last line stops the typed COPY).
+TEXAS = "2010-10-10,Texas,48,5,"
+AGAIN = {
+    "date_with_spaces_before_it": "   2010-10-10,Texas,48,5,",  # make_date reads '   2' as the year 2
+    "quoted_empty_count": '2010-10-10,Texas,48,5,""',
+    "space_for_an_empty_count": "2010-10-10,Texas,48,5, ",
+}
+
+
+@pytest.mark.parametrize("text_path", [False, True], ids=["typed", "text"])
+@pytest.mark.parametrize("again", AGAIN)
+def test_a_row_written_again_another_way_loads_once(again, text_path, landing, resources, query):
+    data = join_lines(split_lines(BIG) + [TEXAS, AGAIN[again]] + (["2021-02-30,Texas,48,1,1"] if text_path else []))
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_states/again.csv", data), instance).success
+    assert query("SELECT line FROM covid.rejected_rows") == ([(3249,)] if text_path else [])
+    assert copied(query) == ["text" if text_path else "typed+text"]
+    assert query("SELECT cases, deaths FROM covid.state_daily WHERE date < '2020-01-01'") == [(5, None)]
+    assert query(STATE_VALUES.replace("ORDER BY", "WHERE date > '2020-01-01' ORDER BY")) == rows_of(BIG)
+
+
 # --- values the text path reads its own way ---------------------------------------------------------
 
 # A good file is COPYed straight into typed columns; a row with a value the text path would read otherwise

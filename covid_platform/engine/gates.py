@@ -221,8 +221,10 @@ def _copied_key(dataset: Dataset) -> sql.Composable:
     """A hash of a `copy_typed` row's key as the text path reads it (trimmed, a date's day where it names
     one): rows of one such key hash alike (two keys hashing alike only cost a closer look)."""
     text = sql.SQL("btrim(_date)")
-    day = sql.SQL("coalesce(date, CASE WHEN {ok} THEN {day} END) - DATE '2000-01-01'").format(
-        ok=dates.date_ok(dataset.date_format, text), day=dates.date_value(dataset.date_format, text))
+    # the day `copied_date` read, unless the text has spaces around it (make_date reads '   2010-10-10' as
+    # the year 2) or names no day in it (a declared format's text with spaces): then the trimmed text's day
+    day = sql.SQL("CASE WHEN date IS NOT NULL AND _date = {t} THEN date WHEN {ok} THEN {day} END - DATE '2000-01-01'").format(
+        t=text, ok=dates.date_ok(dataset.date_format, text), day=dates.date_value(dataset.date_format, text))
     seed = sql.SQL("coalesce({}, hashtext(coalesce({}, '')))").format(day, text)
     return key_hash([sql.SQL("coalesce(btrim({}), '')").format(sql.Identifier(c)) for c in dataset.region], seed)
 
@@ -326,6 +328,8 @@ def _row_checks(dataset: Dataset, copied: bool) -> list[sql.Composable]:
     bad.append(sql.SQL("date IS NULL OR date > current_date"))
     if not dataset.date_format:  # the date's input reads '0999-01-01', the gates' YYYY-MM-DD a year from 1000
         bad.append(sql.SQL("date < DATE '1000-01-01'"))
+    if copied:  # a field the text path finds too long (a midnight timestamp's zeros are not bounded)
+        bad.append(sql.SQL("length(_date) > {}").format(sql.Literal(MAX_FIELD_CHARS)))
     if copied and not dataset.date_format:
         # as the text path reads them (dates.ISO_VALUE): YYYY-MM-DD, or at midnight (Socrata's timestamps)
         bad.append(sql.SQL(
@@ -437,7 +441,9 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
         )
         for p in problems
     ]
-    values = sql.SQL(", ").join(sql.Identifier(c) for c in (*dataset.attributes, *dataset.counts, *dataset.values))
+    # as they load: empty, quoted or not (or spaces, trimmed), is null
+    values = sql.SQL(", ").join(sql.SQL("nullif({}, '')").format(sql.Identifier(c))
+                                for c in (*dataset.attributes, *dataset.counts, *dataset.values))
     key_text = sql.SQL(" || ', ' || ").join(
         sql.SQL("{} || '=' || quote_nullable({})").format(sql.Literal(c), sql.Identifier(c)) for c in dataset.key
     )
@@ -451,7 +457,8 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
         # Repeated keys: each key's hash (fixed-size groups) first, then only the rows of the hashes seen twice
         # grouped by key (a sort of every row by its key would cost far more).
         # A key's date is the day it names (two spellings of one day are one key: '3/1/2021', '03/01/2021').
-        day = sql.SQL("coalesce(g._day::text, s.date)")
+        # (a text naming no day is never one: '2021-03-01' in a file of %m/%d/%Y is no key of 03/01/2021's)
+        day = sql.SQL("coalesce(g._day::text, 'not a day: ' || s.date)")
         key = [day if c == "date" else sql.Identifier("s", c) for c in dataset.key]
         hash = key_hash([sql.SQL("coalesce({}, '')").format(c) for c in key])
         rows_with_day = sql.SQL("({}) AS s LEFT JOIN good_dates AS g ON g._text = s.date").format(rows)
