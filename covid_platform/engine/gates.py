@@ -197,42 +197,38 @@ def copy_checked(conn, reader: CheckedText, dataset: Dataset, file_id: int, key:
             if not (bad or repeated):
                 return staged, passed(staged)
             text = _stage_unadmitted(cur, dataset, staged, file_id, repeated)
-            staged.gated_as_text = cur.rowcount
         return staged, _row_gates(conn, dataset, text, file_id, key, results,
                                   keep=lambda: _keep_checked(conn, dataset, text, file_id))
 
 
 def _copied_checks(cur, dataset: Dataset, file_id: int) -> tuple[bool, bool]:
     """Over `copy_typed`'s rows: whether any row is not admitted (`_row_checks`, or a region it names is not
-    known), and whether a key repeats (as the text path reads keys: `_copied_key`)."""
+    known), and whether a key repeats as written (a hash of each)."""
     unknown = (
         sql.SQL("EXISTS (SELECT FROM {} WHERE state_fips IS NULL)").format(region_map(file_id))
         if dataset.region_names else sql.SQL("false")
     )
-    key = _copied_key(dataset)
     cur.execute("SET LOCAL DateStyle = 'ISO'")  # date::text is YYYY-MM-DD
     cur.execute(sql.SQL(
-        "SELECT {unknown} OR coalesce(bool_or({bad}), false), count(DISTINCT {key}) < count({key}) FROM {t}"
-    ).format(unknown=unknown, bad=_any_of(_row_checks(dataset, copied=True)), key=key, t=staging_table(file_id)))
+        "SELECT {unknown} OR coalesce(bool_or({bad}), false), count(DISTINCT {key}) < count(*) FROM {t}"
+    ).format(unknown=unknown, bad=_any_of(_row_checks(dataset, copied=True)), key=_written_key(dataset),
+             t=staging_table(file_id)))
     return cur.fetchone()
 
 
-def _copied_key(dataset: Dataset) -> sql.Composable:
-    """A hash of a `copy_typed` row's key as the text path reads it (trimmed, a date's day where it names
-    one): rows of one such key hash alike (two keys hashing alike only cost a closer look)."""
-    text = sql.SQL("btrim(_date)")
-    # the day `copied_date` read, unless the text has spaces around it (make_date reads '   2010-10-10' as
-    # the year 2) or names no day in it (a declared format's text with spaces): then the trimmed text's day
-    day = sql.SQL("CASE WHEN date IS NOT NULL AND _date = {t} THEN date WHEN {ok} THEN {day} END - DATE '2000-01-01'").format(
-        t=text, ok=dates.date_ok(dataset.date_format, text), day=dates.date_value(dataset.date_format, text))
-    seed = sql.SQL("coalesce({}, hashtext(coalesce({}, '')))").format(day, text)
-    return key_hash([sql.SQL("coalesce(btrim({}), '')").format(sql.Identifier(c)) for c in dataset.region], seed)
+def _written_key(dataset: Dataset) -> sql.Composable:
+    """A hash of a `copy_typed` row's key as written (two keys hashing alike only cost a closer look)."""
+    return key_hash([sql.Identifier(c) for c in dataset.region], seed=sql.SQL("date - DATE '2000-01-01'"))
 
 
 def _stage_unadmitted(cur, dataset: Dataset, staged: StagedFile, file_id: int, repeated: bool) -> StagedFile:
     """The rows of `copy_typed`'s table that `_copied_checks` did not admit, as the text path's staging
-    table holds a file (`text_table(file_id)`: `line`, then c1, c2, … in the header's order)."""
+    table holds a file (`text_table(file_id)`: `line`, then c1, c2, … in the header's order), and every row
+    of a key the text path would see repeated: those whose key as written repeats, and the admitted rows of
+    an unadmitted row's key as the text path reads it (trimmed; its date's day, where it names one: make_date
+    reads '   2010-10-10' as the year 2)."""
     text = StagedFile(text_table(file_id), staged.header, staged.positions, [], staged.rows, typed=True)
+    typed = staging_table(file_id)
     bad = _row_checks(dataset, copied=True)
     if dataset.region_names:
         (column,) = dataset.region_names
@@ -240,14 +236,25 @@ def _stage_unadmitted(cur, dataset: Dataset, staged: StagedFile, file_id: int, r
             c=sql.Identifier(column), map=region_map(file_id)))
     if repeated:
         bad.append(sql.SQL("{k} IN (SELECT {k} FROM {t} GROUP BY 1 HAVING count(*) > 1)").format(
-            k=_copied_key(dataset), t=staging_table(file_id)))
-    fields = [sql.SQL("{} AS {}").format(sql.Identifier(c), sql.Identifier(f"c{i}"))
-              for i, c in enumerate(copied_columns(staged), start=1)]
+            k=_written_key(dataset), t=typed))
+    fields = sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.Identifier(c), sql.Identifier(f"c{i}"))
+                                for i, c in enumerate(copied_columns(staged), start=1))
+    trimmed = sql.SQL("btrim(_date)")
+    day = sql.SQL("CASE WHEN date IS NOT NULL AND _date = {t} THEN date WHEN {ok} THEN {day} END").format(
+        t=trimmed, ok=dates.date_ok(dataset.date_format, trimmed), day=dates.date_value(dataset.date_format, trimmed))
+    read = sql.SQL(", ").join([*(sql.SQL("btrim({})").format(sql.Identifier(c)) for c in dataset.region), day])
     cur.execute("SET LOCAL work_mem = '200MB'; SET LOCAL jit = off")
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(text.table))
-    cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT line, {} FROM {} WHERE {}").format(
-        text.table, sql.SQL(", ").join(fields), staging_table(file_id),
-        sql.SQL(" OR ").join(sql.SQL("coalesce({}, false)").format(b) for b in bad)))
+    cur.execute(sql.SQL(
+        "CREATE UNLOGGED TABLE {text} AS SELECT line, {fields} FROM {typed} WHERE {bad}; "
+        "INSERT INTO {text} SELECT line, {fields} FROM {typed} WHERE ({key}) IN ("
+        "SELECT {read} FROM {typed} WHERE line IN (SELECT line FROM {text})) "
+        "AND line NOT IN (SELECT line FROM {text})"
+    ).format(text=text.table, typed=typed, fields=fields, read=read,
+             key=sql.SQL(", ").join(sql.Identifier(c) for c in (*dataset.region, "date")),
+             bad=sql.SQL(" OR ").join(sql.SQL("coalesce({}, false)").format(b) for b in bad)))
+    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(text.table))
+    staged.gated_as_text = cur.fetchone()[0]
     return text
 
 
