@@ -217,7 +217,7 @@ def _copied_checks(cur, dataset: Dataset, file_id: int) -> tuple[bool, bool]:
 
 
 def _written_key(dataset: Dataset) -> sql.Composable:
-    """A hash of a `copy_typed` row's key as written (two keys hashing alike only cost a closer look)."""
+    """A hash of a typed row's key as written (two keys hashing alike only cost a closer look)."""
     return key_hash([sql.Identifier(c) for c in dataset.region], seed=sql.SQL("date - DATE '2000-01-01'"))
 
 
@@ -365,7 +365,6 @@ def _any_bad(cur, dataset: Dataset, file_id: int) -> bool:
     """Whether any row `create_typed` typed breaks a row gate, by one scan of them (and a look at the few
     rows of the region map): `_row_checks`, regions known, keys unique (counted by a hash of each key: two
     keys hashing alike only cost the detailed gates, which find nothing wrong)."""
-    key = key_hash([sql.Identifier(c) for c in dataset.region], seed=sql.SQL("date - DATE '2000-01-01'"))
     unknown = (
         sql.SQL("EXISTS (SELECT FROM {} WHERE state_fips IS NULL) OR ").format(region_map(file_id))
         if dataset.region_names else sql.SQL("")
@@ -373,7 +372,8 @@ def _any_bad(cur, dataset: Dataset, file_id: int) -> bool:
     cur.execute(
         sql.SQL("SELECT {unknown}(SELECT coalesce(bool_or({bad}), false) OR count(DISTINCT {key}) < count(*) "
                 "FROM {t})")
-        .format(unknown=unknown, bad=_any_of(_row_checks(dataset, copied=False)), key=key, t=staging_table(file_id))
+        .format(unknown=unknown, bad=_any_of(_row_checks(dataset, copied=False)), key=_written_key(dataset),
+                t=staging_table(file_id))
     )
     return cur.fetchone()[0]
 
