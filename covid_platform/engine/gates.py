@@ -173,7 +173,7 @@ def passed(staged: StagedFile) -> list[GateResult]:
 def copy_checked(conn, reader: CheckedText, dataset: Dataset, file_id: int, key: str
                  ) -> tuple[StagedFile, list[GateResult]] | None:
     """A file read once: COPYed straight into typed columns (`staging.copy_typed`) and checked by one
-    aggregate (`_copied_checks`); the staged file and the gates' results, committed.
+    aggregate (`_typed_checks`); the staged file and the gates' results, committed.
 
     The usual good file passes that aggregate whole. Otherwise only the rows it could not admit (a row
     breaking a row gate, text with whitespace around it, a count not only digits, a date not written plainly,
@@ -193,7 +193,7 @@ def copy_checked(conn, reader: CheckedText, dataset: Dataset, file_id: int, key:
         with conn.cursor() as cur:
             if dataset.region_names:
                 create_region_map(cur, dataset, file_id)
-            bad, repeated = _copied_checks(cur, dataset, file_id)
+            bad, repeated = _typed_checks(cur, dataset, file_id, copied=True)
             if not (bad or repeated):
                 return staged, passed(staged)
             text = _stage_unadmitted(cur, dataset, staged, file_id, repeated)
@@ -201,9 +201,10 @@ def copy_checked(conn, reader: CheckedText, dataset: Dataset, file_id: int, key:
                                   keep=lambda: _keep_checked(conn, dataset, text, file_id))
 
 
-def _copied_checks(cur, dataset: Dataset, file_id: int) -> tuple[bool, bool]:
-    """Over `copy_typed`'s rows: whether any row is not admitted (`_row_checks`, or a region it names is not
-    known), and whether a key repeats as written (a hash of each)."""
+def _typed_checks(cur, dataset: Dataset, file_id: int, copied: bool) -> tuple[bool, bool]:
+    """One scan of the typed rows (and a look at the few rows of the region map): whether any row breaks
+    `_row_checks` or names a region that is not known, and whether a key repeats as written (a hash of each).
+    copied: the rows of `copy_typed`, else of `create_typed`."""
     unknown = (
         sql.SQL("EXISTS (SELECT FROM {} WHERE state_fips IS NULL)").format(region_map(file_id))
         if dataset.region_names else sql.SQL("false")
@@ -211,18 +212,19 @@ def _copied_checks(cur, dataset: Dataset, file_id: int) -> tuple[bool, bool]:
     cur.execute("SET LOCAL DateStyle = 'ISO'")  # date::text is YYYY-MM-DD
     cur.execute(sql.SQL(
         "SELECT {unknown} OR coalesce(bool_or({bad}), false), count(DISTINCT {key}) < count(*) FROM {t}"
-    ).format(unknown=unknown, bad=_any_of(_row_checks(dataset, copied=True)), key=_written_key(dataset),
+    ).format(unknown=unknown, bad=_any_of(_row_checks(dataset, copied)), key=_written_key(dataset),
              t=staging_table(file_id)))
     return cur.fetchone()
 
 
 def _written_key(dataset: Dataset) -> sql.Composable:
-    """A hash of a typed row's key as written (two keys hashing alike only cost a closer look)."""
+    """A hash of a typed row's key as written (two keys hashing alike only cost a closer look: the detailed
+    gates, which find nothing wrong)."""
     return key_hash([sql.Identifier(c) for c in dataset.region], seed=sql.SQL("date - DATE '2000-01-01'"))
 
 
 def _stage_unadmitted(cur, dataset: Dataset, staged: StagedFile, file_id: int, repeated: bool) -> StagedFile:
-    """The rows of `copy_typed`'s table that `_copied_checks` did not admit, as the text path's staging
+    """The rows of `copy_typed`'s table that `_typed_checks` did not admit, as the text path's staging
     table holds a file (`text_table(file_id)`: `line`, then c1, c2, … in the header's order), and every row
     of a key the text path would see repeated: those whose key as written repeats, and the admitted rows of
     an unadmitted row's key as the text path reads it (trimmed; its date's day, where it names one: make_date
@@ -295,7 +297,7 @@ def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int) -> bool 
             return None
         if dataset.region_names:
             create_region_map(cur, dataset, file_id)
-        return not _any_bad(cur, dataset, file_id)
+        return not any(_typed_checks(cur, dataset, file_id, copied=False))
 
 
 def _keep_good_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int, typed: bool) -> None:
@@ -359,23 +361,6 @@ def _row_checks(dataset: Dataset, copied: bool) -> list[sql.Composable]:
 
 def _any_of(checks: list[sql.Composable]) -> sql.Composable:
     return sql.SQL(" OR ").join(sql.SQL("({})").format(check) for check in checks)
-
-
-def _any_bad(cur, dataset: Dataset, file_id: int) -> bool:
-    """Whether any row `create_typed` typed breaks a row gate, by one scan of them (and a look at the few
-    rows of the region map): `_row_checks`, regions known, keys unique (counted by a hash of each key: two
-    keys hashing alike only cost the detailed gates, which find nothing wrong)."""
-    unknown = (
-        sql.SQL("EXISTS (SELECT FROM {} WHERE state_fips IS NULL) OR ").format(region_map(file_id))
-        if dataset.region_names else sql.SQL("")
-    )
-    cur.execute(
-        sql.SQL("SELECT {unknown}(SELECT coalesce(bool_or({bad}), false) OR count(DISTINCT {key}) < count(*) "
-                "FROM {t})")
-        .format(unknown=unknown, bad=_any_of(_row_checks(dataset, copied=False)), key=_written_key(dataset),
-                t=staging_table(file_id))
-    )
-    return cur.fetchone()[0]
 
 
 def key_hash(texts: list[sql.Composable], seed: sql.Composable = sql.Literal(0)) -> sql.Composable:

@@ -22,6 +22,9 @@ MAX_HEADER_BYTES = 64 * 1024
 CHUNK = 1 << 20
 BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
+# A staging table's line numbers, as an editor shows them (the header is line 1), in the order COPY reads the
+# rows; drawn 100,000 at a time (one backend draws them all, in order: no gap), not each from the sequence.
+LINE = sql.SQL("line bigint GENERATED ALWAYS AS IDENTITY (START WITH 2 CACHE 100000)")
 
 
 class FileRejected(Exception):
@@ -341,13 +344,9 @@ def stage(
     columns = [sql.Identifier(f"c{i}") for i in range(1, len(staged.header) + 1)]
     with conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staged.table))
-        cur.execute(
-            sql.SQL(
-                # line numbers count the header as line 1, as an editor would show them; drawn 100,000 at a
-                # time (one backend draws them all, in order: no gap), not each from the sequence
-                "CREATE UNLOGGED TABLE {} (line bigint GENERATED ALWAYS AS IDENTITY (START WITH 2 CACHE 100000), {})"
-            ).format(staged.table, sql.SQL(", ").join(sql.SQL("{} text").format(c) for c in columns))
-        )
+        cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({}, {})").format(
+            staged.table, LINE, sql.SQL(", ").join(sql.SQL("{} text").format(c) for c in columns)
+        ))
         # FREEZE: the table is this transaction's, so its rows need no visibility hints set on the next read
         copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8', FREEZE)").format(
             staged.table, sql.SQL(", ").join(columns)
@@ -422,11 +421,9 @@ def copy_typed(
     fields = sql.SQL(", ").join(sql.SQL("{} text").format(c) for c in columns)
     with conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staged.table))
-        # line numbers as `stage` counts them
-        cur.execute(sql.SQL(
-            "CREATE UNLOGGED TABLE {} (line bigint GENERATED ALWAYS AS IDENTITY (START WITH 2 CACHE 100000), {}, "
-            "date date GENERATED ALWAYS AS ({}) STORED)"
-        ).format(staged.table, fields, copied_date(dataset)))
+        cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({}, {}, date date GENERATED ALWAYS AS ({}) STORED)").format(
+            staged.table, LINE, fields, copied_date(dataset)
+        ))
         # FREEZE: as in `stage`
         copy = sql.SQL(
             "COPY {} ({}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8', FREEZE, FORCE_NULL ({}))"
