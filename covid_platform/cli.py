@@ -157,13 +157,26 @@ def connection_help(env: dict[str, str]) -> str:
     ])
 
 
-def drop(path: Path, dataset: str, name: str | None) -> int:
+def drop(path: Path, dataset: str, name: str | None, state_dir: Path) -> int:
+    """Put a file under `<dataset>/` of LANDING_URL, or of the local zone `covid-platform dev` made in
+    `state_dir` (refused where there is none: nothing would read a new folder)."""
     if dataset not in DATASETS:
         sys.exit(f"Unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
-    url = os.environ.get("LANDING_URL") or Path(".covid_platform/landing").resolve().as_uri()
+    name = name or path.name
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        sys.exit(f"--name {name!r}: an object name under {dataset}/, without / (e.g. us-states.csv)")
+    if not path.is_file():
+        sys.exit(f"No file {path}")
+    url = os.environ.get("LANDING_URL")
+    if not url:
+        landing = state_dir / "landing"
+        if not landing.is_dir():
+            sys.exit(f"No landing zone in {landing.resolve()}: run this in the folder where `covid-platform dev` "
+                     "runs (or give its --state-dir), or set LANDING_URL (dev prints its export line)")
+        url = landing.resolve().as_uri()
     with open(path, "rb") as body:
-        LandingZone(url=url, s3=S3Resource()).put(f"{dataset}/{name or path.name}", body)
-    print(f"Dropped {path} as {dataset}/{name or path.name} in {url}")
+        LandingZone(url=url, s3=S3Resource()).put(f"{dataset}/{name}", body)
+    print(f"Dropped {path} as {dataset}/{name} in {url}")
     return 0
 
 
@@ -186,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     put.add_argument("path", type=Path)
     put.add_argument("dataset", choices=sorted(DATASETS))
     put.add_argument("--name", help="object name under the dataset prefix (default: the file's name)")
+    put.add_argument("--state-dir", type=Path, default=Path(".covid_platform"),
+                     help="dev's --state-dir, whose landing folder is the zone (unless LANDING_URL is set)")
     stream.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "stream":
@@ -196,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         return api(args.port, args.address, args.workers)
     if args.command == "dashboard":
         return dashboard(args.port, args.address)
-    return drop(args.path, args.dataset, args.name)
+    return drop(args.path, args.dataset, args.name, args.state_dir)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,10 @@ BAD_FILES = {
         set_field(BASE, 9, "deaths", field(BASE, 9, "deaths") + ",7"), "csv_readable",
         ("line 9", "expected 5 fields", "extra data"),
     ),
+    "short_row": Bad(  # the field named is the file's own column, not the staging table's
+        with_bytes_in_line(BASE, 7, b"," + field(BASE, 7, "deaths").encode(), b""), "csv_readable",
+        ("line 7", "expected 5 fields", 'missing data for column "deaths"'),
+    ),
     "invalid_utf8": Bad(
         UTF8_DAMAGED, "csv_readable",
         ("line 3", f"not valid UTF-8 at byte offset {UTF8_BAD_AT}", "0xff"),

@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 import psycopg2
+import pytest
 
+from covid_platform import cli
 from covid_platform_tests.conftest import _free_port
 from covid_platform_tests.helpers import REPO, stop_dev, wait_for
 
@@ -64,3 +66,25 @@ def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path):
     finally:
         stop_dev(dev)
     assert "will not be used" not in log_path.read_text()  # no dagster.yaml in the working directory
+
+
+def test_drop_puts_a_file_in_devs_zone_and_refuses_what_nothing_would_read(tmp_path, monkeypatch):
+    """`covid-platform drop` writes under `<state dir>/landing/<dataset>/`, and refuses, with the reason and no
+    file written, a folder with no landing zone (nothing would read it), a name that leaves the dataset's
+    folder, and a file that is not there."""
+    monkeypatch.delenv("LANDING_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "states.csv"
+    source.write_bytes(b"date,state,fips,cases,deaths\r\n")
+    refused = {
+        "no landing zone": ([str(source), "us_states"], "No landing zone in"),
+        "a name with a path": ([str(source), "us_states", "--name", "../../escape.csv"], "without /"),
+        "no such file": ([str(tmp_path / "gone.csv"), "us_states"], "No file"),
+    }
+    for args, says in refused.values():
+        with pytest.raises(SystemExit, match=says):
+            cli.main(["drop", *args, "--state-dir", "state"])
+        (tmp_path / "state" / "landing").mkdir(parents=True, exist_ok=True)  # the later cases have a zone
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [source]
+    assert cli.main(["drop", str(source), "us_states", "--name", "day.csv", "--state-dir", "state"]) == 0
+    assert (tmp_path / "state" / "landing" / "us_states" / "day.csv").read_bytes() == source.read_bytes()

@@ -8,6 +8,7 @@
   holds today's verdicts, and a file dropped during the replay is merged after the swap.
 """
 
+import io
 import threading
 import time
 from contextlib import contextmanager
@@ -17,8 +18,10 @@ import psycopg2
 import pytest
 from dagster_aws.s3 import S3Resource
 
+from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
 from covid_platform.datasets import DATASETS
 from covid_platform.engine import gates, replay
+from covid_platform.engine.ledger import partition_key
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.warehouse import Warehouse
 from covid_platform_tests.conftest import fresh_database
@@ -166,6 +169,27 @@ def test_a_replay_gives_the_tables_of_a_fresh_load_under_todays_rules(
     fresh = fresh_load(second_database, f"s3://{bucket}/fresh", s3_endpoint, resources, FILES)
     assert dict((key, status) for _, key, status, _, _ in fresh["ledger"]) == TODAY
     assert snapshot(database_url) == fresh
+
+
+def test_a_replay_leaves_a_file_that_is_not_a_csv_as_it_was(landing, resources, query):
+    """Quarantined by `quarantine_unrouted` under the dataset's folder: no gate of the day reads it, so the
+    replay keeps its reason (it once read `hello` as a header with no required column)."""
+    from covid_platform.assets.unrouted import UNROUTED, unrouted_files
+
+    note = "us_states/notes.txt"
+    landing.put(note, io.BytesIO(b"hello\n"))
+    etag = landing.describe(note).etag
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(UNROUTED.name, [partition_key(note, etag)])
+        dg.materialize([unrouted_files], partition_key=partition_key(note, etag), instance=instance,
+                       resources=resources, tags={KEY_TAG: note, ETAG_TAG: etag}, raise_on_error=False)
+        assert ingest(landing, resources, drop(landing, "us_states/a.csv", FILES["us_states/a.csv"]), instance).success
+        before = query("SELECT key, status, reason FROM covid.ingested_files ORDER BY file_id")
+        result = run_replay(resources, instance)
+    assert result.success
+    assert materialized(result)["state_daily"]["files_replayed"].value == 1
+    assert before[0][:2] == (note, "quarantined") and "not a .csv" in before[0][2]
+    assert query("SELECT key, status, reason FROM covid.ingested_files ORDER BY file_id") == before
 
 
 def test_a_file_dropped_during_a_replay_is_merged_after_the_swap(

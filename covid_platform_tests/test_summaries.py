@@ -112,3 +112,29 @@ def test_the_same_file_twice_never_double_counts(landing, resources, query, seco
     else:
         assert [s[:2] for s in statuses] == [("us_states/same.csv", "loaded"), (second_key, "duplicate")]
         assert "us_states/same.csv" in statuses[1][2]
+
+
+VALUES = "state, fips, date, cases, deaths, new_cases, new_deaths, new_cases_7d, new_deaths_7d"  # all but file_id
+
+
+def test_bytes_loaded_again_after_a_later_change_win_again(landing, resources, query):
+    """A file's bytes dropped again after a later file revised some of its values are not a duplicate: they
+    win as any later file does (a publisher back to an earlier version, a user restoring a good file)."""
+    good = nyt_states_slice("2021-01-01", "2021-01-10", {"Ohio", "Vermont"})
+    header, *rows = good.split(b"\r\n")
+    vermont = next(row for row in rows if row.startswith(b"2021-01-05,Vermont,"))
+    date, state, fips, _, _ = vermont.split(b",")
+    wrong = b"\r\n".join([header, b",".join([date, state, fips, b"100", b""]), b""])
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_states/good.csv", good), instance).success
+        loaded = query(f"SELECT {VALUES} FROM covid.state_daily ORDER BY state, date")
+        assert ingest(landing, resources, drop(landing, "us_states/wrong.csv", wrong), instance).success
+        assert query("SELECT cases, deaths FROM covid.state_daily WHERE state = 'Vermont' AND date = %s",
+                     (date.decode(),)) == [(100, None)]
+        assert ingest(landing, resources, drop(landing, "us_states/good-again.csv", good), instance).success
+        # and once more: now the same bytes as the latest file, a duplicate
+        assert ingest(landing, resources, drop(landing, "us_states/good-3.csv", good), instance).success
+    statuses = query("SELECT key, status FROM covid.ingested_files ORDER BY file_id")
+    assert statuses == [("us_states/good.csv", "loaded"), ("us_states/wrong.csv", "loaded"),
+                        ("us_states/good-again.csv", "loaded"), ("us_states/good-3.csv", "duplicate")]
+    assert query(f"SELECT {VALUES} FROM covid.state_daily ORDER BY state, date") == loaded

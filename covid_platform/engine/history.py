@@ -202,6 +202,8 @@ SELECT f.file_id, f.issued_at, (
       AND e.received_at > now() - %(horizon)s::interval AND e.file_id <> ALL (%(batch)s)
 ) AS first_in_flight
 FROM covid.ingested_files AS f WHERE f.file_id = ANY (%(batch)s);
+-- its few rows known to the planner: a join with it streams the batch's rows (no sort of them by file_id)
+ANALYZE vintage_files;
 """
 
 # The versions of every key the batch touches, the batch's and those in history, in ledger order: a row

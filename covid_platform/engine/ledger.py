@@ -126,15 +126,22 @@ def set_fields(cur: psycopg2.extensions.cursor, file_id: int, **fields) -> None:
 
 
 def loaded_with_same_content(conn, dataset: str, sha256: str, file_id: int) -> tuple[int, str] | None:
-    """An earlier file of the dataset with these exact bytes that was (or is being) loaded."""
+    """Another file of the dataset with these exact bytes that was (or is being) loaded, with no file of other
+    bytes loaded after it: loading them again would change nothing. Bytes loaded before a later file changed
+    some of their values are loaded again, and win as any later file does (a publisher back to an earlier
+    version, a user restoring a good file)."""
     with conn.cursor() as cur:
         cur.execute(
             """
-            SELECT file_id, key FROM covid.ingested_files
-            WHERE dataset = %s AND sha256 = %s AND status IN (%s, %s) AND file_id <> %s
-            ORDER BY file_id LIMIT 1
+            SELECT f.file_id, f.key FROM covid.ingested_files AS f
+            WHERE f.dataset = %(dataset)s AND f.sha256 = %(sha256)s AND f.status IN %(loading)s
+              AND f.file_id <> %(file_id)s
+              AND NOT EXISTS (SELECT FROM covid.ingested_files AS e
+                              WHERE e.dataset = f.dataset AND e.status IN %(loading)s AND e.file_id > f.file_id
+                                AND e.file_id <> %(file_id)s AND e.sha256 <> f.sha256)
+            ORDER BY f.file_id LIMIT 1
             """,
-            (dataset, sha256, Status.LOADED, Status.STAGED, file_id),
+            {"dataset": dataset, "sha256": sha256, "loading": (Status.LOADED, Status.STAGED), "file_id": file_id},
         )
         return cur.fetchone()
 

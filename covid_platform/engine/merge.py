@@ -262,6 +262,10 @@ def merge_files(cur, dataset: Dataset, file_ids: list[int]) -> Merged:
     rows_written, keys_changed, *decreases = counts
     # Beside the table, in its transaction: readers of the latest values read the clean table as before.
     compared = rows_in_files if len(file_ids) == 1 and not first_load else None
+    if first_load and len(file_ids) == 1:
+        # the file's rows are the table's now, typed and in key order within each year: the history reads
+        # them there (no cast, and its key is built from rows nearly in its order: 3.76M rows, 18.6 s → 14.5 s)
+        staged = [sql.SQL("SELECT {}, file_id FROM {}").format(column_list(base_columns(dataset)), table)]
     revisions = history.record(cur, dataset, file_ids, staged, compared)
     won = {file_id: reported.get(file_id, (0,))[0] - lost.get(file_id, 0) for file_id in file_ids}
     loaded = ledger.mark_loaded(cur, won)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import psycopg2.extensions
 from psycopg2 import sql
 
-from covid_platform.datasets import Dataset
+from covid_platform.datasets import Dataset, unrouted_reason
 from covid_platform.engine import history, ledger, merge, staging
 from covid_platform.engine.intake import gate_archived, settle
 from covid_platform.engine.ledger import Status
@@ -91,16 +91,20 @@ def _regate(conn: psycopg2.extensions.connection, landing: LandingZone, dataset:
     """Stage and gate every archived file again; those that pass keep their typed rows for the merge.
     Files in flight (received, staged) are left to their own runs, whose merges follow the swap."""
     verdicts = []
-    first_with: dict[str, tuple[int, str]] = {}  # sha256 → the first file of the replay that passed with it
+    # the bytes of the latest file that passed, and the first file of the run of files that passed with them
+    # (a duplicate as `ledger.loaded_with_same_content` finds one: no other bytes loaded since)
+    latest: tuple[str, tuple[int, str]] | None = None
     for file_id, key, etag, partition, before, archive_key in ledger.archived_files(conn, dataset.name):
+        if unrouted_reason(key):  # quarantined by `quarantine_unrouted` (not a CSV): no gate reads it
+            continue
         ledger.forget_rejected_rows(conn, file_id)  # the rows set aside are today's gates' (none if quarantined)
         gated = gate_archived(conn, landing, dataset, file_id, key, archive_key)
-        duplicate_of = None if gated.failed else first_with.get(gated.sha256)
+        duplicate_of = latest[1] if latest and not gated.failed and latest[0] == gated.sha256 else None
         status, reason = settle(landing, gated, key, etag, archive_key, duplicate_of)
         with conn, conn.cursor() as cur:
             staging.drop(cur, file_id, typed=status != Status.STAGED)
         if status == Status.STAGED:
-            first_with[gated.sha256] = (file_id, key)
+            latest = (gated.sha256, (file_id, key))
         columns = gated.staged.columns if gated.staged else None
         verdicts.append(Verdict(file_id, key, partition, before, status, reason, gated.rows, columns))
     return verdicts

@@ -443,6 +443,9 @@ def copy_typed(
 def copy_error_reason(error: psycopg2.Error, header: list[str], reader: CheckedText) -> str:
     """Turn PostgreSQL's COPY error into a line of the file and what was wrong with it."""
     message = error.diag.message_primary or str(error).strip()
+    # the staging table's columns are c1…cN in the header's order: name the file's own
+    message = re.sub(r'column "c(\d+)"', lambda m: f'column "{header[int(m.group(1)) - 1]}"'
+                     if 0 < int(m.group(1)) <= len(header) else m.group(0), message)
     found = re.search(r"line (\d+)", error.diag.context or "")
     line = int(found.group(1)) + 1 if found else None
     where = f"line {line}: " if line else ""

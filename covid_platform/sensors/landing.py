@@ -230,7 +230,8 @@ def _list_zone(
     listed = {(obj.key, obj.etag) for obj in fresh}  # this tick's new keys are behind the moved cursors too
     missed = [obj for obj in _without_partition(context, behind) if (obj.key, obj.etag) not in listed]
     if missed:
-        context.log.info(f"Sweep found {len(missed)} object version(s) behind the cursor: {missed[0].key}, …")
+        named = ", ".join(obj.key for obj in missed[:3]) + (", …" if len(missed) > 3 else "")
+        context.log.info(f"Sweep found {len(missed)} object version(s) behind the cursor: {named}")
     sweep = page[-1].key if len(page) == PAGE_SIZE else ""
     return fresh + missed, after, sweep, mark
 
