@@ -157,14 +157,14 @@ def build_comparison_asset(datasets) -> dg.AssetsDefinition:
             rows = rebuild(cur, compared)
             latest, found = disagreements(cur, compared)
             cur.execute("SELECT key FROM covid.ingested_files WHERE file_id = %s", (latest,))
-            named = cur.fetchone()  # the latest file of any source: say which
+            named = cur.fetchone()  # of any source: say which
         yield dg.MaterializeResult(metadata={"rows": dg.MetadataValue.int(rows)})
         yield dg.AssetCheckResult(
             check_name=CHECK,
             passed=not found,
             severity=dg.AssetCheckSeverity.WARN,
             description=(f"{len(found)} disagreement(s) in the rows of file {latest}"
-                         f"{f' ({named[0]}, the latest loaded of any source)' if named else ''}: " + "; ".join(found[:LISTED])
+                         f"{f' ({named[0]}, the newest file behind a row of any source)' if named else ''}: " + "; ".join(found[:LISTED])
                          + (f" and {len(found) - LISTED} more" if len(found) > LISTED else "")) if found else None,
             metadata={"disagreements": dg.MetadataValue.int(len(found)), "file_id": dg.MetadataValue.int(latest or 0)},
         )

@@ -23,7 +23,7 @@ class Status(StrEnum):
     LOADED = "loaded"
     QUARANTINED = "quarantined"
     DUPLICATE = "duplicate"
-    """The same bytes as a file already loaded: nothing to change."""
+    """The same bytes as the dataset's previous file, loaded: nothing to change (`loaded_with_same_content`)."""
 
 
 def partition_key(obj_key: str, etag: str) -> str:
@@ -126,22 +126,23 @@ def set_fields(cur: psycopg2.extensions.cursor, file_id: int, **fields) -> None:
 
 
 def loaded_with_same_content(conn, dataset: str, sha256: str, file_id: int) -> tuple[int, str] | None:
-    """Another file of the dataset with these exact bytes that was (or is being) loaded, with no file of other
-    bytes loaded after it: loading them again would change nothing. Bytes loaded before a later file changed
-    some of their values are loaded again, and win as any later file does (a publisher back to an earlier
-    version, a user restoring a good file)."""
+    """The dataset's previous file in ledger order (quarantined files and duplicates left out), when it has
+    these exact bytes and was (or is being) loaded: loading them again would change nothing. Bytes loaded
+    before another file changed some of their values load again, and win as any later file does (a publisher
+    back to an earlier version, a user restoring a good file); so does a file whose previous one is still in
+    flight (loading identical bytes twice is harmless). A replay decides as a fresh load does (`replay`)."""
     with conn.cursor() as cur:
         cur.execute(
             """
-            SELECT f.file_id, f.key FROM covid.ingested_files AS f
-            WHERE f.dataset = %(dataset)s AND f.sha256 = %(sha256)s AND f.status IN %(loading)s
-              AND f.file_id <> %(file_id)s
-              AND NOT EXISTS (SELECT FROM covid.ingested_files AS e
-                              WHERE e.dataset = f.dataset AND e.status IN %(loading)s AND e.file_id > f.file_id
-                                AND e.file_id <> %(file_id)s AND e.sha256 <> f.sha256)
-            ORDER BY f.file_id LIMIT 1
+            SELECT file_id, key FROM (
+                SELECT file_id, key, sha256, status FROM covid.ingested_files
+                WHERE dataset = %(dataset)s AND file_id < %(file_id)s AND status NOT IN %(left_out)s
+                ORDER BY file_id DESC LIMIT 1
+            ) AS previous
+            WHERE sha256 = %(sha256)s AND status IN %(loading)s
             """,
-            {"dataset": dataset, "sha256": sha256, "loading": (Status.LOADED, Status.STAGED), "file_id": file_id},
+            {"dataset": dataset, "sha256": sha256, "file_id": file_id,
+             "left_out": (Status.QUARANTINED, Status.DUPLICATE), "loading": (Status.LOADED, Status.STAGED)},
         )
         return cur.fetchone()
 

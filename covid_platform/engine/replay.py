@@ -91,20 +91,20 @@ def _regate(conn: psycopg2.extensions.connection, landing: LandingZone, dataset:
     """Stage and gate every archived file again; those that pass keep their typed rows for the merge.
     Files in flight (received, staged) are left to their own runs, whose merges follow the swap."""
     verdicts = []
-    # the bytes of the latest file that passed, and the first file of the run of files that passed with them
-    # (a duplicate as `ledger.loaded_with_same_content` finds one: no other bytes loaded since)
-    latest: tuple[str, tuple[int, str]] | None = None
+    # the previous file that passed (sha256, (file_id, key)): a file of the same bytes is its duplicate, as
+    # `ledger.loaded_with_same_content` finds one
+    previous: tuple[str, tuple[int, str]] | None = None
     for file_id, key, etag, partition, before, archive_key in ledger.archived_files(conn, dataset.name):
         if unrouted_reason(key):  # quarantined by `quarantine_unrouted` (not a CSV): no gate reads it
             continue
         ledger.forget_rejected_rows(conn, file_id)  # the rows set aside are today's gates' (none if quarantined)
         gated = gate_archived(conn, landing, dataset, file_id, key, archive_key)
-        duplicate_of = latest[1] if latest and not gated.failed and latest[0] == gated.sha256 else None
+        duplicate_of = previous[1] if previous and not gated.failed and previous[0] == gated.sha256 else None
         status, reason = settle(landing, gated, key, etag, archive_key, duplicate_of)
         with conn, conn.cursor() as cur:
             staging.drop(cur, file_id, typed=status != Status.STAGED)
         if status == Status.STAGED:
-            latest = (gated.sha256, (file_id, key))
+            previous = (gated.sha256, (file_id, key))
         columns = gated.staged.columns if gated.staged else None
         verdicts.append(Verdict(file_id, key, partition, before, status, reason, gated.rows, columns))
     return verdicts
