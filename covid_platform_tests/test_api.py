@@ -216,6 +216,14 @@ def test_csv_pages_follow_the_link_header(api):
     assert len(lines) == 2 * 92 and lines == sorted(lines)  # Guam, then Ohio, each by date
 
 
+def test_a_head_request_has_its_gets_status_and_headers(api):
+    url = f"{api}/v1/tables/state_daily?format=csv&limit=5&state=Ohio"
+    got, head = requests.get(url, timeout=30), requests.head(url, timeout=30)
+    assert (head.status_code, head.content) == (200, b"")
+    assert {k: head.headers[k] for k in ("content-type", "link")} == {k: got.headers[k] for k in ("content-type", "link")}
+    assert requests.head(f"{api}/v1/tables/no_such_table", timeout=30).status_code == 404
+
+
 @pytest.mark.parametrize("path, params, status, parameter", [
     ("/v1/tables/no_such_table", {}, 404, None),
     ("/v1/tables/ingested_files", {}, 404, None),  # in the schema, but not a declared table

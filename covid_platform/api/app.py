@@ -33,7 +33,22 @@ def create_app(database_url: str | None = None, *, pool_size: int = POOL_SIZE,
     for router in (health.router, datasets.router, tables.router):
         app.include_router(router)
     app.openapi = lambda: _openapi(app)
+    app.add_middleware(HeadAsGet)
     return app
+
+
+class HeadAsGet:
+    """A HEAD request answered as its GET (monitors, `curl -I`): the same status and headers; the server
+    sends no body in answer to a HEAD. FastAPI's routes, unlike Starlette's own, answer only the methods
+    they declare."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
 
 
 def _openapi(app: FastAPI) -> dict:

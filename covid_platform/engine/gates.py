@@ -202,18 +202,22 @@ def copy_checked(conn, reader: CheckedText, dataset: Dataset, file_id: int, key:
 
 
 def _typed_checks(cur, dataset: Dataset, file_id: int, copied: bool) -> tuple[bool, bool]:
-    """One scan of the typed rows (and a look at the few rows of the region map): whether any row breaks
-    `_row_checks` or names a region that is not known, and whether a key repeats as written (a hash of each).
+    """One scan of the typed rows: whether any row breaks `_row_checks` or names a region that is not known,
+    and whether a key repeats as written (a hash of each). The lines of the rows not admitted are kept, in
+    the transaction's temporary table `checked`, for `_stage_unadmitted` (no second scan for them).
     copied: the rows of `copy_typed`, else of `create_typed`."""
-    unknown = (
-        sql.SQL("EXISTS (SELECT FROM {} WHERE state_fips IS NULL)").format(region_map(file_id))
-        if dataset.region_names else sql.SQL("false")
-    )
+    bad = _row_checks(dataset, copied)
+    if dataset.region_names:
+        (column,) = dataset.region_names
+        bad.append(sql.SQL("{c} IN (SELECT {c} FROM {map} WHERE state_fips IS NULL)").format(
+            c=sql.Identifier(column), map=region_map(file_id)))
     cur.execute("SET LOCAL DateStyle = 'ISO'")  # date::text is YYYY-MM-DD
     cur.execute(sql.SQL(
-        "SELECT {unknown} OR coalesce(bool_or({bad}), false), count(DISTINCT {key}) < count(*) FROM {t}"
-    ).format(unknown=unknown, bad=_any_of(_row_checks(dataset, copied)), key=_written_key(dataset),
-             t=staging_table(file_id)))
+        "DROP TABLE IF EXISTS pg_temp.checked; "
+        "CREATE TEMP TABLE checked ON COMMIT DROP AS SELECT array_agg(line) FILTER (WHERE {bad}) AS lines, "
+        "count(DISTINCT {key}) < count(*) AS repeated FROM {t}; "
+        "SELECT lines IS NOT NULL, repeated FROM checked"
+    ).format(bad=_any_of(bad), key=_written_key(dataset), t=staging_table(file_id)))
     return cur.fetchone()
 
 
@@ -231,12 +235,9 @@ def _stage_unadmitted(cur, dataset: Dataset, staged: StagedFile, file_id: int, r
     reads '   2010-10-10' as the year 2)."""
     text = StagedFile(text_table(file_id), staged.header, staged.positions, [], staged.rows, typed=True)
     typed = staging_table(file_id)
-    bad = _row_checks(dataset, copied=True)
-    if dataset.region_names:
-        (column,) = dataset.region_names
-        bad.append(sql.SQL("{c} IN (SELECT {c} FROM {map} WHERE state_fips IS NULL)").format(
-            c=sql.Identifier(column), map=region_map(file_id)))
-    if repeated:
+    bad = [sql.SQL("line IN (SELECT unnest(lines) FROM checked)")]  # `_typed_checks`'s
+    if repeated:  # grouped by a sort: a hash of 1.88M keys takes three times as long
+        cur.execute("SET LOCAL enable_hashagg = off")
         bad.append(sql.SQL("{k} IN (SELECT {k} FROM {t} GROUP BY 1 HAVING count(*) > 1)").format(
             k=_written_key(dataset), t=typed))
     fields = sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.Identifier(c), sql.Identifier(f"c{i}"))
@@ -255,6 +256,7 @@ def _stage_unadmitted(cur, dataset: Dataset, staged: StagedFile, file_id: int, r
     ).format(text=text.table, typed=typed, fields=fields, read=read,
              key=sql.SQL(", ").join(sql.Identifier(c) for c in (*dataset.region, "date")),
              bad=sql.SQL(" OR ").join(sql.SQL("coalesce({}, false)").format(b) for b in bad)))
+    cur.execute("SET LOCAL enable_hashagg TO DEFAULT")
     cur.execute(sql.SQL("SELECT count(*) FROM {}").format(text.table))
     staged.gated_as_text = cur.fetchone()[0]
     return text
