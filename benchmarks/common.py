@@ -150,3 +150,15 @@ def connect(url: str):
             return cur.fetchall()
 
     return conn, query
+
+
+def server_settings(url: str) -> str:
+    """The PostgreSQL settings that bound a large load, as measured with (the embedded server's own
+    max_wal_size is covid_platform.engine.embedded.MAX_WAL_SIZE; a deployment sets its own)."""
+    conn, query = connect(url)
+    try:
+        return ", ".join(f"{name} {query(f'SHOW {name}')[0][0]}"
+                         for name in ("max_wal_size", "shared_buffers", "max_parallel_workers_per_gather"))
+    finally:
+        conn.close()
+

@@ -36,7 +36,7 @@ import psutil
 import psycopg2
 from common import (
     COUNTY_FILE, add_data_argument, bare_copy, connect, dagster_dev, data_file, moto_s3, scratch_database,
-    wait_for,
+    server_settings, wait_for,
 )
 
 CONFLICT = b"2020-03-22,District of Columbia,District of Columbia,11001,102,2\r\n"  # CRLF, as the file
@@ -266,7 +266,7 @@ def main() -> None:
         path.parent.mkdir(parents=True)
         rows = build_file(source, path, args.copies, args.as_published)
         size = path.stat().st_size
-        print(f"cores: {os.cpu_count()}  file: {rows:,} rows, {size / 1e6:.0f} MB")
+        print(f"cores: {os.cpu_count()}  file: {rows:,} rows, {size / 1e6:.0f} MB  server: {server_settings(url)}")
         floor = bare_copy(url, path)
         print(f"bare COPY:                 {floor:7.2f} s  (1.00x)")
         with PeakRss(lambda: backends(url)) as backend_rss:

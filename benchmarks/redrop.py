@@ -45,7 +45,7 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import COUNTY_FILE, add_data_argument, bare_copy, connect, data_file, scratch_database
+from common import COUNTY_FILE, add_data_argument, bare_copy, connect, data_file, scratch_database, server_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -333,6 +333,8 @@ class Run:
     examples: list[tuple]
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float] = (0, 0, 0)
+    server: str = ""
+    """The PostgreSQL settings that bound a large load (common.server_settings)."""
 
 
 def main() -> int:
@@ -356,6 +358,7 @@ def main() -> int:
               f"revised in {len(files.revised_keys):,} keys)", flush=True)
         landing_dir = work / "landing"
         conn, query = connect(url)
+        server = server_settings(url)
 
         drop(landing_dir, files.day1)
         first = ingest_in_child(url, landing_dir, "day 1, first load")
@@ -384,7 +387,7 @@ def main() -> int:
         differ, examples = differences(url, columns, work / "fresh.copy", "bench_fresh", args.keep)
 
     run = Run(files, expect, first, second, fresh, floor, registered, (history1, history2), rows_differing,
-              differ, examples, load_before, os.getloadavg())
+              differ, examples, load_before, os.getloadavg(), server)
     report(run)
     return 1 if differ else 0
 
@@ -406,6 +409,7 @@ def report(run: Run) -> None:
 
     print("\nThe daily full-history re-drop")
     line("cores", f"{os.cpu_count()}")
+    line("PostgreSQL", run.server)
     line("load average (1, 5, 15 min) before", " ".join(f"{v:.2f}" for v in run.load_before))
     line("load average (1, 5, 15 min) after", " ".join(f"{v:.2f}" for v in run.load_after))
     line("day-1 file", f"{files.rows1:,} rows, {files.bytes1 / 1e6:.0f} MB")

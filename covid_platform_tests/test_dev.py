@@ -12,6 +12,7 @@ import psycopg2
 import pytest
 
 from covid_platform import cli
+from covid_platform.engine.embedded import MAX_WAL_SIZE
 from covid_platform_tests.conftest import _free_port
 from covid_platform_tests.helpers import REPO, stop_dev, wait_for
 
@@ -48,6 +49,9 @@ def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path):
 
         # The printed URL reaches the embedded server, where the sample file loads.
         wait_for(dev, lambda: _loaded(warehouse), 240, "the sample file to load", log_path)
+        with psycopg2.connect(warehouse) as conn, conn.cursor() as cur:
+            cur.execute("SHOW max_wal_size")  # set for large loads (embedded.MAX_WAL_SIZE)
+            assert cur.fetchone()[0] == MAX_WAL_SIZE
 
         # The printed commands run against the same instance: their runs are in its storage (the UI's).
         shell = {**env, **exports}
