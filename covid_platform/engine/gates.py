@@ -204,8 +204,8 @@ def copy_checked(conn, reader: CheckedText, dataset: Dataset, file_id: int, key:
 def _typed_checks(cur, dataset: Dataset, file_id: int, copied: bool) -> tuple[bool, bool]:
     """One scan of the typed rows: whether any row breaks `_row_checks` or names a region that is not known,
     and whether a key repeats as written (a hash of each). The lines of the rows not admitted are kept, in
-    the transaction's temporary table `checked`, for `_stage_unadmitted` (no second scan for them).
-    copied: the rows of `copy_typed`, else of `create_typed`."""
+    the transaction's temporary table `unadmitted`, for `_stage_unadmitted` (no second scan of every check
+    for them). copied: the rows of `copy_typed`, else of `create_typed`."""
     bad = _row_checks(dataset, copied)
     if dataset.region_names:
         (column,) = dataset.region_names
@@ -213,10 +213,9 @@ def _typed_checks(cur, dataset: Dataset, file_id: int, copied: bool) -> tuple[bo
             c=sql.Identifier(column), map=region_map(file_id)))
     cur.execute("SET LOCAL DateStyle = 'ISO'")  # date::text is YYYY-MM-DD
     cur.execute(sql.SQL(
-        "DROP TABLE IF EXISTS pg_temp.checked; "
-        "CREATE TEMP TABLE checked ON COMMIT DROP AS SELECT array_agg(line) FILTER (WHERE {bad}) AS lines, "
-        "count(DISTINCT {key}) < count(*) AS repeated FROM {t}; "
-        "SELECT lines IS NOT NULL, repeated FROM checked"
+        "DROP TABLE IF EXISTS pg_temp.unadmitted; "
+        "CREATE TEMP TABLE unadmitted ON COMMIT DROP AS SELECT line FROM {t} WHERE {bad}; "
+        "SELECT EXISTS (SELECT FROM unadmitted), (SELECT count(DISTINCT {key}) < count(*) FROM {t})"
     ).format(bad=_any_of(bad), key=_written_key(dataset), t=staging_table(file_id)))
     return cur.fetchone()
 
@@ -235,7 +234,8 @@ def _stage_unadmitted(cur, dataset: Dataset, staged: StagedFile, file_id: int, r
     reads '   2010-10-10' as the year 2)."""
     text = StagedFile(text_table(file_id), staged.header, staged.positions, [], staged.rows, typed=True)
     typed = staging_table(file_id)
-    bad = [sql.SQL("line IN (SELECT unnest(lines) FROM checked)")]  # `_typed_checks`'s
+    cur.execute("ANALYZE unadmitted")  # `_typed_checks`'s lines: a few, or most of the file
+    bad = [sql.SQL("line IN (SELECT line FROM unadmitted)")]
     if repeated:  # grouped by a sort: a hash of 1.88M keys takes three times as long
         cur.execute("SET LOCAL enable_hashagg = off")
         bad.append(sql.SQL("{k} IN (SELECT {k} FROM {t} GROUP BY 1 HAVING count(*) > 1)").format(
