@@ -161,4 +161,3 @@ def server_settings(url: str) -> str:
                          for name in ("max_wal_size", "shared_buffers", "max_parallel_workers_per_gather"))
     finally:
         conn.close()
-

@@ -67,7 +67,7 @@ SPLIT = [
     (RAW, "covid_platform.engine.intake", "archive", "archive (copy to _archive/)"),
     (RAW, "covid_platform.engine.gates", "copy_typed", "COPY straight into typed columns"),
     (RAW, "covid_platform.engine.gates", "create_region_map", "region map (distinct regions)"),
-    (RAW, "covid_platform.engine.gates", "_typed_checks", "checks' aggregate (either path)"),
+    (RAW, "covid_platform.engine.gates", "_typed_checks", "checks' one scan (either path)"),
     (RAW, "covid_platform.engine.gates", "_stage_unadmitted", "rows not admitted, staged as text"),
     (RAW, "covid_platform.engine.gates", "_find_bad_rows", "their gates: finding bad rows"),
     (RAW, "covid_platform.engine.regions", "find_unknown", "  of which unknown regions"),

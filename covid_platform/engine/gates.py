@@ -173,9 +173,9 @@ def passed(staged: StagedFile) -> list[GateResult]:
 def copy_checked(conn, reader: CheckedText, dataset: Dataset, file_id: int, key: str
                  ) -> tuple[StagedFile, list[GateResult]] | None:
     """A file read once: COPYed straight into typed columns (`staging.copy_typed`) and checked by one
-    aggregate (`_typed_checks`); the staged file and the gates' results, committed.
+    scan (`_typed_checks`); the staged file and the gates' results, committed.
 
-    The usual good file passes that aggregate whole. Otherwise only the rows it could not admit (a row
+    The usual good file passes that scan whole. Otherwise only the rows it could not admit (a row
     breaking a row gate, text with whitespace around it, a count not only digits, a date not written plainly,
     and the rows of a key that repeats) are gated as text, as `evaluate` gates a file: each problem named (its
     line, column, what was expected and what was found), the bad rows set aside, the others' values as the
@@ -286,8 +286,8 @@ def _keep_checked(conn, dataset: Dataset, text: StagedFile, file_id: int) -> Non
 
 def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int) -> bool | None:
     """The typed rows the merge reads (`staging.create_typed`), from the text path's staging table, and one
-    aggregate of the row gates over them: True when every row passes. False when some row breaks a gate: the
-    typed rows stay, for `_keep_good_rows`. None when a value does not cast: nothing is typed. Either way the
+    scan of the row gates over them (`_typed_checks`): True when every row passes. False when some row breaks
+    a gate: the typed rows stay, for `_keep_good_rows`. None when a value does not cast: nothing is typed. Either way the
     detailed (slower) gates then find the bad rows.
     """
     with conn.cursor() as cur:
