@@ -122,25 +122,28 @@ FROM (
     WHERE NOT bulk OR first
 ) AS c;
 
--- Nearby changes of a region share an island: their windows are computed together.
+-- Nearby changes of a region share an island: their windows are computed together. An island's number is
+-- unique in the batch (its region's islands cover disjoint dates): the islands' rows are sorted and their
+-- windows partitioned by it, an integer, not by the region's text.
 CREATE TEMP TABLE islands ON COMMIT DROP AS
-SELECT {region}, island, min(seed_start) AS seed_start, min(from_date) AS from_date, max(end_date) AS end_date
+SELECT {region}, row_number() OVER () AS island, min(seed_start) AS seed_start, min(from_date) AS from_date,
+       max(end_date) AS end_date
 FROM (
-    SELECT *, count(*) FILTER (WHERE starts) OVER (PARTITION BY {region} ORDER BY seed_start, from_date) AS island
+    SELECT *, count(*) FILTER (WHERE starts) OVER (PARTITION BY {region} ORDER BY seed_start, from_date) AS nth
     FROM (
         SELECT *, coalesce(seed_start > max(end_date) OVER (PARTITION BY {region} ORDER BY seed_start, from_date
                                                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), true) AS starts
         FROM ranges
     ) AS marked
 ) AS numbered
-GROUP BY {region}, island;
+GROUP BY {region}, nth;
 ANALYZE islands;
 """
 
 # The islands' rows, each key's latest (a change, or the table's row), with the derived columns recomputed;
-# written where any value differs from the table's.
+# written where any value differs from the table's. A key is in one island at most: (island, date) is a key.
 ISLAND_ROWS = sql.SQL("""
-SELECT DISTINCT ON ({key}) *
+SELECT DISTINCT ON (island, date) *
 FROM (
     SELECT {t_base}, t.file_id, s.island, false AS is_change{t_old} FROM {table} AS t
     JOIN islands AS s ON {region_match_ts} AND t.date BETWEEN s.seed_start AND s.end_date
@@ -148,13 +151,13 @@ FROM (
     SELECT {c_base}, c.file_id, s.island, true{no_old} FROM changes AS c
     JOIN islands AS s ON {region_match_cs} AND c.date BETWEEN s.seed_start AND s.end_date
 ) AS rows_
-ORDER BY {key}, file_id DESC
+ORDER BY island, date, file_id DESC
 """)
 WRITE = """
 CREATE TEMP TABLE written ON COMMIT DROP AS
 SELECT {w_columns}
 FROM ({derived}) AS w
-JOIN islands AS s USING ({region}, island)
+JOIN islands AS s USING (island)
 WHERE w.date BETWEEN s.from_date AND s.end_date AND (w.is_change{derived_differs});
 SELECT count(*){decreases} FROM written;
 """
@@ -334,8 +337,11 @@ def _merge_changes(cur, dataset: Dataset, file_ids: list[int], rows_in_files: in
     keys_changed = cur.fetchone()[0]
     partial = PARTIAL_ONE if len(file_ids) == 1 else PARTIAL_MANY
     cur.execute(sql.SQL(partial + REWRITE + COVERAGE).format(**parts))
+    # each change's lookups are its own: a cache of their results never hits, and costs its misses
+    cur.execute("SET LOCAL enable_memoize = off")
     cur.execute(_ranges(dataset))
     rows_written, *decreases = _write(cur, dataset)
+    cur.execute("SET LOCAL enable_memoize TO DEFAULT")
     return (rows_written, keys_changed, *decreases), _lost(cur, dataset, file_ids, covered)
 
 
@@ -404,7 +410,7 @@ def _write(cur, dataset: Dataset) -> tuple[int, ...]:
     all_columns = [*base, *derived, "file_id"]
     old = [sql.Identifier(f"old {c}") for c in derived]
     rows = ISLAND_ROWS.format(
-        key=column_list(dataset.key), table=table,
+        table=table,
         t_base=_qualified("t", base), c_base=_qualified("c", base),
         t_old=sql.Composed([sql.SQL(", {} AS {}").format(sql.Identifier("t", c), o) for c, o in zip(derived, old)]),
         no_old=sql.Composed([sql.SQL(", NULL AS {}").format(o) for o in old]),
@@ -413,8 +419,8 @@ def _write(cur, dataset: Dataset) -> tuple[int, ...]:
     differs = sql.SQL(" OR ({}) IS DISTINCT FROM ({})").format(
         _qualified("w", derived), sql.SQL(", ").join(sql.SQL("w.{}").format(o) for o in old)) if derived else sql.SQL("")
     cur.execute(sql.SQL(WRITE).format(
-        derived=derived_select(dataset, rows, by=[*dataset.region, "island"]),
-        region=column_list(dataset.region), w_columns=_qualified("w", all_columns), derived_differs=differs,
+        derived=derived_select(dataset, rows, by=["island"]),
+        w_columns=_qualified("w", all_columns), derived_differs=differs,
         decreases=_decreases(dataset),
     ))
     counts = cur.fetchone()
