@@ -196,6 +196,29 @@ def test_jhu_older_header_names_load_the_same_values(landing, resources, query):
     assert_same(jhu_state_daily(query), expected_jhu(["12-09-2020", "12-10-2020"]))
 
 
+def test_jhu_april_file_sets_its_recovered_row_aside_and_loads_the_states(landing, resources, query):
+    # JHU's files of April to August 2020 carry a national "Recovered" row among the ~58 states: one row of 59
+    # (1.7%). It names no region: set aside with its reason, the day's states loaded (not the file quarantined).
+    day = "04-12-2020"
+    with dg.instance_for_test() as instance:
+        key = drop(landing, f"jhu_daily_us/{day}.csv", JHU_DAILY / f"{day}.csv")
+        assert ingest(landing, resources, key, instance).success
+    assert ledger(query) == [(key, "loaded", None)]
+    ((line, reason),) = query("SELECT line, reason FROM covid.rejected_rows")
+    raw = pd.read_csv(JHU_DAILY / f"{day}.csv")
+    assert line == raw.index[raw["Province_State"] == "Recovered"][0] + 2  # the header is line 1
+    assert "'Recovered'" in reason and "state" in reason, reason
+    # this file's header names the tests People_Tested (later files: Total_Test_Results)
+    frame = raw[raw["Province_State"] != "Recovered"].rename(columns={"People_Tested": "Total_Test_Results"})
+    expected = with_differences(
+        frame.rename(columns={"Province_State": "state", "Confirmed": "confirmed", "Deaths": "deaths",
+                              "Total_Test_Results": "total_test_results"})
+        .assign(date=pd.to_datetime(day, format="%m-%d-%Y"))[["state", "date", "confirmed", "deaths", "total_test_results"]],
+        {"confirmed": "new_confirmed", "deaths": "new_deaths"})[JHU_COLUMNS]
+    assert len(expected) == 58
+    assert_same(jhu_state_daily(query), expected)
+
+
 def test_jhu_file_name_without_a_date_is_quarantined(landing, resources, query):
     key = drop(landing, "jhu_daily_us/latest.csv", JHU_DAILY / "12-10-2020.csv")
     with dg.instance_for_test() as instance:
