@@ -10,6 +10,7 @@ gzip, quoted fields with commas and newlines, exact duplicate rows, odd key name
 
 import gzip
 import hashlib
+import io
 import random
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import dagster as dg
 import pytest
 
 from covid_platform.engine.gates import GATES
+from covid_platform.engine.staging import CheckedText
 from covid_platform_tests.helpers import drop, ingest, nyt_states_slice
 
 STATES = {"Ohio", "Texas", "Vermont"}
@@ -527,6 +529,46 @@ def test_a_value_read_another_way_ends_as_the_text_path_reads_it(name, gzipped, 
     expected[vermont] = tuple(loaded.get(n, v) for n, v in zip(names, expected[vermont]))
     assert query(STATE_VALUES) == expected
     assert query("SELECT count(*) FROM covid.rejected_rows") == [(0,)]
+
+
+# --- lines without a value: no rows -----------------------------------------------------------------
+
+
+def with_empty_lines(data: bytes, empty: str, crlf: bool) -> bytes:
+    """The file with an `empty` line after line 3 and two at its end."""
+    lines = split_lines(data)
+    data = join_lines(lines[:3] + [empty] + lines[3:] + [empty, empty])
+    return data if crlf else data.replace(b"\r\n", b"\n")
+
+
+@pytest.mark.parametrize("text_path", [False, True], ids=["typed", "text"])
+@pytest.mark.parametrize("crlf", [True, False], ids=["crlf", "lf"])
+@pytest.mark.parametrize("empty", ["", ",,,,"], ids=["blank", "commas"])
+def test_lines_without_a_value_are_no_rows(empty, crlf, text_path, landing, resources, query):
+    # as pandas and Python's csv skip a blank line, and a spreadsheet writes commas below its data
+    base = set_field(BASE, 4, "date", " 2021-01-04") if text_path else BASE  # a date COPY cannot type
+    data = with_empty_lines(base, empty, crlf)
+    key = "us_states/empty-lines.csv"
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, key, data), instance)
+    assert result.success
+    assert ledger_row(query, key) == ("loaded", None)
+    assert copied(query) == ["text" if text_path else "typed"]
+    assert query("SELECT rows, (columns->>'empty_rows')::int FROM covid.ingested_files") == [(9, 3)]
+    assert query("SELECT count(*) FROM covid.rejected_rows") == [(0,)]
+    assert query(STATE_VALUES) == rows_of(BASE)
+    (materialization,) = result.asset_materializations_for_node("raw_us_states")
+    assert materialization.metadata["empty_lines_ignored"].value == 3
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 1 << 20])
+def test_a_blank_line_becomes_empty_fields_unless_a_quoted_field_holds_it(size):
+    body = b'a,b,c\r\n1,"x\r\n\r\ny",2\r\n\r\n3,4,5\n\n'
+    reader = CheckedText(io.BytesIO(body))
+    assert reader.readline() == b"a,b,c\r\n"
+    reader.fill_blank_lines(3)
+    read = b"".join(iter(lambda: reader.read(size), b""))  # in chunks of `size` bytes
+    assert read == b'1,"x\r\n\r\ny",2\r\n,,\r\n3,4,5\n,,\n'
 
 
 # --- non-blocking warning ---------------------------------------------------------------------------

@@ -129,6 +129,8 @@ def _ingest(context, conn, landing: LandingZone, dataset: Dataset, entry: ledger
         "rows_rejected": dg.MetadataValue.int(rejected),
         "archive_key": archive_key,
     }
+    if gated.staged and gated.staged.empty_rows:  # blank lines, lines of commas: no rows
+        metadata["empty_lines_ignored"] = dg.MetadataValue.int(gated.staged.empty_rows)
     if staged:
         # The ledger says `staged` until this run's next step merges it: say where it goes, not the
         # in-flight state (the merge then reports `loaded` on this partition, see assets/clean.py).

@@ -18,6 +18,7 @@ from covid_platform.engine.staging import (
     copy_typed,
     create_region_map,
     create_typed,
+    empty_row,
     region_map,
     source_rows,
     staging_table,
@@ -194,6 +195,11 @@ def copy_checked(conn, reader: CheckedText, dataset: Dataset, file_id: int, key:
             if dataset.region_names:
                 create_region_map(cur, dataset, file_id)
             bad, repeated = _typed_checks(cur, dataset, file_id, copied=True)
+            if bad:
+                bad = _remove_empty(cur, staged, file_id)
+                if staged.rows == 0:  # the text path says so
+                    conn.rollback()
+                    return None
             if not (bad or repeated):
                 return staged, passed(staged)
             text = _stage_unadmitted(cur, dataset, staged, file_id, repeated)
@@ -215,9 +221,22 @@ def _typed_checks(cur, dataset: Dataset, file_id: int, copied: bool) -> tuple[bo
     cur.execute(sql.SQL(
         "DROP TABLE IF EXISTS pg_temp.unadmitted; "
         "CREATE TEMP TABLE unadmitted ON COMMIT DROP AS SELECT line FROM {t} WHERE {bad}; "
-        "SELECT EXISTS (SELECT FROM unadmitted), (SELECT count(DISTINCT {key}) < count(*) FROM {t})"
+        "SELECT EXISTS (SELECT FROM unadmitted), (SELECT count(DISTINCT {key}) < count({key}) FROM {t})"
     ).format(bad=_any_of(bad), key=_written_key(dataset), t=staging_table(file_id)))
     return cur.fetchone()
+
+
+def _remove_empty(cur, staged: StagedFile, file_id: int) -> bool:
+    """The lines `_typed_checks` did not admit that hold no value (`staging.empty_row`), out of the typed
+    rows and of `unadmitted`; whether a line not admitted remains."""
+    cur.execute(sql.SQL(
+        "WITH gone AS (DELETE FROM {t} WHERE line IN (SELECT line FROM unadmitted) AND {empty} RETURNING line) "
+        "DELETE FROM unadmitted WHERE line IN (SELECT line FROM gone)"
+    ).format(t=staging_table(file_id), empty=empty_row(copied_columns(staged))))
+    staged.rows -= cur.rowcount
+    staged.empty_rows += cur.rowcount
+    cur.execute("SELECT EXISTS (SELECT FROM unadmitted)")
+    return cur.fetchone()[0]
 
 
 def _written_key(dataset: Dataset) -> sql.Composable:

@@ -22,6 +22,7 @@ MAX_HEADER_BYTES = 64 * 1024
 CHUNK = 1 << 20
 BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
+BLANK_LINE = re.compile(rb"(?<=\n)\r?\n")  # a line end right after a line end
 # A staging table's line numbers, as an editor shows them (the header is line 1), in the order COPY reads the
 # rows; drawn 100,000 at a time (one backend draws them all, in order: no gap), not each from the sequence.
 LINE = sql.SQL("line bigint GENERATED ALWAYS AS IDENTITY (START WITH 2 CACHE 100000)")
@@ -56,6 +57,10 @@ class CheckedText:
 
     A check that fails inside COPY's read() reaches the caller only as COPY's generic error, so the
     rejection is also kept in `rejected`.
+
+    Once told the header's field count (`fill_blank_lines`), a blank line outside a quoted field is given
+    that many empty fields: COPY would stop at it (one field short of the header), as pandas and Python's
+    csv module skip it. Its line keeps its number; the stager then removes the row (`empty_row`).
     """
 
     def __init__(self, raw: BinaryIO):
@@ -71,6 +76,14 @@ class CheckedText:
         self.last_byte = b""
         self.at_end = False
         self.rejected: FileRejected | None = None
+        self._filler: bytes | None = None
+        self._held = b""  # a chunk's last byte, "\r", until the next chunk says whether "\n" follows it
+        self._previous = b"\n"  # the byte before the next chunk (the header's line end, at first)
+        self._quoted = 0  # 1 inside a quoted field at the end of what read() returned
+
+    def fill_blank_lines(self, fields: int) -> None:
+        """From here on, a blank line becomes `fields` empty fields (a row of nulls for COPY)."""
+        self._filler = b"," * (fields - 1) if fields > 1 else b'""'
 
     def _next(self, size: int) -> bytes:
         try:
@@ -105,10 +118,35 @@ class CheckedText:
         raise self.rejected
 
     def read(self, size: int = -1) -> bytes:
-        if self._buffer:
-            chunk, self._buffer = self._buffer, b""
-            return chunk
-        return self._next(size if size and size > 0 else CHUNK)
+        while True:
+            if self._buffer:
+                chunk, self._buffer = self._buffer, b""
+            else:
+                chunk = self._next(size if size and size > 0 else CHUNK)
+            if self._filler is None:
+                return chunk
+            chunk, self._held = self._held + chunk, b""
+            if chunk.endswith(b"\r") and not self.at_end:
+                chunk, self._held = chunk[:-1], b"\r"
+            if chunk or self.at_end:  # an empty chunk ends COPY: only at the end
+                return self._fill(chunk)
+
+    def _fill(self, chunk: bytes) -> bytes:
+        """The chunk with each blank line outside a quoted field given the filler's empty fields (a quote
+        character's count says whether a position is inside a quoted field: "" inside one counts twice)."""
+        pieces, copied, counted, quotes = [], 0, 0, self._quoted
+        at_line_start = self._previous == b"\n" and chunk[:1] in (b"\n", b"\r")
+        if at_line_start or b"\n\n" in chunk or b"\n\r\n" in chunk:
+            for blank in BLANK_LINE.finditer(self._previous + chunk, 1):
+                at = blank.start() - 1  # in chunk
+                quotes += chunk.count(b'"', counted, at)
+                counted = at
+                if quotes % 2 == 0:
+                    pieces += [chunk[copied:at], self._filler]
+                    copied = at
+        self._quoted = (quotes + chunk.count(b'"', counted)) % 2
+        self._previous = chunk[-1:] or self._previous
+        return b"".join([*pieces, chunk[copied:]]) if pieces else chunk
 
     def readline(self) -> bytes:
         """The first line, kept apart so COPY sees only data rows."""
@@ -154,12 +192,16 @@ class StagedFile:
     """COPY read the file straight into typed columns (`copy_typed`)."""
     gated_as_text: int = 0
     """Of a file COPYed so, the rows its gates' aggregate did not admit, gated as text (`gates.copy_checked`)."""
+    empty_rows: int = 0
+    """Lines without a value in any field (blank, or only commas), removed: no rows (`empty_row`)."""
 
     @property
     def columns(self) -> dict:
         """Where each column was found in the file, and how it was read (kept in the ledger)."""
         how = {"copied": "typed", "gated_as_text": self.gated_as_text} if self.typed else {"copied": "text"}
-        return {"positions": self.positions, "file_date": self.file_date, "wide_dates": self.wide_dates, **how}
+        empty = {"empty_rows": self.empty_rows} if self.empty_rows else {}
+        return {"positions": self.positions, "file_date": self.file_date, "wide_dates": self.wide_dates, **how,
+                **empty}
 
 
 def source_rows(dataset: Dataset, staged: StagedFile) -> sql.Composed:
@@ -311,6 +353,7 @@ def read_header(reader: CheckedText, dataset: Dataset, key: str, table: sql.Comp
     header = parse_header(reader.readline())
     if not any(header):
         raise FileRejected("the file is empty" if reader.bytes == 0 else "line 1: the header names no columns")
+    reader.fill_blank_lines(len(header))
     lowered = [name.lower() for name in header]
     positions, missing = {}, []
     for column in dataset.source_columns:
@@ -341,7 +384,8 @@ def stage(
     Raises FileRejected when the bytes are not a CSV that COPY can read. The caller drains the reader.
     """
     staged = read_header(reader, dataset, key, text_table(file_id))
-    columns = [sql.Identifier(f"c{i}") for i in range(1, len(staged.header) + 1)]
+    names = [f"c{i}" for i in range(1, len(staged.header) + 1)]
+    columns = [sql.Identifier(name) for name in names]
     with conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staged.table))
         cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({}, {})").format(
@@ -362,8 +406,22 @@ def stage(
                 raise FileRejected(copy_error_reason(error, staged.header, reader)) from error
             raise  # a lost connection: no rollback on it, so the error shown is the real one
         staged.rows = cur.rowcount
+        remove_empty_rows(cur, staged, names)
     conn.commit()
     return staged
+
+
+def empty_row(fields: list[str]) -> sql.Composable:
+    """True for a row without a value in any of its `fields`: a blank line (`CheckedText.fill_blank_lines`),
+    or a line of commas as a spreadsheet writes below its data. It holds nothing to load or to reject."""
+    return sql.SQL(" AND ").join(sql.SQL("coalesce(btrim({}), '') = ''").format(sql.Identifier(f)) for f in fields)
+
+
+def remove_empty_rows(cur, staged: StagedFile, fields: list[str]) -> None:
+    """Delete the `empty_row`s of `staged.table`; `staged.rows` and `staged.empty_rows` count them."""
+    cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(staged.table, empty_row(fields)))
+    staged.rows -= cur.rowcount
+    staged.empty_rows += cur.rowcount
 
 
 def copies_typed(dataset: Dataset) -> bool:
