@@ -88,12 +88,14 @@ def test_covidtracking_daily_and_summaries(landing, resources, query):
     assert expected_summary["positivity"].isna().sum() == 2, "AL (0 / 0) and PR (no negatives) have none"
     assert_same(summary, expected_summary)
 
-    totals = frame_of(query, "SELECT outcome, results FROM covid.testing_outcome_totals ORDER BY outcome",
-                      ["outcome", "results"])
-    expected_totals = pd.DataFrame(
+    totals = frame_of(query, "SELECT outcome, results, states FROM covid.testing_outcome_totals ORDER BY outcome",
+                      ["outcome", "results", "states"])
+    expected_totals = pd.DataFrame(  # over the states that report each: PR reports no negatives
         {"outcome": ["negative", "positive"],
-         "results": [expected_summary["negative"].sum(), expected_summary["positive"].sum()]}
+         "results": [expected_summary["negative"].sum(), expected_summary["positive"].sum()],
+         "states": [expected_summary["negative"].count(), expected_summary["positive"].count()]}
     )
+    assert expected_totals["states"].tolist() == [len(expected_summary) - 1, len(expected_summary)]
     assert_same(totals, expected_totals)
 
 

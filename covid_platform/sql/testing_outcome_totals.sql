@@ -1,13 +1,17 @@
 -- covid.testing_outcome_totals: two rows, positive and negative results summed over
--- covid.testing_state_summary (each state's latest cumulative counts).
+-- covid.testing_state_summary (each state's latest cumulative counts), over the states that report them:
+-- `states` says how many do; `results` is empty (not reported) where none does, never 0.
 CREATE TABLE IF NOT EXISTS covid.testing_outcome_totals (
     outcome text PRIMARY KEY,
-    results bigint NOT NULL
+    results bigint,
+    states integer NOT NULL
 );
+ALTER TABLE covid.testing_outcome_totals ALTER COLUMN results DROP NOT NULL,
+    ADD COLUMN IF NOT EXISTS states integer;  -- tables of older versions (0 where no state reported)
 
 DELETE FROM covid.testing_outcome_totals;
 
-INSERT INTO covid.testing_outcome_totals (outcome, results)
-SELECT 'positive', coalesce(sum(positive), 0) FROM covid.testing_state_summary
+INSERT INTO covid.testing_outcome_totals (outcome, results, states)
+SELECT 'positive', sum(positive), count(positive) FROM covid.testing_state_summary
 UNION ALL
-SELECT 'negative', coalesce(sum(negative), 0) FROM covid.testing_state_summary;
+SELECT 'negative', sum(negative), count(negative) FROM covid.testing_state_summary;
