@@ -119,6 +119,15 @@ BAD_FILES = {
         UTF8_DAMAGED, "csv_readable",
         ("line 3", f"not valid UTF-8 at byte offset {UTF8_BAD_AT}", "0xff"),
     ),
+    # as a spreadsheet saves "Doña Ana" by default
+    "windows_1252": Bad(
+        with_bytes_in_line(BASE, 5, b"Ohio", "Ohío".encode("cp1252")), "csv_readable",
+        ("line 5", "not valid UTF-8", "0xed", "Windows-1252 or Latin-1, this byte is 'í' there: save it as UTF-8"),
+    ),
+    "utf16": Bad(
+        BASE.decode().encode("utf-16"), "csv_readable",
+        ("line 1", "byte offset 0", "the file is UTF-16 text", "save it as UTF-8"),
+    ),
     "binary_blob": Bad(binary_blob(), "csv_readable", ("line 1", "NUL byte at byte offset 0", "not CSV text")),
     "truncated_last_record": Bad(
         truncated(BASE), "csv_readable",

@@ -51,6 +51,17 @@ class _Landed:
         return chunk
 
 
+def _encoding_hint(data: bytes, offset: int, start: int) -> str:
+    """What the byte at `start` of `data` (at `offset` in the file) says of the file's encoding, if anything:
+    a UTF-16 byte order mark, or a letter of the Windows-1252 (Latin-1) spreadsheets save by default."""
+    if offset == 0 and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "; the file is UTF-16 text (it starts with UTF-16's byte order mark): save it as UTF-8"
+    char = data[start:start + 1].decode("cp1252", errors="replace")
+    if char.isprintable() and char != "\ufffd":
+        return f"; if the file was saved as Windows-1252 or Latin-1, this byte is {char!r} there: save it as UTF-8"
+    return ""
+
+
 class CheckedText:
     """What COPY reads: the landed bytes (hashed as they arrive), gunzipped on the fly when they are gzip,
     and checked on the way to be UTF-8 text without NUL bytes, so a bad byte is named by its offset.
@@ -110,7 +121,8 @@ class CheckedText:
         except UnicodeDecodeError as error:
             line = self.lines + data.count(b"\n", 0, error.start) + 1
             at = self.offset - len(self._carry) + error.start
-            self._reject(f"line {line}: not valid UTF-8 at byte offset {at} (byte 0x{data[error.start]:02x})")
+            self._reject(f"line {line}: not valid UTF-8 at byte offset {at} (byte 0x{data[error.start]:02x})"
+                         + _encoding_hint(data, at, error.start))
         self._carry = data[consumed:]
 
     def _reject(self, reason: str):
