@@ -377,10 +377,14 @@ def test_as_of_after_the_load_is_the_table_and_before_it_empty(api, loaded):
     assert get(api, "/v1/tables/state_daily", as_of=before.isoformat(), **params).json()["rows"] == []
     national = get(api, "/v1/tables/national_daily", as_of=issued.isoformat(), limit=10000).json()
     assert national["rows"] == get(api, "/v1/tables/national_daily", limit=10000).json()["rows"]
-    tomorrow = (issued + dt.timedelta(days=1)).date().isoformat()  # a date alone: its midnight, UTC
-    csv_page = get(api, "/v1/tables/county_daily", as_of=tomorrow, format="csv", state="Delaware", limit=10000)
+    # a date alone is the end of that day, UTC: the day of the load has it, the day before does not
+    day = issued.astimezone(dt.timezone.utc).date()
+    csv_page = get(api, "/v1/tables/county_daily", as_of=day.isoformat(), format="csv", state="Delaware",
+                   limit=10000)
     assert csv_page.status_code == 200
     assert csv_page.text == get(api, "/v1/tables/county_daily", format="csv", state="Delaware", limit=10000).text
+    day_before = (day - dt.timedelta(days=1)).isoformat()
+    assert get(api, "/v1/tables/state_daily", as_of=day_before, **params).json()["rows"] == []
 
 
 def test_revisions_serve_history_rows_filtered_and_paged(api, loaded):

@@ -44,9 +44,14 @@ class PageRequest:
 
 
 def parse_as_of(value: str | None) -> dt.datetime | None:
-    """An ISO 8601 date or time; one without a zone is UTC."""
+    """An ISO 8601 date or time; one without a zone is UTC. A date alone is its last moment: the table as it
+    was once that day's files were in."""
     if value is None:
         return None
+    try:
+        return dt.datetime.combine(dt.date.fromisoformat(value.strip()), dt.time.max, tzinfo=dt.timezone.utc)
+    except ValueError:
+        pass  # not a date alone
     try:
         when = dt.datetime.fromisoformat(value.strip())
     except ValueError:
