@@ -540,6 +540,19 @@ def test_a_value_read_another_way_ends_as_the_text_path_reads_it(name, gzipped, 
     assert query("SELECT count(*) FROM covid.rejected_rows") == [(0,)]
 
 
+def test_a_region_written_only_with_spaces_around_it_gets_its_canonical_columns(landing, resources, query):
+    # every Vermont row padded: "Vermont" is first read when the gates trim it, after the region map was made
+    data = BASE
+    for line in (4, 7, 10):
+        data = set_field(data, line, "state", " Vermont ")
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_states/padded.csv", data), instance).success
+    assert copied(query) == ["typed+text"]
+    assert query(STATE_VALUES) == rows_of(BASE)
+    assert query("SELECT DISTINCT state, state_fips, state_name FROM covid.state_daily ORDER BY 1") == [
+        ("Ohio", "39", "Ohio"), ("Texas", "48", "Texas"), ("Vermont", "50", "Vermont")]
+
+
 # --- lines without a value: no rows -----------------------------------------------------------------
 
 

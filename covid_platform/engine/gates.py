@@ -20,6 +20,7 @@ from covid_platform.engine.staging import (
     create_typed,
     empty_row,
     region_map,
+    region_map_values,
     source_rows,
     staging_table,
     text_table,
@@ -194,7 +195,8 @@ def copy_checked(conn, reader: CheckedText, dataset: Dataset, file_id: int, key:
         with conn.cursor() as cur:
             if dataset.region_names:
                 create_region_map(cur, dataset, file_id)
-            bad, repeated = _typed_checks(cur, dataset, file_id, copied=True)
+            bad, repeated = _typed_checks(cur, dataset, file_id, copied=True,
+                                          empty=empty_row(copied_columns(staged)))
             if bad:
                 bad = _remove_empty(cur, staged, file_id)
                 if staged.rows == 0:  # the text path says so
@@ -207,11 +209,13 @@ def copy_checked(conn, reader: CheckedText, dataset: Dataset, file_id: int, key:
                                   keep=lambda: _keep_checked(conn, dataset, text, file_id))
 
 
-def _typed_checks(cur, dataset: Dataset, file_id: int, copied: bool) -> tuple[bool, bool]:
+def _typed_checks(cur, dataset: Dataset, file_id: int, copied: bool, empty: sql.Composable = sql.SQL("false")
+                  ) -> tuple[bool, bool]:
     """One scan of the typed rows: whether any row breaks `_row_checks` or names a region that is not known,
-    and whether a key repeats as written (a hash of each). The lines of the rows not admitted are kept, in
-    the transaction's temporary table `unadmitted`, for `_stage_unadmitted` (no second scan of every check
-    for them). copied: the rows of `copy_typed`, else of `create_typed`."""
+    and whether a key repeats as written (a hash of each). The rows not admitted are kept, in the
+    transaction's temporary table `unadmitted(line, row_at, empty)` (their line, where they are in the typed
+    table, whether they are `empty`), for `_stage_unadmitted`: read by where they are, not by a second scan.
+    copied: the rows of `copy_typed`, else of `create_typed`."""
     bad = _row_checks(dataset, copied)
     if dataset.region_names:
         (column,) = dataset.region_names
@@ -220,22 +224,21 @@ def _typed_checks(cur, dataset: Dataset, file_id: int, copied: bool) -> tuple[bo
     cur.execute("SET LOCAL DateStyle = 'ISO'")  # date::text is YYYY-MM-DD
     cur.execute(sql.SQL(
         "DROP TABLE IF EXISTS pg_temp.unadmitted; "
-        "CREATE TEMP TABLE unadmitted ON COMMIT DROP AS SELECT line FROM {t} WHERE {bad}; "
+        "CREATE TEMP TABLE unadmitted ON COMMIT DROP AS SELECT line, ctid AS row_at, {empty} AS empty "
+        "FROM {t} WHERE {bad}; "
         "SELECT EXISTS (SELECT FROM unadmitted), (SELECT count(DISTINCT {key}) < count({key}) FROM {t})"
-    ).format(bad=_any_of(bad), key=_written_key(dataset), t=staging_table(file_id)))
+    ).format(bad=_any_of(bad), key=_written_key(dataset), t=staging_table(file_id), empty=empty))
     return cur.fetchone()
 
 
 def _remove_empty(cur, staged: StagedFile, file_id: int) -> bool:
     """The lines `_typed_checks` did not admit that hold no value (`staging.empty_row`), out of the typed
     rows and of `unadmitted`; whether a line not admitted remains."""
-    cur.execute(sql.SQL(
-        "WITH gone AS (DELETE FROM {t} WHERE line IN (SELECT line FROM unadmitted) AND {empty} RETURNING line) "
-        "DELETE FROM unadmitted WHERE line IN (SELECT line FROM gone)"
-    ).format(t=staging_table(file_id), empty=empty_row(copied_columns(staged))))
+    cur.execute(sql.SQL("DELETE FROM {} WHERE ctid = ANY(ARRAY(SELECT row_at FROM unadmitted WHERE empty))").format(
+        staging_table(file_id)))
     staged.rows -= cur.rowcount
     staged.empty_rows += cur.rowcount
-    cur.execute("SELECT EXISTS (SELECT FROM unadmitted)")
+    cur.execute("DELETE FROM unadmitted WHERE empty; SELECT EXISTS (SELECT FROM unadmitted)")
     return cur.fetchone()[0]
 
 
@@ -250,33 +253,40 @@ def _stage_unadmitted(cur, dataset: Dataset, staged: StagedFile, file_id: int, r
     table holds a file (`text_table(file_id)`: `line`, then c1, c2, … in the header's order), and every row
     of a key the text path would see repeated: those whose key as written repeats, and the admitted rows of
     an unadmitted row's key as the text path reads it (trimmed; its date's day, where it names one: make_date
-    reads '   2010-10-10' as the year 2)."""
+    reads '   2010-10-10' as the year 2). Each with where it is in the typed table (`row_at`), also kept in
+    the transaction's temporary table `gated(line, row_at)` for `_keep_checked` (the gates delete the
+    lines they set aside from the text table)."""
     text = StagedFile(text_table(file_id), staged.header, staged.positions, [], staged.rows, typed=True)
     typed = staging_table(file_id)
-    cur.execute("ANALYZE unadmitted")  # `_typed_checks`'s lines: a few, or most of the file
-    bad = [sql.SQL("line IN (SELECT line FROM unadmitted)")]
-    if repeated:  # grouped by a sort: a hash of 1.88M keys takes three times as long
-        cur.execute("SET LOCAL enable_hashagg = off")
-        bad.append(sql.SQL("{k} IN (SELECT {k} FROM {t} GROUP BY 1 HAVING count(*) > 1)").format(
-            k=_written_key(dataset), t=typed))
-    fields = sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.Identifier(c), sql.Identifier(f"c{i}"))
-                                for i, c in enumerate(copied_columns(staged), start=1))
-    trimmed = sql.SQL("btrim(_date)")
-    day = sql.SQL("CASE WHEN date IS NOT NULL AND _date = {t} THEN date WHEN {ok} THEN {day} END").format(
-        t=trimmed, ok=dates.date_ok(dataset.date_format, trimmed), day=dates.date_value(dataset.date_format, trimmed))
-    read = sql.SQL(", ").join([*(sql.SQL("btrim({})").format(sql.Identifier(c)) for c in dataset.region), day])
+    named = {c: f"c{i}" for i, c in enumerate(copied_columns(staged), start=1)}
+    fields = sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.Identifier(c), sql.Identifier(n)) for c, n in named.items())
+    trimmed = sql.SQL("btrim({})").format(sql.Identifier(named["_date"]))
+    read = sql.SQL(", ").join([
+        *(sql.SQL("btrim({})").format(sql.Identifier(named[c])) for c in dataset.region),
+        sql.SQL("CASE WHEN {} THEN {} END").format(dates.date_ok(dataset.date_format, trimmed),
+                                                 dates.date_value(dataset.date_format, trimmed)),
+    ])
+    parts = dict(text=text.table, typed=typed, fields=fields, read=read, k=_written_key(dataset),
+                 key=sql.SQL(", ").join(sql.Identifier(c) for c in (*dataset.region, "date")))
     cur.execute("SET LOCAL work_mem = '200MB'; SET LOCAL jit = off")
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(text.table))
     cur.execute(sql.SQL(
-        "CREATE UNLOGGED TABLE {text} AS SELECT line, {fields} FROM {typed} WHERE {bad}; "
-        "INSERT INTO {text} SELECT line, {fields} FROM {typed} WHERE ({key}) IN ("
-        "SELECT {read} FROM {typed} WHERE line IN (SELECT line FROM {text})) "
-        "AND line NOT IN (SELECT line FROM {text})"
-    ).format(text=text.table, typed=typed, fields=fields, read=read,
-             key=sql.SQL(", ").join(sql.Identifier(c) for c in (*dataset.region, "date")),
-             bad=sql.SQL(" OR ").join(sql.SQL("coalesce({}, false)").format(b) for b in bad)))
-    cur.execute("SET LOCAL enable_hashagg TO DEFAULT")
-    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(text.table))
+        "CREATE UNLOGGED TABLE {text} AS SELECT line, {fields}, ctid AS row_at FROM {typed} "
+        "WHERE ctid = ANY(ARRAY(SELECT row_at FROM unadmitted))").format(**parts))
+    if repeated:  # grouped by a sort: a hash of 1.88M keys takes three times as long
+        cur.execute("SET LOCAL enable_hashagg = off")
+        cur.execute(sql.SQL(
+            "INSERT INTO {text} SELECT line, {fields}, ctid FROM {typed} "
+            "WHERE {k} IN (SELECT {k} FROM {typed} GROUP BY 1 HAVING count(*) > 1) "
+            "AND line NOT IN (SELECT line FROM {text})").format(**parts))
+        cur.execute("SET LOCAL enable_hashagg TO DEFAULT")
+    cur.execute(sql.SQL(
+        "ANALYZE {text}; "
+        "INSERT INTO {text} SELECT line, {fields}, ctid FROM {typed} "
+        "WHERE ({key}) IN (SELECT {read} FROM {text}) AND line NOT IN (SELECT line FROM {text}); "
+        "DROP TABLE IF EXISTS pg_temp.gated; "
+        "CREATE TEMP TABLE gated ON COMMIT DROP AS SELECT line, row_at FROM {text}; "
+        "SELECT count(*) FROM gated").format(**parts))
     staged.gated_as_text = cur.fetchone()[0]
     return text
 
@@ -289,18 +299,21 @@ def _keep_checked(conn, dataset: Dataset, text: StagedFile, file_id: int) -> Non
     read = {c: sql.SQL("nullif({c}, '')").format(c=sql.Identifier(c)) for c in dataset.attributes}
     read["_date"] = sql.Identifier("date")  # trimmed: the day `copied_date` reads from it is the text path's
     read.update({c: sql.SQL("({})::text").format(typed_count(dataset, c)) for c in (*dataset.counts, *dataset.values)})
+    update = sql.SQL("UPDATE {t} AS t SET {set} FROM (SELECT g.row_at, {read} FROM ({rows}) AS s "
+                     "JOIN gated AS g USING (line)) AS k WHERE t.ctid = k.row_at").format(
+        t=staging_table(file_id),
+        set=sql.SQL(", ").join(sql.SQL("{c} = k.{c}").format(c=sql.Identifier(c)) for c in values),
+        read=sql.SQL(", ").join(sql.SQL("{} AS {}").format(read.get(c, sql.Identifier(c)), sql.Identifier(c))
+                                for c in values),
+        rows=source_rows(dataset, text),
+    )
+    if dataset.region_names:  # the region values the update wrote, into the region map
+        (column,) = dataset.region_names
+        update = sql.SQL("WITH updated AS ({} RETURNING t.{}) {}").format(
+            update, sql.Identifier(column), region_map_values(dataset, file_id, "updated"))
     with conn.cursor() as cur:
-        _delete_kept_out(cur, file_id)
-        cur.execute(sql.SQL("UPDATE {t} AS t SET {set} FROM (SELECT line, {read} FROM ({rows}) AS s) AS k "
-                            "WHERE t.line = k.line").format(
-            t=staging_table(file_id),
-            set=sql.SQL(", ").join(sql.SQL("{c} = k.{c}").format(c=sql.Identifier(c)) for c in values),
-            read=sql.SQL(", ").join(sql.SQL("{} AS {}").format(read.get(c, sql.Identifier(c)), sql.Identifier(c))
-                                    for c in values),
-            rows=source_rows(dataset, text),
-        ))
-        if dataset.region_names:
-            create_region_map(cur, dataset, file_id)
+        _delete_kept_out(cur, file_id, gated=True)
+        cur.execute(update)
 
 
 def type_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int) -> bool | None:
@@ -333,12 +346,12 @@ def _keep_good_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int, ty
         _delete_kept_out(cur, file_id)
 
 
-def _delete_kept_out(cur, file_id: int) -> None:
-    """The rejected lines (`rejects`) and the later copies of a row repeated exactly, out of the typed rows."""
-    cur.execute(sql.SQL(
-        "DELETE FROM {} WHERE line IN (SELECT line FROM rejects "
-        "UNION ALL SELECT unnest(lines[2:]) FROM repeats WHERE NOT conflict)"
-    ).format(staging_table(file_id)))
+def _delete_kept_out(cur, file_id: int, gated: bool = False) -> None:
+    """The rejected lines (`rejects`) and the later copies of a row repeated exactly, out of the typed rows;
+    gated: found where they are by `_stage_unadmitted`'s `gated` (no scan of the typed rows)."""
+    lines = sql.SQL("SELECT line FROM rejects UNION ALL SELECT unnest(lines[2:]) FROM repeats WHERE NOT conflict")
+    where = sql.SQL("ctid = ANY(ARRAY(SELECT row_at FROM gated WHERE line IN ({})))" if gated else "line IN ({})")
+    cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(staging_table(file_id), where.format(lines)))
 
 
 def _row_checks(dataset: Dataset, copied: bool) -> list[sql.Composable]:

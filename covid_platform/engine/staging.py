@@ -278,6 +278,18 @@ def create_region_map(cur, dataset: Dataset, file_id: int) -> None:
     cur.execute(sql.SQL("ANALYZE {}").format(region_map(file_id)))
 
 
+def region_map_values(dataset: Dataset, file_id: int, rows: str) -> sql.Composed:
+    """A statement adding to `create_region_map`'s map the region values of `rows` (a name in the statement
+    it ends, with the region column) that it does not hold yet: for typed rows whose values changed, no scan
+    of every row. A value no row holds any more stays, and matches no row."""
+    (column,) = dataset.region_names
+    return sql.SQL(
+        "INSERT INTO {map} SELECT s.{c}, _region.state_fips, _region.state_name FROM (SELECT DISTINCT {c} "
+        "FROM {rows} AS v WHERE NOT EXISTS (SELECT FROM {map} AS m WHERE m.{c} = v.{c})) AS s{join}"
+    ).format(map=region_map(file_id), c=sql.Identifier(column), rows=sql.Identifier(rows),
+             join=regions.canonical_join(dataset, "s"))
+
+
 def typed_count(dataset: Dataset, column: str) -> sql.Composable:
     """The trimmed text of a count as its stored type: whole counts bigint ("12.0" is 12: the gates admit only
     zeros after a decimal point), decimal ones numeric, empty ones null. Read only as the gates read it
