@@ -158,6 +158,6 @@ def server_settings(url: str) -> str:
     conn, query = connect(url)
     try:
         return ", ".join(f"{name} {query(f'SHOW {name}')[0][0]}"
-                         for name in ("max_wal_size", "wal_compression", "shared_buffers", "max_parallel_workers_per_gather"))
+                         for name in ("max_wal_size", "shared_buffers", "max_parallel_workers_per_gather"))
     finally:
         conn.close()
