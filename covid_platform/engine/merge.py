@@ -106,19 +106,28 @@ CREATE INDEX ON changes ({region}, date);
 CREATE TEMP TABLE ranges ON COMMIT DROP AS
 SELECT {region}, from_date, seed_start, CASE WHEN bulk THEN 'infinity' ELSE {end_date} END AS end_date
 FROM (
-    SELECT {c_region}, c.date AS from_date, coalesce(least(seed.date{reach_back}), '-infinity') AS seed_start,
-           bulk, CASE WHEN bulk THEN 'infinity' ELSE {next_reported} END AS next_reported
+    SELECT {c_region}, c.date AS from_date, coalesce(least(before.dates[{seed_rows}]{reach_back}), '-infinity') AS seed_start,
+           bulk, CASE WHEN bulk THEN 'infinity' ELSE {next_reported} END AS next_reported,
+           coalesce(after.dates, '{{}}') AS after
     FROM (
         SELECT *, count(*) OVER by_region > {many} AS bulk, date = min(date) OVER by_region AS first
         FROM changes WINDOW by_region AS (PARTITION BY {region})
     ) AS c
+    -- the rows the window functions need to see before the change (the earliest: `dates[{seed_rows}]`; for a
+    -- count that may be empty, the difference of the row after it reaches back to the latest row where the
+    -- count is not: reach_back), and the rows after it, read by one index lookup each
     LEFT JOIN LATERAL (
-        -- the earliest unchanged row the window functions need to see (for a count that may be empty, the
-        -- difference of the row after it reaches back to the latest row where the count is not: reach_back)
-        SELECT t.date FROM {table} AS t
-        WHERE {region_match_tc} AND t.date < c.date
-        ORDER BY t.date DESC OFFSET {seed_rows} - 1 LIMIT 1
-    ) AS seed ON true{next_rows}
+        SELECT array_agg(date ORDER BY date DESC) AS dates{before_reported} FROM (
+            SELECT t.date{before_counts} FROM {table} AS t WHERE {region_match_tc} AND t.date < c.date
+            ORDER BY t.date DESC LIMIT {seed_rows}
+        ) AS t
+    ) AS before ON true
+    LEFT JOIN LATERAL (
+        SELECT array_agg(date ORDER BY date) AS dates{after_reported} FROM (
+            SELECT t.date{after_counts} FROM {table} AS t WHERE {region_match_tc} AND t.date > c.date
+            ORDER BY t.date LIMIT {ahead}
+        ) AS t
+    ) AS after ON true{next_rows}
     WHERE NOT bulk OR first
 ) AS c;
 
@@ -166,8 +175,11 @@ DELETE FROM {table} AS t USING written AS w WHERE {key_match_wt};
 INSERT INTO {table} ({columns}) SELECT {columns} FROM written;
 """
 # Changes in one region above which the region is recomputed from its first change (each change's range
-# costs about eight index lookups; a county's whole series is a few hundred rows).
+# costs a few index lookups; a county's whole series is a few hundred rows).
 MANY_CHANGES = 30
+# Rows read after each change: enough for the next row that reports each count and the 6 after it, unless
+# a count is empty on several rows in a row (then looked up).
+AHEAD = 13
 
 
 def _match(left: str, right: str, names) -> sql.Composed:
@@ -362,24 +374,42 @@ def _large_share(cur, dataset: Dataset, rows: int) -> bool:
 def _ranges(dataset: Dataset) -> sql.Composed:
     table = sql.Identifier("covid", dataset.table)
     region = dataset.region
-    reach_back = [
-        sql.SQL(", (SELECT max(t.date) FROM {table} AS t WHERE {match} AND t.date <= seed.date AND {c} IS NOT NULL)")
-        .format(table=table, match=_match("t", "c", region), c=sql.Identifier("t", count))
-        for count in dataset.new if count in dataset.nullable
+    seed_rows = 7 if has_windows(dataset) else 1
+    m_tc = _match("t", "c", region)
+
+    def read(counts, order: str) -> dict[str, sql.Composed]:
+        """What a lookup of rows before or after a change reads of each count, and whether each row has it
+        (`has <count>`, in the lookup's order)."""
+        return {"counts": sql.Composed(sql.SQL(", t.{}").format(sql.Identifier(c)) for c in counts),
+                "reported": sql.Composed(sql.SQL(", array_agg({} IS NOT NULL ORDER BY date {}) AS {}").format(
+                    sql.Identifier(c), sql.SQL(order), sql.Identifier(f"has {c}")) for c in counts)}
+
+    nullable = [count for count in dataset.new if count in dataset.nullable]
+    before, after = read(nullable, "DESC"), read(dataset.new, "ASC")
+    seed = sql.SQL("before.dates[{}]").format(sql.Literal(seed_rows))
+    reach_back = [  # the seed row itself when it has the count, else the latest earlier row that has it
+        sql.SQL(", CASE WHEN before.{has}[{n}] THEN {seed} ELSE (SELECT max(t.date) FROM {table} AS t WHERE {m_tc} "
+                "AND t.date <= {seed} AND t.{x} IS NOT NULL) END").format(
+            has=sql.Identifier(f"has {count}"), n=sql.Literal(seed_rows), seed=seed, table=table, m_tc=m_tc,
+            x=sql.Identifier(count))
+        for count in nullable
     ]
     # The next row after the change where each count is reported, in the merged table: the table's next
-    # such row (`t_<x>`) unless a change comes first (`c_<x>`) or changed that row to empty (then the region is
-    # recomputed to its end: rare, and a superset). The last row whose difference the change reaches.
+    # such row (`t_<x>`: among the rows read after it, else looked up) unless a change comes first (`c_<x>`)
+    # or changed that row to empty (then the region is recomputed to its end: rare, and a superset). The last
+    # row whose difference the change reaches.
     next_rows, nexts = [], []
     for n, count in enumerate(dataset.new):
         x = sql.Identifier(count)
         in_table, in_changes = sql.Identifier(f"t_{n}"), sql.Identifier(f"c_{n}")
         next_rows.append(sql.SQL(
-            "\n    LEFT JOIN LATERAL (SELECT t.date FROM {table} AS t WHERE {m_tc} AND t.date > c.date AND t.{x} IS NOT NULL "
-            "ORDER BY t.date LIMIT 1) AS {t} ON true"
+            "\n    LEFT JOIN LATERAL (SELECT coalesce(after.dates[array_position(after.{has}, true)], "
+            "CASE WHEN cardinality(after.dates) = {ahead} THEN (SELECT t.date FROM {table} AS t WHERE {m_tc} "
+            "AND t.date > c.date AND t.{x} IS NOT NULL ORDER BY t.date LIMIT 1) END) AS date) AS {t} ON true"
             "\n    LEFT JOIN LATERAL (SELECT c2.date FROM changes AS c2 WHERE {m_c2c} AND c2.date > c.date AND c2.{x} IS NOT NULL "
             "ORDER BY c2.date LIMIT 1) AS {c} ON true"
-        ).format(table=table, m_tc=_match("t", "c", region), m_c2c=_match("c2", "c", region), x=x, t=in_table, c=in_changes))
+        ).format(has=sql.Identifier(f"has {count}"), ahead=sql.Literal(AHEAD), table=table, m_tc=m_tc,
+                 m_c2c=_match("c2", "c", region), x=x, t=in_table, c=in_changes))
         nexts.append(sql.SQL(
             "CASE WHEN {t}.date IS NULL OR {c}.date <= {t}.date THEN coalesce({c}.date, 'infinity') "
             "WHEN EXISTS (SELECT FROM changes AS c3 WHERE {m_c3c} AND c3.date = {t}.date AND c3.{x} IS NULL) "
@@ -388,16 +418,22 @@ def _ranges(dataset: Dataset) -> sql.Composed:
     next_reported = sql.SQL("greatest({})").format(sql.SQL(", ").join(nexts)) if nexts else sql.SQL("c.date")
     end = sql.SQL("next_reported")
     if dataset.rolling_7d:  # the 6th row after it: the last whose 7-row window holds it
-        end = sql.SQL("coalesce((SELECT t.date FROM {} AS t WHERE {} AND t.date > c.next_reported "
-                      "ORDER BY t.date OFFSET 5 LIMIT 1), 'infinity')").format(table, _match("t", "c", region))
+        end = sql.SQL(
+            "coalesce((SELECT CASE WHEN k + 6 <= cardinality(c.after) THEN c.after[k + 6] "
+            "WHEN cardinality(c.after) = {ahead} THEN (SELECT t.date FROM {table} AS t WHERE {m_tc} "
+            "AND t.date > c.next_reported ORDER BY t.date OFFSET 5 LIMIT 1) END "
+            "FROM (SELECT coalesce(array_position(c.after, c.next_reported), "
+            "(SELECT count(*)::int FROM unnest(c.after) AS d WHERE d <= c.next_reported)) AS k) AS upto), "
+            "'infinity')").format(ahead=sql.Literal(AHEAD), table=table, m_tc=m_tc)
     if dataset.ratios_7d:  # the 6 days after it
         end = sql.SQL("greatest({}, c.next_reported + 6)").format(end)
     return sql.SQL(RANGES).format(
         table=table, region=column_list(region), c_region=_qualified("c", region),
         reach_back=sql.Composed(reach_back), next_reported=next_reported, next_rows=sql.Composed(next_rows),
-        end_date=end,
-        region_match_tc=_match("t", "c", region),
-        seed_rows=sql.Literal(7 if has_windows(dataset) else 1), many=sql.Literal(MANY_CHANGES),
+        before_counts=before["counts"], before_reported=before["reported"],
+        after_counts=after["counts"], after_reported=after["reported"],
+        end_date=end, region_match_tc=m_tc, ahead=sql.Literal(AHEAD),
+        seed_rows=sql.Literal(seed_rows), many=sql.Literal(MANY_CHANGES),
     )
 
 
