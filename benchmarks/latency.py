@@ -8,13 +8,14 @@ PostgreSQL database and a landing zone in moto's S3 over HTTP, as the end-to-end
 holds `--objects` objects (default 1,100: more than a page of S3's listing) under `_archive/`, as a zone that
 has ingested that many files does; the sensor never requests them, but its sweep lists them. The base file
 (NYT us-states.csv, every state to 2023-03-23; nyt/… of the --data folder, default ../shared/data) is loaded
-first, as `us_states/base.csv`. Then `--drops` files of one state and one day (the next day each time) are put
-as `us_states/<day>.csv`, at random moments, one at a time: each sorts before the last key seen in its folder
+first, as `us_states/base.csv`. Then `--drops` files of one state and one day (New York's last day, its cases
+revised: +1 each time) are put as `us_states/<day>-<n>.csv`, at random moments, one at a time: each sorts
+before the last key seen in its folder
 (the folder's cursor, the sample file `us_states/sample/…` that `covid-platform dev` drops), so no listing
 from a cursor finds it: without a queue the sweep does, which takes two ticks to go round more than 1,000
 objects. With `--queue`, the bucket notifies an SQS queue of moto's (s3:ObjectCreated:* under the zone's
 prefix) and `covid-platform dev` reads it (LANDING_QUEUE_URL): the sensor requests each drop from its
-message. For each drop, the time from the put to the row of that day in covid.national_daily, split by the
+message. For each drop, the time from the put to that day's national total in covid.national_daily, split by the
 run's timestamps in Dagster's storage:
   until the sensor's tick created the run | queued until the daemon launched it and its process started |
   the run (raw → state_daily → national_daily).
@@ -35,7 +36,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -145,6 +146,9 @@ def measure(args, base_file: Path, s3, bucket, dev, query, env) -> None:
     wait_for(dev, lambda: query("SELECT 1 FROM covid.national_daily WHERE date = %s", (BASE_LAST_DAY,)), 300,
              "the base file in national_daily", 0.5)
     rows = query("SELECT count(*) FROM covid.state_daily")[0][0]
+    ((ny_cases, ny_deaths),) = query("SELECT cases, deaths FROM covid.state_daily WHERE state = 'New York' "
+                                     "AND date = %s", (BASE_LAST_DAY,))
+    ((national_cases,),) = query("SELECT cases FROM covid.national_daily WHERE date = %s", (BASE_LAST_DAY,))
     print(f"base file loaded ({base_file.name}, state_daily {rows:,} rows): "
           f"{time.monotonic() - started:.1f} s", flush=True)
 
@@ -154,14 +158,16 @@ def measure(args, base_file: Path, s3, bucket, dev, query, env) -> None:
         for drop in range(1, args.drops + 1):
             time.sleep(rng.uniform(0, 10))  # a random moment of the sensor's cycle
             loads.append(os.getloadavg()[0])
-            day = BASE_LAST_DAY + timedelta(days=drop)
-            key = f"us_states/{day}.csv"  # sorts before its folder's cursor (us_states/sample/…)
-            body = f"date,state,fips,cases,deaths\n{day},New York,36,{7_000_000 + drop},80000\n".encode()
+            # New York's count of the base file's last day revised: the national total of that day moves (a
+            # day only one state reported is not a national total until the others report it)
+            key = f"us_states/{BASE_LAST_DAY}-{drop:02d}.csv"  # sorts before its folder's cursor (us_states/sample/…)
+            body = f"date,state,fips,cases,deaths\n{BASE_LAST_DAY},New York,36,{ny_cases + drop},{ny_deaths}\n".encode()
             put = time.time()
             s3.put_object(Bucket=bucket, Key=f"drops/{key}", Body=body)
             try:
-                wait_for(dev, lambda: query("SELECT 1 FROM covid.national_daily WHERE date = %s", (day,)),
-                         120, f"{day} in national_daily", 0.05)
+                wait_for(dev, lambda: query("SELECT 1 FROM covid.national_daily WHERE date = %s AND cases = %s",
+                                            (BASE_LAST_DAY, national_cases + drop)),
+                         120, f"{key} in national_daily", 0.05)
             except SystemExit:
                 runs = [(r.dagster_run.run_id, r.dagster_run.status.value)
                         for r in instance.get_run_records(dg.RunsFilter(tags={KEY_TAG: key}))]

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 
 STATE_COLUMNS = ["state", "fips", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d"]
-NATIONAL_COLUMNS = ["date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d"]
+NATIONAL_COLUMNS = ["date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d",
+                    "states"]
 COUNTY_COLUMNS = ["state", "county", "fips", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d"]
 DAILY_COLUMNS = ["state", "date", "positive", "negative", "total_tests",
                  "new_positive", "new_negative", "new_tests", "positivity_7d"]
@@ -46,8 +47,18 @@ def expected_daily(frame: pd.DataFrame, region: list[str], rolling: bool) -> pd.
     return frame
 
 
+def reported_by_all(states: pd.DataFrame) -> pd.DataFrame:
+    """The states' rows of the dates every state still reporting has reported: up to the earliest latest date
+    of the states whose latest date is within 14 days of the newest."""
+    latest = pd.to_datetime(states.groupby("state")["date"].max())
+    cutoff = latest[latest >= latest.max() - pd.Timedelta(days=14)].min()
+    return states[pd.to_datetime(states["date"]) <= cutoff]
+
+
 def expected_national(states: pd.DataFrame) -> pd.DataFrame:
+    states = reported_by_all(states)
     totals = states.groupby("date", as_index=False)[["cases", "deaths"]].sum()
+    totals["states"] = states.groupby("date")["state"].count().to_numpy()
     totals["nation"] = "US"
     return expected_daily(totals, ["nation"], rolling=True).drop(columns="nation")
 

@@ -32,6 +32,7 @@ from covid_platform_tests.oracles import (
     expected_testing_daily,
     read_covidtracking,
     read_nyt,
+    reported_by_all,
     with_differences,
     with_rolling_7d,
 )
@@ -60,15 +61,16 @@ def expected_states(states: pd.DataFrame) -> pd.DataFrame:
 
 
 def expected_national(states: pd.DataFrame) -> pd.DataFrame:
-    """Sums over the states reporting each date, then the same differences and averages as one region."""
-    totals = states.groupby("date", as_index=False)[["cases", "deaths"]].sum(min_count=1)
+    """Sums over the states reporting each date every state still reporting has reported, then the same
+    differences and averages as one region."""
+    totals = reported_by_all(states).groupby("date", as_index=False)[["cases", "deaths"]].sum(min_count=1)
     totals["nation"] = "US"
     return expected_states(totals.rename(columns={"nation": "state"}))
 
 
 def top_states(states: pd.DataFrame, n: int = 10) -> list[tuple[str, float]]:
-    frame = expected_states(states)
-    latest = frame[frame["date"] == frame["date"].max()].dropna(subset=["new_cases_7d"])
+    frame = expected_states(states)  # on the national series' latest date
+    latest = frame[frame["date"] == reported_by_all(states)["date"].max()].dropna(subset=["new_cases_7d"])
     latest = latest.sort_values(["new_cases_7d", "state"], ascending=[False, True]).head(n)
     return list(zip(latest["state"], latest["new_cases_7d"]))
 

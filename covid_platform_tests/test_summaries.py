@@ -55,6 +55,26 @@ def test_files_arriving_out_of_order_give_the_same_tables(landing, resources, qu
     assert_tables_match(query, pd.concat([read_nyt(early), read_nyt(late)], ignore_index=True))
 
 
+def test_a_date_one_state_reported_ahead_of_the_others_waits_for_them(landing, resources, query):
+    # as a stream sends one state's days before the other states' files: the national total of such a day
+    # would be that state's alone, its new cases minus the rest of the nation's
+    three = {"Ohio", "Texas", "Vermont"}
+    files = [("all.csv", nyt_states_slice("2021-01-01", "2021-01-10", three)),
+             ("vermont.csv", nyt_states_slice("2021-01-11", "2021-01-13", {"Vermont"})),
+             ("others.csv", nyt_states_slice("2021-01-11", "2021-01-11", {"Ohio", "Texas"})),
+             # Ohio and Texas silent for more than 14 days: taken as stopped, they hold Vermont back no more
+             ("vermont-late.csv", nyt_states_slice("2021-01-14", "2021-01-26", {"Vermont"}))]
+    loaded = []
+    latest = []
+    with dg.instance_for_test() as instance:
+        for name, body in files:
+            assert ingest(landing, resources, drop(landing, f"us_states/{name}", body), instance).success
+            loaded.append(read_nyt(body))
+            assert_tables_match(query, pd.concat(loaded, ignore_index=True))
+            latest.append(query("SELECT max(date)::text, count(*) FILTER (WHERE states < 3) FROM covid.national_daily")[0])
+    assert latest == [("2021-01-10", 0), ("2021-01-10", 0), ("2021-01-11", 0), ("2021-01-26", 15)]
+
+
 def test_county_daily(landing, resources, query):
     data = county_rows("2020-03-22", "2020-04-20", {"Rhode Island", "Delaware", "Vermont"})
     with dg.instance_for_test() as instance:

@@ -50,11 +50,11 @@ QUERIES = {
         SELECT date, cases, deaths, new_cases, new_deaths, new_cases_7d, new_deaths_7d
         FROM {national_daily} ORDER BY date
     """),
-    # on the latest date any state reported (the national series' last date)
-    "top_states": _query((STATES,), """
+    # on the national series' last date (one every state still reporting has reported)
+    "top_states": _query((STATES, NATIONAL), """
         SELECT state, date, new_cases_7d, new_cases, new_deaths_7d, cases, deaths
         FROM {state_daily}
-        WHERE date = (SELECT max(date) FROM {state_daily}) AND new_cases_7d IS NOT NULL
+        WHERE date = (SELECT max(date) FROM {national_daily}) AND new_cases_7d IS NOT NULL
         ORDER BY new_cases_7d DESC, state
         LIMIT %(limit)s
     """),

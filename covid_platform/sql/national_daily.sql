@@ -1,7 +1,11 @@
 -- covid.national_daily: one row per date, cases and deaths summed over the states that reported them that
--- date (an empty count is not reported: it adds nothing, and a total is null when no state reported it);
--- new_x and new_x_7d defined as in state_daily, over the national series: new_x is null where x is, else x
--- minus the latest earlier non-null x; new_x_7d is the mean of the non-null new_x of the row and the 6 before.
+-- date (an empty count is not reported: it adds nothing, and a total is null when no state reported it), and
+-- `states`, how many states have a row that date; new_x and new_x_7d defined as in state_daily, over the
+-- national series: new_x is null where x is, else x minus the latest earlier non-null x; new_x_7d is the mean
+-- of the non-null new_x of the row and the 6 before.
+-- A date is in it once every state still reporting has reported it: up to the earliest latest date of the
+-- states whose latest date is within 14 days of the newest. A date one state streamed ahead of the others
+-- waits for them (its sum would be that state's alone); a state silent for longer does not hold the rest.
 -- Rebuilt from covid.state_daily (about 1,100 dates, milliseconds) in one transaction: readers keep the
 -- old rows until it commits.
 CREATE TABLE IF NOT EXISTS covid.national_daily (
@@ -11,11 +15,13 @@ CREATE TABLE IF NOT EXISTS covid.national_daily (
     new_cases     bigint,
     new_deaths    bigint,
     new_cases_7d  double precision,
-    new_deaths_7d double precision
+    new_deaths_7d double precision,
+    states        integer
 );
 ALTER TABLE covid.national_daily ALTER COLUMN cases DROP NOT NULL, ALTER COLUMN deaths DROP NOT NULL,
     ALTER COLUMN new_cases DROP NOT NULL, ALTER COLUMN new_deaths DROP NOT NULL,
-    ALTER COLUMN new_cases_7d DROP NOT NULL, ALTER COLUMN new_deaths_7d DROP NOT NULL;  -- tables of older versions
+    ALTER COLUMN new_cases_7d DROP NOT NULL, ALTER COLUMN new_deaths_7d DROP NOT NULL,
+    ADD COLUMN IF NOT EXISTS states integer;  -- tables of older versions
 
 -- The national series from the states' rows: the current ones (NULL), or covid.state_daily as of a time
 -- (vintages: what national_daily would have held then). One definition for both; inlined by PostgreSQL,
@@ -23,24 +29,29 @@ ALTER TABLE covid.national_daily ALTER COLUMN cases DROP NOT NULL, ALTER COLUMN 
 DROP FUNCTION IF EXISTS covid.national_daily_as_of(timestamptz);
 CREATE FUNCTION covid.national_daily_as_of(as_of timestamptz)
 RETURNS TABLE (date date, cases bigint, deaths bigint, new_cases bigint, new_deaths bigint,
-               new_cases_7d double precision, new_deaths_7d double precision)
+               new_cases_7d double precision, new_deaths_7d double precision, states integer)
 LANGUAGE sql STABLE AS $national$
+WITH states AS (
+    SELECT state, date, cases, deaths FROM covid.state_daily WHERE $1 IS NULL
+    UNION ALL
+    SELECT state, date, cases, deaths FROM covid.state_daily_as_of($1) WHERE $1 IS NOT NULL
+), latest AS (
+    SELECT max(date) AS date FROM states GROUP BY state
+)
 SELECT date, cases, deaths, new_cases, new_deaths,
        avg(new_cases)  OVER last_7_rows,
-       avg(new_deaths) OVER last_7_rows
+       avg(new_deaths) OVER last_7_rows,
+       states
 FROM (
-    SELECT date, cases, deaths,
+    SELECT date, cases, deaths, states,
            cases  - coalesce((max(CASE WHEN cases  IS NOT NULL THEN ARRAY[date - DATE '2000-01-01', cases]  END)
                               OVER before_date)[2], 0) AS new_cases,
            deaths - coalesce((max(CASE WHEN deaths IS NOT NULL THEN ARRAY[date - DATE '2000-01-01', deaths] END)
                               OVER before_date)[2], 0) AS new_deaths
     FROM (
-        SELECT date, sum(cases)::bigint AS cases, sum(deaths)::bigint AS deaths
-        FROM (
-            SELECT date, cases, deaths FROM covid.state_daily WHERE $1 IS NULL
-            UNION ALL
-            SELECT date, cases, deaths FROM covid.state_daily_as_of($1) WHERE $1 IS NOT NULL
-        ) AS states
+        SELECT date, sum(cases)::bigint AS cases, sum(deaths)::bigint AS deaths, count(*)::integer AS states
+        FROM states
+        WHERE date <= (SELECT min(date) FROM latest WHERE date >= (SELECT max(date) FROM latest) - 14)
         GROUP BY date
     ) AS totals
     WINDOW before_date AS (ORDER BY date ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
@@ -51,5 +62,5 @@ $national$;
 
 DELETE FROM covid.national_daily;
 
-INSERT INTO covid.national_daily (date, cases, deaths, new_cases, new_deaths, new_cases_7d, new_deaths_7d)
+INSERT INTO covid.national_daily (date, cases, deaths, new_cases, new_deaths, new_cases_7d, new_deaths_7d, states)
 SELECT * FROM covid.national_daily_as_of(NULL);
