@@ -369,6 +369,25 @@ def test_malformed_messages_are_quarantined_with_reasons_and_the_rest_loads(
     assert_state_daily(query, data)
 
 
+def test_a_bad_value_in_a_small_batch_is_set_aside_and_the_batchs_good_messages_load(
+    shared_broker, bridges, landing, resources, query, s3_client, bucket
+):
+    # a few messages in a batch, one a bad row (a day that does not exist): far more than the 1% a file may
+    # have, yet each message is its own, so the others load
+    data = nyt_states_slice("2020-12-01", "2020-12-01", {"Ohio", "Texas", "Vermont"})
+    rows = slice_rows(data)
+    bad = dict(rows[0], date="2020-12-32")
+    bridge = bridges(shared_broker, "--batch-rows", "100", "--batch-seconds", "1")
+    publish(shared_broker, [json.dumps(as_message(row)).encode() for row in (*rows, bad)])
+    bridge.wait_for(lambda s: s["messages_batched"] == 4 and not s["pending"], "all written")
+    (key,) = stream_objects(s3_client, bucket)
+    ingest_all(landing, resources, [key])
+    assert_state_daily(query, data)
+    ((line, reason),) = query("SELECT line, reason FROM covid.rejected_rows")
+    assert "2020-12-32" in reason, reason
+    assert query("SELECT status FROM covid.ingested_files") == [("loaded",)]
+
+
 def test_health_says_when_the_broker_is_gone(tmp_path, bridges):
     mosquitto, broker = start_mosquitto(tmp_path)
     bridge = bridges(broker, "--batch-seconds", "1")

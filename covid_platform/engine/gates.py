@@ -100,8 +100,8 @@ def evaluate(
     """Every gate, in order; once a file-level gate fails, those that need its guarantee are not evaluated.
 
     Rows with bad values are moved from the staging table to `covid.rejected_rows` with their reasons,
-    unless they are more than the dataset's `max_bad_row_share` of the file: then the row gates that saw
-    them fail and the file is quarantined.
+    unless they are more than the dataset's `max_bad_row_share` of the file (of a stream's batch: unless every
+    row is bad): then the row gates that saw them fail and the file is quarantined.
     """
     results = [GateResult("csv_readable", True)]
     if staged.missing:
@@ -138,17 +138,20 @@ def _row_gates(conn, dataset: Dataset, staged: StagedFile, file_id: int, key: st
         return results
     bad_lines = _count_rejects(conn)
     share = bad_lines / staged.rows
-    too_many = share > dataset.max_bad_row_share
+    # a stream's batch holds messages from anywhere, each its own: only a batch of nothing but bad ones stops
+    stream_batch = bool(dataset.stream) and key.startswith(dataset.stream_folder)
+    too_many = bad_lines == staged.rows if stream_batch else share > dataset.max_bad_row_share
     if bad_lines and not too_many:
         _set_aside(conn, staged, file_id, key)
     if not too_many:
         keep()
-    verdict = (
-        f"{bad_lines} of {staged.rows} rows ({share:.1%}) have bad values, more than the "
-        f"{dataset.max_bad_row_share:.0%} a file may have"
-        if too_many
-        else f"{bad_lines} row(s) set aside in covid.rejected_rows"
-    )
+    if not too_many:
+        verdict = f"{bad_lines} row(s) set aside in covid.rejected_rows"
+    elif stream_batch:
+        verdict = f"each of the batch's {staged.rows} rows has bad values"
+    else:
+        verdict = (f"{bad_lines} of {staged.rows} rows ({share:.1%}) have bad values, more than the "
+                   f"{dataset.max_bad_row_share:.0%} a file may have")
     for gate in ROW_GATES:
         seen = [f for f in found if f.gate == gate]
         if not seen:
