@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from urllib.parse import urlparse
 from pathlib import Path
 
 import dagster as dg
@@ -179,6 +180,12 @@ def test_state_explorer_with_test_positivity(dashboard, load):
     np.testing.assert_allclose(shown["new_cases_7d"], expected["new_cases_7d"], rtol=1e-9)
     wanted = expected[["date"]].merge(positivity, on="date", how="left")
     np.testing.assert_allclose(shown["positivity_7d"], wanted["positivity_7d"], rtol=1e-9)
+    assert not any("series' first date" in caption.value for caption in app.caption)
+
+    # from the series' first date: its first week (results to date over the first days) is not charted
+    app.date_input(key="dates").set_value((dt.date(2020, 3, 20), last)).run()
+    assert any("The chart starts a week after the series' first date" in caption.value for caption in app.caption)
+    assert app.dataframe[0].value["positivity_7d"].notna().sum() == positivity["positivity_7d"].notna().sum()
 
     app.selectbox(key="state").set_value("Ohio").run()
     assert any("No test positivity for Ohio" in notice.value for notice in app.info)
@@ -335,6 +342,8 @@ def test_dashboard_in_a_browser(served, load, query):
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync"])
         page = browser.new_page(viewport={"width": 1400, "height": 900})
+        requested = []  # everything a page fetches is the dashboard's own (nothing from the internet)
+        page.on("request", lambda request: requested.append(request.url))
         page.goto(served)
         shows(page, "New cases, 7-day average")
         shows(page, latest.isoformat())
@@ -347,6 +356,9 @@ def test_dashboard_in_a_browser(served, load, query):
             assert page.locator('[data-testid="stException"]').count() == 0, name
             assert screenshot(page, name).stat().st_size > 0
         browser.close()
+    elsewhere = [url for url in requested if urlparse(url).scheme in ("http", "https", "ws", "wss")
+                 and urlparse(url).hostname not in (urlparse(served).hostname, "localhost")]
+    assert requested and not elsewhere, elsewhere
 
 
 def test_dev_serves_the_dashboard_and_stops_it(database_url, s3_endpoint, bucket, tmp_path):

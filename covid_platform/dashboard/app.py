@@ -1,11 +1,15 @@
 """The dashboard's entry: `streamlit run covid_platform/dashboard/app.py` (or `covid-platform dashboard`)."""
 
+from pathlib import Path
+
 import psycopg2
 import streamlit as st
 
 from covid_platform.dashboard import queries
 
-st.set_page_config(page_title="COVID-19 surveillance", page_icon=":material/monitoring:", layout="wide")
+# the icon from the package: a Material icon's favicon is fetched from Google's font servers on each page
+st.set_page_config(page_title="COVID-19 surveillance", page_icon=str(Path(__file__).with_name("icon.png")),
+                   layout="wide")
 
 PAGES = [
     st.Page("pages/national.py", title="National overview", icon=":material/public:", default=True),

@@ -37,9 +37,11 @@ def daily(frame: pd.DataFrame, column: str, title: str) -> alt.LayerChart:
 def over_time(frame: pd.DataFrame, column: str, title: str, unit: str, number_format: str,
               by: str | None = None) -> alt.Chart:
     """A line per `by` value (or one line) of `column` by date."""
+    # counts of people: no tick between two whole numbers
+    whole = {"tickMinStep": 1} if number_format.endswith("0f") else {}
     encoding = {
         "x": DATE,
-        "y": alt.Y(f"{column}:Q", title=unit, axis=alt.Axis(format=number_format)),
+        "y": alt.Y(f"{column}:Q", title=unit, axis=alt.Axis(format=number_format, **whole)),
         "tooltip": [alt.Tooltip("date:T", title="Date", format="%Y-%m-%d"),
                     alt.Tooltip(f"{column}:Q", title=title, format=number_format)],
     }

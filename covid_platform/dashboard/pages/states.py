@@ -48,10 +48,15 @@ if positivity.empty:
     st.info(f"No test positivity for {state} in these dates: it comes from `covid.{COVIDTRACKING.table}` "
             f"(`{COVIDTRACKING.name}` files).")
 else:
-    st.caption("New positive results over new test results, both summed over the 7 calendar days ending that day.")
-    view.chart(charts.over_time(positivity, "positivity_7d", f"Test positivity in {state}, 7 days (% of tests)",
+    # as the case charts: the week after the series' first date (its results to date) is not charted
+    charted = positivity[~positivity["first_week"]] if not positivity["first_week"].all() else positivity
+    first_week = " The chart starts a week after the series' first date, whose results are all those up to it." \
+        if len(charted) < len(positivity) else ""
+    st.caption("New positive results over new test results, both summed over the 7 calendar days ending that day."
+               + first_week)
+    view.chart(charts.over_time(charted, "positivity_7d", f"Test positivity in {state}, 7 days (% of tests)",
                                 "% of tests positive", ".1%"))
-    frame = frame.merge(positivity, on="date", how="left")
+    frame = frame.merge(positivity[["date", "positivity_7d"]], on="date", how="left")
     percent["positivity_7d"] = st.column_config.NumberColumn(format="percent")
 
 view.table(frame.iloc[::-1], view.slug(state, "daily"), "Newest first.", **percent)
