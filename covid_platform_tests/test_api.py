@@ -240,6 +240,7 @@ def test_a_head_request_has_its_gets_status_and_headers(api):
     ("/v1/tables/state_daily", {"cases": "1"}, 400, "cases"),  # not a region column
     ("/v1/tables/state_daily", {"state": "Ohio\x00"}, 400, "state"),
     ("/v1/tables/state_daily", {"format": "xml"}, 400, "format"),
+    ("/v1/tables/state_daily", {"from": "2020-08-02", "to": "2020-08-01"}, 400, "from"),
     ("/v1/tables/state_daily", {"as_of": "yesterday"}, 400, "as_of"),
     ("/v1/tables/state_daily", {"as_of": "2021-02-30T00:00:00Z"}, 400, "as_of"),
     ("/v1/tables/state_daily/revisions", {"as_of": "2021-13-01"}, 400, "as_of"),
@@ -400,3 +401,6 @@ def test_revisions_serve_history_rows_filtered_and_paged(api, loaded):
     answer = get(api, "/v1/tables/state_daily/revisions", state="Ohio", columns="date,cases", format="csv",
                  **{"from": "2020-08-01", "to": "2020-08-02"})
     assert answer.text.splitlines()[0] == "date,cases" and len(answer.text.splitlines()) == 3
+    # times in CSV as in JSON: ISO 8601
+    answer = get(api, "/v1/tables/state_daily/revisions", state="Ohio", columns="issued_at", format="csv", limit=1)
+    assert answer.text.splitlines()[1] == rows[0]["issued_at"]

@@ -73,6 +73,8 @@ def page_request(table: Table, query: list[tuple[str, str]], columns: str | None
     for name, value in (("from", first), ("to", last)):
         if value is not None and not table.has_date:
             raise BadParameter(name, f"{table.name} has no date column")
+    if first is not None and last is not None and first > last:
+        raise BadParameter("from", f"{first} is after to ({last}): no date is in that range")
     return PageRequest(table, _columns(table, columns), filters, first, last, decode_cursor(table, cursor), limit)
 
 
@@ -199,5 +201,7 @@ def csv_body(page: PageRequest, result: Page) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(page.columns)
-    writer.writerows(result.rows)
+    # a time as the JSON pages write it (ISO 8601, 'T'), not as str() does
+    writer.writerows([value.isoformat() if isinstance(value, dt.datetime) else value for value in row]
+                     for row in result.rows)
     return out.getvalue()
