@@ -55,10 +55,27 @@ def reported_by_all(states: pd.DataFrame) -> pd.DataFrame:
     return states[pd.to_datetime(states["date"]) <= cutoff]
 
 
+def national_totals(states: pd.DataFrame) -> pd.DataFrame:
+    """date, cases, deaths (NaN-skipping sums, NaN where nothing was reported) and states (rows) of each date
+    every state still reporting has reported, a state silent for more than 14 days before the newest date
+    counted with its last row on every later date."""
+    dates = pd.to_datetime(states["date"])
+    last = states[dates == dates.groupby(states["state"]).transform("max")]
+    stopped = last[pd.to_datetime(last["date"]) < dates.max() - pd.Timedelta(days=14)]
+    kept = reported_by_all(states)
+    totals = kept.groupby("date", as_index=False).agg(cases=("cases", lambda x: x.sum(min_count=1)),
+                                                       deaths=("deaths", lambda x: x.sum(min_count=1)),
+                                                       states=("state", "count"))
+    for _, row in stopped.iterrows():  # a stopped state's last counts on each later date
+        later = pd.to_datetime(totals["date"]) > pd.to_datetime(row["date"])
+        for count in ("cases", "deaths"):
+            if pd.notna(row[count]):
+                totals.loc[later, count] = totals.loc[later, count].fillna(0) + row[count]
+    return totals
+
+
 def expected_national(states: pd.DataFrame) -> pd.DataFrame:
-    states = reported_by_all(states)
-    totals = states.groupby("date", as_index=False)[["cases", "deaths"]].sum()
-    totals["states"] = states.groupby("date")["state"].count().to_numpy()
+    totals = national_totals(states)
     totals["nation"] = "US"
     return expected_daily(totals, ["nation"], rolling=True).drop(columns="nation")
 

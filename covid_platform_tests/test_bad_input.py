@@ -583,10 +583,19 @@ def test_lines_without_a_value_are_no_rows(empty, crlf, text_path, landing, reso
     assert materialization.metadata["empty_lines_ignored"].value == 3
 
 
+class ByteByByte(io.BytesIO):
+    """A source that gives one byte per read: every chunk boundary falls everywhere (a CRLF cut in two)."""
+
+    def read(self, size: int = -1) -> bytes:
+        return super().read(1)
+
+
+@pytest.mark.parametrize("source", ["whole", "byte_by_byte", "gzip_byte_by_byte"])
 @pytest.mark.parametrize("size", [1, 2, 3, 1 << 20])
-def test_a_blank_line_becomes_empty_fields_unless_a_quoted_field_holds_it(size):
+def test_a_blank_line_becomes_empty_fields_unless_a_quoted_field_holds_it(size, source):
     body = b'a,b,c\r\n1,"x\r\n\r\ny",2\r\n\r\n3,4,5\n\n'
-    reader = CheckedText(io.BytesIO(body))
+    raw = gzip.compress(body) if source.startswith("gzip") else body
+    reader = CheckedText(io.BytesIO(raw) if source == "whole" else ByteByByte(raw))
     assert reader.readline() == b"a,b,c\r\n"
     reader.fill_blank_lines(3)
     read = b"".join(iter(lambda: reader.read(size), b""))  # in chunks of `size` bytes

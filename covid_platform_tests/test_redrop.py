@@ -18,7 +18,16 @@ import pytest
 from covid_platform.engine import ledger
 from covid_platform.engine.ledger import partition_key
 from covid_platform.engine.merge import MANY_CHANGES
-from covid_platform_tests.helpers import COUNTIES, PR_DE, csv_bytes, data_file, drop, ingest, nyt_published
+from covid_platform_tests.helpers import (
+    COUNTIES,
+    PR_DE,
+    csv_bytes,
+    data_file,
+    drop,
+    ingest,
+    nyt_published,
+    nyt_states_slice,
+)
 from covid_platform_tests.oracles import expected_testing_daily, read_covidtracking, with_differences, with_rolling_7d
 
 KEY = ["state", "county", "date"]
@@ -114,6 +123,47 @@ def test_a_full_history_redrop_writes_the_keys_that_changed_and_the_rows_they_re
     # history gains one version per key changed; the file's rows are all the table's now
     assert query("SELECT count(*) FROM covid.county_daily_history")[0][0] - history_before == keys_changed
     assert query("SELECT rows_loaded FROM covid.ingested_files ORDER BY file_id DESC LIMIT 1")[0][0] == len(after)
+
+
+def test_changes_before_long_runs_of_unreported_deaths_reach_past_them(landing, resources, query):
+    """The merge reads 13 rows after each change: where deaths are unreported for longer, the next row that
+    reports them, and the 6th row after it, are looked up beyond those 13."""
+    header, *rows = list(csv.reader(io.StringIO(data_file(COUNTIES).decode())))
+    rows = [row for row in rows if row[1:3] == ["Hartford", "Connecticut"]]
+    assert len(rows) > 60
+    for i in [*range(20, 40), *range(50, 59)]:  # deaths not reported: 20 rows, then 9
+        rows[i][5] = ""
+    revised = [list(row) for row in rows]
+    revised[18][4] = str(int(rows[18][4]) + 100)  # cases before the 20 rows
+    revised[19][5] = str(int(rows[19][5]) + 3)  # deaths before the 20: the next deaths 21 rows on
+    revised[49][5] = str(int(rows[49][5]) + 2)  # before the 9: the next deaths 10 rows on, the 6th after 16
+    day1, day2 = csv_bytes(header, rows), csv_bytes(header, revised)
+    with dg.instance_for_test() as instance:
+        for body in (day1, day2):
+            assert ingest(landing, resources, drop(landing, "us_counties/hartford.csv", body), instance).success
+    pd.testing.assert_frame_equal(county_daily(query), expected_counties(day2), check_exact=False, rtol=1e-9)
+    assert query("SELECT keys_revised FROM covid.revisions ORDER BY file_id DESC LIMIT 1") == [(3,)]
+
+
+def test_a_deaths_revision_before_a_long_gap_recomputes_the_7_day_mean_after_it(landing, resources, query):
+    """state_daily averages new deaths over 7 rows: a revision before 10 rows of unreported deaths changes
+    the new deaths of the row after them and the means of the 6 rows after that, beyond the 13 rows read."""
+    header, *rows = list(csv.reader(io.StringIO(nyt_states_slice("2020-09-01", "2020-10-31", {"Ohio"}).decode())))
+    for i in range(20, 30):
+        rows[i][4] = ""
+    revised = [list(row) for row in rows]
+    revised[19][4] = str(int(rows[19][4]) + 40)
+    columns = ["state", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d"]
+    with dg.instance_for_test() as instance:
+        for body in (csv_bytes(header, rows), csv_bytes(header, revised)):
+            assert ingest(landing, resources, drop(landing, "us_states/ohio.csv", body), instance).success
+    expected = pd.read_csv(io.BytesIO(csv_bytes(header, revised)), parse_dates=["date"])
+    expected = with_rolling_7d(with_differences(expected, {"cases": "new_cases", "deaths": "new_deaths"}),
+                               ["new_cases", "new_deaths"])[columns]
+    actual = pd.DataFrame(query(f"SELECT {', '.join(columns)} FROM covid.state_daily ORDER BY date"), columns=columns)
+    actual["date"] = pd.to_datetime(actual["date"]).astype(expected["date"].dtype)
+    pd.testing.assert_frame_equal(actual.astype({c: float for c in columns[2:]}),
+                                  expected.astype({c: float for c in columns[2:]}), check_exact=False, rtol=1e-9)
 
 
 def test_a_testing_redrop_recomputes_the_7_day_ratios_the_revisions_reach(landing, resources, query):

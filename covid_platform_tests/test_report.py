@@ -31,6 +31,7 @@ from covid_platform_tests.helpers import (
 from covid_platform_tests.oracles import (
     expected_testing_daily,
     read_covidtracking,
+    national_totals,
     read_nyt,
     reported_by_all,
     with_differences,
@@ -61,9 +62,8 @@ def expected_states(states: pd.DataFrame) -> pd.DataFrame:
 
 
 def expected_national(states: pd.DataFrame) -> pd.DataFrame:
-    """Sums over the states reporting each date every state still reporting has reported, then the same
-    differences and averages as one region."""
-    totals = reported_by_all(states).groupby("date", as_index=False)[["cases", "deaths"]].sum(min_count=1)
+    """The national totals (`oracles.national_totals`), then the same differences and averages as one region."""
+    totals = national_totals(states)[["date", "cases", "deaths"]]
     totals["nation"] = "US"
     return expected_states(totals.rename(columns={"nation": "state"}))
 

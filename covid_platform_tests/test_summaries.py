@@ -62,8 +62,10 @@ def test_a_date_one_state_reported_ahead_of_the_others_waits_for_them(landing, r
     files = [("all.csv", nyt_states_slice("2021-01-01", "2021-01-10", three)),
              ("vermont.csv", nyt_states_slice("2021-01-11", "2021-01-13", {"Vermont"})),
              ("others.csv", nyt_states_slice("2021-01-11", "2021-01-11", {"Ohio", "Texas"})),
-             # Ohio and Texas silent for more than 14 days: taken as stopped, they hold Vermont back no more
-             ("vermont-late.csv", nyt_states_slice("2021-01-14", "2021-01-26", {"Vermont"}))]
+             # Ohio and Texas silent for 14 days: still awaited
+             ("vermont-late.csv", nyt_states_slice("2021-01-14", "2021-01-25", {"Vermont"})),
+             # for 15: taken as stopped, they hold Vermont back no more, and count with their last values
+             ("vermont-later.csv", nyt_states_slice("2021-01-26", "2021-01-26", {"Vermont"}))]
     loaded = []
     latest = []
     with dg.instance_for_test() as instance:
@@ -72,7 +74,12 @@ def test_a_date_one_state_reported_ahead_of_the_others_waits_for_them(landing, r
             loaded.append(read_nyt(body))
             assert_tables_match(query, pd.concat(loaded, ignore_index=True))
             latest.append(query("SELECT max(date)::text, count(*) FILTER (WHERE states < 3) FROM covid.national_daily")[0])
-    assert latest == [("2021-01-10", 0), ("2021-01-10", 0), ("2021-01-11", 0), ("2021-01-26", 15)]
+    assert latest == [("2021-01-10", 0), ("2021-01-10", 0), ("2021-01-11", 0), ("2021-01-11", 0),
+                      ("2021-01-26", 15)]
+    # no drop to Vermont's count alone: the day's new cases are Vermont's
+    (nation,) = query("SELECT new_cases FROM covid.national_daily WHERE date = '2021-01-26'")
+    (vermont,) = query("SELECT new_cases FROM covid.state_daily WHERE state = 'Vermont' AND date = '2021-01-26'")
+    assert nation == vermont
 
 
 def test_county_daily(landing, resources, query):

@@ -17,7 +17,7 @@ import pytest
 
 from covid_platform.resources import warehouse as warehouse_module
 from covid_platform_tests.helpers import drop, ingest, nyt_states_slice, run_replay
-from covid_platform_tests.oracles import reported_by_all, with_differences, with_rolling_7d
+from covid_platform_tests.oracles import national_totals, with_differences, with_rolling_7d
 
 STATES = ("Ohio", "Utah", "Texas", "Vermont", "New York", "Puerto Rico", "Guam", "Florida")
 KEY = ["state", "date"]
@@ -57,7 +57,7 @@ def derived(data: bytes) -> pd.DataFrame:
 
 
 def national(states: pd.DataFrame) -> pd.DataFrame:
-    totals = reported_by_all(states).groupby("date")[["cases", "deaths"]].sum(min_count=1).reset_index().sort_values("date")
+    totals = national_totals(states)[["date", "cases", "deaths"]].sort_values("date")
     for count, new in COUNTS.items():
         totals[new] = totals[count] - totals[count].ffill().shift().fillna(0)
         totals[f"{new}_7d"] = totals[new].rolling(7, min_periods=1).mean()

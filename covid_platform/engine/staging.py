@@ -76,7 +76,12 @@ class CheckedText:
 
     def __init__(self, raw: BinaryIO):
         self._landed = _Landed(raw)
-        head = self._landed.read(len(GZIP_MAGIC))
+        head = b""
+        while len(head) < len(GZIP_MAGIC):  # a stream may give fewer bytes than asked
+            chunk = self._landed.read(len(GZIP_MAGIC) - len(head))
+            if not chunk:
+                break
+            head += chunk
         self._landed.pending = head
         self.gzip = head == GZIP_MAGIC
         self._text = gzip.GzipFile(fileobj=self._landed, mode="rb") if self.gzip else self._landed

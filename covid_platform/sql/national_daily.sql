@@ -5,7 +5,9 @@
 -- of the non-null new_x of the row and the 6 before.
 -- A date is in it once every state still reporting has reported it: up to the earliest latest date of the
 -- states whose latest date is within 14 days of the newest. A date one state streamed ahead of the others
--- waits for them (its sum would be that state's alone); a state silent for longer does not hold the rest.
+-- waits for them (its sum would be that state's alone). A state silent for longer has stopped: it holds the
+-- others back no more, and its last counts are part of the totals of every later date (`states` counts the
+-- states with a row that date).
 -- Rebuilt from covid.state_daily (about 1,100 dates, milliseconds) in one transaction: readers keep the
 -- old rows until it commits.
 CREATE TABLE IF NOT EXISTS covid.national_daily (
@@ -36,7 +38,10 @@ WITH states AS (
     UNION ALL
     SELECT state, date, cases, deaths FROM covid.state_daily_as_of($1) WHERE $1 IS NOT NULL
 ), latest AS (
-    SELECT max(date) AS date FROM states GROUP BY state
+    SELECT state, max(date) AS date FROM states GROUP BY state
+), stopped AS (  -- the last row of each state silent for more than 14 days before the newest date
+    SELECT s.date, s.cases, s.deaths FROM states AS s JOIN latest AS l USING (state, date)
+    WHERE l.date < (SELECT max(date) FROM latest) - 14
 )
 SELECT date, cases, deaths, new_cases, new_deaths,
        avg(new_cases)  OVER last_7_rows,
@@ -49,10 +54,19 @@ FROM (
            deaths - coalesce((max(CASE WHEN deaths IS NOT NULL THEN ARRAY[date - DATE '2000-01-01', deaths] END)
                               OVER before_date)[2], 0) AS new_deaths
     FROM (
-        SELECT date, sum(cases)::bigint AS cases, sum(deaths)::bigint AS deaths, count(*)::integer AS states
-        FROM states
-        WHERE date <= (SELECT min(date) FROM latest WHERE date >= (SELECT max(date) FROM latest) - 14)
-        GROUP BY date
+        -- the states' rows of the date, and the last values of the states that stopped before it (null where
+        -- neither has a value)
+        SELECT r.date, r.states, (SELECT sum(x) FROM (VALUES (r.cases), (c.cases)) AS v (x))::bigint AS cases,
+               (SELECT sum(x) FROM (VALUES (r.deaths), (c.deaths)) AS v (x))::bigint AS deaths
+        FROM (
+            SELECT date, sum(cases) AS cases, sum(deaths) AS deaths, count(*)::integer AS states
+            FROM states
+            WHERE date <= (SELECT min(date) FROM latest WHERE date >= (SELECT max(date) FROM latest) - 14)
+            GROUP BY date
+        ) AS r
+        LEFT JOIN LATERAL (
+            SELECT sum(cases) AS cases, sum(deaths) AS deaths FROM stopped WHERE stopped.date < r.date
+        ) AS c ON true
     ) AS totals
     WINDOW before_date AS (ORDER BY date ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ) AS differences
