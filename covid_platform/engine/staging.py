@@ -96,6 +96,7 @@ class CheckedText:
         self._held = b""  # a chunk's last byte, "\r", until the next chunk says whether "\n" follows it
         self._previous = b"\n"  # the byte before the next chunk (the header's line end, at first)
         self._quoted = 0  # 1 inside a quoted field at the end of what read() returned
+        self.maybe_empty = False  # a blank line filled, a line that starts with a comma or a space: `empty_row`s?
 
     def fill_blank_lines(self, fields: int) -> None:
         """From here on, a blank line becomes `fields` empty fields (a row of nulls for COPY)."""
@@ -162,6 +163,8 @@ class CheckedText:
                     pieces += [chunk[copied:at], self._filler]
                     copied = at
         self._quoted = (quotes + chunk.count(b'"', counted)) % 2
+        self.maybe_empty = self.maybe_empty or bool(pieces) or b"\n," in chunk or b"\n " in chunk or (
+            self._previous == b"\n" and chunk[:1] in (b",", b" "))
         self._previous = chunk[-1:] or self._previous
         return b"".join([*pieces, chunk[copied:]]) if pieces else chunk
 
@@ -435,7 +438,8 @@ def stage(
                 raise FileRejected(copy_error_reason(error, staged.header, reader)) from error
             raise  # a lost connection: no rollback on it, so the error shown is the real one
         staged.rows = cur.rowcount
-        remove_empty_rows(cur, staged, names)
+        if reader.maybe_empty:  # else no row can be empty: no scan for them
+            remove_empty_rows(cur, staged, names)
     conn.commit()
     return staged
 
