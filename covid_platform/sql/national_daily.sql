@@ -39,7 +39,7 @@ WITH states AS (
     SELECT state, date, cases, deaths FROM covid.state_daily_as_of($1) WHERE $1 IS NOT NULL
 ), latest AS (
     SELECT state, max(date) AS date FROM states GROUP BY state
-), stopped AS (  -- the last row of each state silent for more than 14 days before the newest date
+), stopped AS MATERIALIZED (  -- the last row of each state silent for more than 14 days before the newest date
     SELECT s.date, s.cases, s.deaths FROM states AS s JOIN latest AS l USING (state, date)
     WHERE l.date < (SELECT max(date) FROM latest) - 14
 )
