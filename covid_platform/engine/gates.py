@@ -21,6 +21,7 @@ from covid_platform.engine.staging import (
     empty_row,
     region_map,
     region_map_values,
+    remove_empty_rows,
     source_rows,
     staging_table,
     text_table,
@@ -237,10 +238,8 @@ def _typed_checks(cur, dataset: Dataset, file_id: int, copied: bool, empty: sql.
 def _remove_empty(cur, staged: StagedFile, file_id: int) -> bool:
     """The lines `_typed_checks` did not admit that hold no value (`staging.empty_row`), out of the typed
     rows and of `unadmitted`; whether a line not admitted remains."""
-    cur.execute(sql.SQL("DELETE FROM {} WHERE ctid = ANY(ARRAY(SELECT row_at FROM unadmitted WHERE empty))").format(
-        staging_table(file_id)))
-    staged.rows -= cur.rowcount
-    staged.empty_rows += cur.rowcount
+    remove_empty_rows(cur, staged, staging_table(file_id),
+                      sql.SQL("ctid = ANY(ARRAY(SELECT row_at FROM unadmitted WHERE empty))"))
     cur.execute("DELETE FROM unadmitted WHERE empty; SELECT EXISTS (SELECT FROM unadmitted)")
     return cur.fetchone()[0]
 
@@ -262,7 +261,8 @@ def _stage_unadmitted(cur, dataset: Dataset, staged: StagedFile, file_id: int, r
     text = StagedFile(text_table(file_id), staged.header, staged.positions, [], staged.rows, typed=True)
     typed = staging_table(file_id)
     named = {c: f"c{i}" for i, c in enumerate(copied_columns(staged), start=1)}
-    fields = sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.Identifier(c), sql.Identifier(n)) for c, n in named.items())
+    fields = sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.Identifier(c), sql.Identifier(n))
+                                for c, n in named.items())
     trimmed = sql.SQL("btrim({})").format(sql.Identifier(named["_date"]))
     read = sql.SQL(", ").join([
         *(sql.SQL("btrim({})").format(sql.Identifier(named[c])) for c in dataset.region),

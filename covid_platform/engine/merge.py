@@ -106,7 +106,8 @@ CREATE INDEX ON changes ({region}, date);
 CREATE TEMP TABLE ranges ON COMMIT DROP AS
 SELECT {region}, from_date, seed_start, CASE WHEN bulk THEN 'infinity' ELSE {end_date} END AS end_date
 FROM (
-    SELECT {c_region}, c.date AS from_date, coalesce(least(before.dates[{seed_rows}]{reach_back}), '-infinity') AS seed_start,
+    SELECT {c_region}, c.date AS from_date,
+           coalesce(least(before.dates[{seed_rows}]{reach_back}), '-infinity') AS seed_start,
            bulk, CASE WHEN bulk THEN 'infinity' ELSE {next_reported} END AS next_reported,
            coalesce(after.dates, '{{}}') AS after
     FROM (

@@ -274,13 +274,9 @@ def create_region_map(cur, dataset: Dataset, file_id: int) -> None:
     in the typed rows, its state_fips and state_name null where it names no region (a gate's bad row). The
     merge reads the canonical region through it (`staged_rows`): a join with a table of a few rows costs less
     than storing two more columns for every row."""
-    (column,) = dataset.region_names
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(region_map(file_id)))
-    cur.execute(sql.SQL(
-        "CREATE UNLOGGED TABLE {map} AS SELECT s.{c}, _region.state_fips, _region.state_name "
-        "FROM (SELECT DISTINCT {c} FROM {table}) AS s{join}"
-    ).format(map=region_map(file_id), c=sql.Identifier(column), table=staging_table(file_id),
-             join=regions.canonical_join(dataset, "s")))
+    cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS {}").format(
+        region_map(file_id), _canonical_regions(dataset, staging_table(file_id))))
     # Unanalyzed, it would look like hundreds of rows to the merge's planner, which then misjudges the join
     # (its sorts, and its backend's memory, grow with the rows it expects).
     cur.execute(sql.SQL("ANALYZE {}").format(region_map(file_id)))
@@ -291,11 +287,17 @@ def region_map_values(dataset: Dataset, file_id: int, rows: str) -> sql.Composed
     it ends, with the region column) that it does not hold yet: for typed rows whose values changed, no scan
     of every row. A value no row holds any more stays, and matches no row."""
     (column,) = dataset.region_names
+    new = sql.SQL("{rows} AS v WHERE NOT EXISTS (SELECT FROM {map} AS m WHERE m.{c} = v.{c})").format(
+        rows=sql.Identifier(rows), map=region_map(file_id), c=sql.Identifier(column))
+    return sql.SQL("INSERT INTO {} {}").format(region_map(file_id), _canonical_regions(dataset, new))
+
+
+def _canonical_regions(dataset: Dataset, rows: sql.Composable) -> sql.Composed:
+    """Each distinct value of the region column of `rows` (a FROM item), with its state_fips and state_name."""
+    (column,) = dataset.region_names
     return sql.SQL(
-        "INSERT INTO {map} SELECT s.{c}, _region.state_fips, _region.state_name FROM (SELECT DISTINCT {c} "
-        "FROM {rows} AS v WHERE NOT EXISTS (SELECT FROM {map} AS m WHERE m.{c} = v.{c})) AS s{join}"
-    ).format(map=region_map(file_id), c=sql.Identifier(column), rows=sql.Identifier(rows),
-             join=regions.canonical_join(dataset, "s"))
+        "SELECT s.{c}, _region.state_fips, _region.state_name FROM (SELECT DISTINCT {c} FROM {rows}) AS s{join}"
+    ).format(c=sql.Identifier(column), rows=rows, join=regions.canonical_join(dataset, "s"))
 
 
 def typed_count(dataset: Dataset, column: str) -> sql.Composable:
@@ -439,7 +441,7 @@ def stage(
             raise  # a lost connection: no rollback on it, so the error shown is the real one
         staged.rows = cur.rowcount
         if reader.maybe_empty:  # else no row can be empty: no scan for them
-            remove_empty_rows(cur, staged, names)
+            remove_empty_rows(cur, staged, staged.table, empty_row(names))
     conn.commit()
     return staged
 
@@ -450,9 +452,10 @@ def empty_row(fields: list[str]) -> sql.Composable:
     return sql.SQL(" AND ").join(sql.SQL("coalesce(btrim({}), '') = ''").format(sql.Identifier(f)) for f in fields)
 
 
-def remove_empty_rows(cur, staged: StagedFile, fields: list[str]) -> None:
-    """Delete the `empty_row`s of `staged.table`; `staged.rows` and `staged.empty_rows` count them."""
-    cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(staged.table, empty_row(fields)))
+def remove_empty_rows(cur, staged: StagedFile, table: sql.Composable, which: sql.Composable) -> None:
+    """Delete the rows of `table` that `which` says are `empty_row`s; `staged.rows` and `staged.empty_rows`
+    count them."""
+    cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(table, which))
     staged.rows -= cur.rowcount
     staged.empty_rows += cur.rowcount
 
