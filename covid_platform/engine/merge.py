@@ -49,10 +49,18 @@ SELECT file_id, {region}, min(date) AS first_date, max(date) AS last_date, count
 FROM incoming GROUP BY file_id, {region};
 """
 
-# The rows written and the decreases counted as they are inserted (no second pass over a large table).
+# A first load's regions, numbered in their key order: its windows sort and partition the rows by that integer,
+# not by the region's text (1.88M county rows: 10.6 s → 6.9 s on a slow machine), and insert them in key order.
+REGION_IDS = """
+CREATE TEMP TABLE region_ids ON COMMIT DROP AS
+SELECT {region}, row_number() OVER (ORDER BY {region}) AS region_id FROM (SELECT DISTINCT {region} FROM incoming) AS r;
+ANALYZE region_ids;
+"""
+# Then the decreases counted by a scan of the table: counted as the rows are inserted (RETURNING into a CTE),
+# they cost more, the CTE keeping every row it returns (15M county rows: 151 s against 126 + 4 s).
 FIRST_LOAD = """
-WITH written AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM ({derived}) AS windowed RETURNING {new})
-SELECT count(*){decreases} FROM written
+INSERT INTO {table} ({columns}) SELECT {columns} FROM ({derived}) AS windowed;
+SELECT count(*){decreases} FROM {table};
 """
 
 # The incoming rows that win their key (no row of it yet, or one from an earlier file not covered by a later
@@ -290,7 +298,7 @@ def merge_files(cur, dataset: Dataset, file_ids: list[int]) -> Merged:
     for file_id in file_ids:
         staging.drop(cur, file_id)  # with the view `incoming` of a single file
     # the next merge of the transaction (a replay's) makes its own
-    temporary = ["reported", "changes", "partial", "ranges", "islands", "written"]
+    temporary = ["reported", "region_ids", "changes", "partial", "ranges", "islands", "written"]
     temporary += ["incoming"] if len(file_ids) > 1 else []
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
         sql.SQL(", ").join(sql.Identifier("pg_temp", name) for name in temporary)))
@@ -302,16 +310,13 @@ def _first_load(cur, dataset: Dataset) -> tuple[int, ...]:
     written, the keys changed (the same) and the decreases of each count."""
     cur.execute(drop_indexes_ddl(dataset))
     columns = column_list([*base_columns(dataset), *derived_columns(dataset), "file_id"])
-    rows = sql.SQL("SELECT {}, file_id FROM incoming").format(column_list(base_columns(dataset)))
-    # RETURNING only what the count of decreases reads: the CTE keeps every row it returns (in memory, up to
-    # work_mem, then on disk), beside the windows' sort (up to work_mem too): with half the merge's work_mem
-    # each, the backend stays within the memory of the merge's other statements
-    new = column_list(dataset.new.values()) if dataset.new else sql.SQL("1")
-    cur.execute("SET LOCAL work_mem = '100MB'")  # for this statement; the merge's 200MB again after it
-    cur.execute(sql.SQL(FIRST_LOAD).format(columns=columns, derived=derived_select(dataset, rows), new=new,
+    region = column_list(dataset.region)
+    cur.execute(sql.SQL(REGION_IDS).format(region=region))
+    rows = sql.SQL("SELECT {}, file_id, region_id FROM incoming JOIN region_ids USING ({})").format(
+        column_list(base_columns(dataset)), region)
+    cur.execute(sql.SQL(FIRST_LOAD).format(columns=columns, derived=derived_select(dataset, rows, by=["region_id"]),
                                            table=sql.Identifier("covid", dataset.table), decreases=_decreases(dataset)))
     rows_written, *decreases = cur.fetchone()
-    cur.execute("SET LOCAL work_mem = '200MB'")
     cur.execute(build_indexes_ddl(dataset))
     # statistics now, for the next merge's plans (autovacuum would come later)
     cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("covid", dataset.table)))
