@@ -255,6 +255,17 @@ def test_bad_requests_are_named(api, path, params, status, parameter):
         assert answer.json()["detail"].startswith(f"{parameter}: ")
 
 
+def test_a_filter_value_in_another_case_names_the_tables_value(api):
+    answer = get(api, "/v1/tables/county_daily", state="puerto rico", county="Ponce")
+    assert (answer.status_code, answer.json()["parameter"]) == (400, "state")
+    assert "'Puerto Rico'" in answer.json()["detail"]
+    answer = get(api, "/v1/tables/county_daily/revisions", state="Puerto Rico", county="PONCE")
+    assert (answer.status_code, answer.json()["parameter"]) == (400, "county")
+    assert "'Ponce'" in answer.json()["detail"]
+    # a value the table does not have in any case is no rows, as before
+    assert get(api, "/v1/tables/state_daily", state="Atlantis").json()["rows"] == []
+
+
 def test_a_cursor_of_another_table_is_refused(api):
     cursor = get(api, "/v1/tables/national_daily", limit=1).json()["next_cursor"]
     answer = get(api, "/v1/tables/state_daily", cursor=cursor)
