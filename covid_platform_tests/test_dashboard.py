@@ -4,6 +4,7 @@ each page without data, and once the whole app as `covid-platform dashboard` in 
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,10 +16,11 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
+import vl_convert
 from playwright.sync_api import sync_playwright
 from streamlit.testing.v1 import AppTest
 
-from covid_platform.dashboard import queries
+from covid_platform.dashboard import charts, queries
 from covid_platform.datasets import DATASETS
 from covid_platform_tests.conftest import _free_port
 from covid_platform_tests.helpers import (
@@ -182,6 +184,14 @@ def test_state_explorer_with_test_positivity(dashboard, load):
     np.testing.assert_allclose(shown["positivity_7d"], wanted["positivity_7d"], rtol=1e-9)
     assert not any("series' first date" in caption.value for caption in app.caption)
 
+    # a range of 3 days: the change since the average a week before still reads the days before the range
+    app.date_input(key="dates").set_value((last - dt.timedelta(days=2), last)).run()
+    (cases_7d,) = [m for m in app.metric if m.label == "New cases, 7-day average"]
+    week_before = expected[expected["date"] == pd.Timestamp(last - dt.timedelta(days=7))].iloc[0]
+    assert cases_7d.delta == whole(latest["new_cases_7d"] - week_before["new_cases_7d"])
+    assert len(app.dataframe[0].value) == 3
+    app.date_input(key="dates").set_value((first, last)).run()
+
     # from the series' first date: its first week (results to date over the first days) is not charted
     app.date_input(key="dates").set_value((dt.date(2020, 3, 20), last)).run()
     assert any("The chart starts a week after the series' first date" in caption.value for caption in app.caption)
@@ -190,6 +200,22 @@ def test_state_explorer_with_test_positivity(dashboard, load):
     app.selectbox(key="state").set_value("Ohio").run()
     assert any("No test positivity for Ohio" in notice.value for notice in app.info)
     assert len(app.get("vega_lite_chart")) == 2
+
+
+@pytest.mark.parametrize("days", [2, 3, 8, 15, 16, 19, 30, 180])
+def test_a_chart_labels_each_date_once(days):
+    """Drawn as Vega draws it (to SVG), at a narrow and a wide width: a short range is not ticked every few
+    hours with each tick labelled by its date, and every day of it is labelled where there is room."""
+    frame = pd.DataFrame({"date": pd.date_range("2020-05-18", periods=days), "new_cases": range(days)})
+    frame["new_cases_7d"] = frame["new_cases"].rolling(7, min_periods=1).mean()
+    for width in (300, 1600):
+        for chart in (charts.daily(frame, "new_cases", "New cases"),
+                      charts.over_time(frame, "new_cases", "New cases", "people", ",.0f")):
+            svg = vl_convert.vegalite_to_svg(chart.properties(width=width).to_dict())
+            labels = re.findall(r"<text[^>]*>(\w{3} \d\d, \d{4})</text>", svg)
+            assert labels and len(labels) == len(set(labels)), (width, labels)
+            if days <= 3:
+                assert len(labels) == days
 
 
 def test_counties_top_20_and_one_states_counties(dashboard, load):

@@ -9,9 +9,19 @@ import pandas as pd
 
 DAILY, AVERAGE = "Reported that day", "7-day average"
 SERIES = alt.Scale(domain=[DAILY, AVERAGE], range=["#a6c8e6", "#1f4e79"])
-DATE = alt.X("date:T", title="Date", axis=alt.Axis(format="%b %d, %Y", labelAngle=0, labelOverlap=True))
+# Up to this many days, a tick a day; longer, ticks at least a day apart. Vega would otherwise tick a short
+# range every few hours, each tick labelled with its date.
+DAILY_TICKS_UP_TO = 14
+DAY_MS = 86_400_000
 HEIGHT = 260
 FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
+
+
+def _date(frame: pd.DataFrame) -> alt.X:
+    """The x axis of dates, no date labelled twice."""
+    short = frame.empty or frame["date"].max() - frame["date"].min() <= pd.Timedelta(days=DAILY_TICKS_UP_TO)
+    ticks = {"tickCount": {"interval": "day", "step": 1}} if short else {"tickMinStep": DAY_MS}
+    return alt.X("date:T", title="Date", axis=alt.Axis(format="%b %d, %Y", labelAngle=0, labelOverlap=True, **ticks))
 
 
 def _finish(chart, title: str, height) -> alt.TopLevelMixin:
@@ -23,7 +33,7 @@ def daily(frame: pd.DataFrame, column: str, title: str) -> alt.LayerChart:
     long = frame.melt(id_vars="date", value_vars=[column, f"{column}_7d"], var_name="series", value_name="value")
     long["series"] = long["series"].map({column: DAILY, f"{column}_7d": AVERAGE})
     encoding = {
-        "x": DATE,
+        "x": _date(frame),
         "y": alt.Y("value:Q", title="people per day", axis=alt.Axis(format=",.0f")),
         "color": alt.Color("series:N", scale=SERIES, legend=alt.Legend(title=None, orient="top")),
         "tooltip": [alt.Tooltip("date:T", title="Date", format="%Y-%m-%d"), alt.Tooltip("series:N", title=""),
@@ -40,7 +50,7 @@ def over_time(frame: pd.DataFrame, column: str, title: str, unit: str, number_fo
     # counts of people: no tick between two whole numbers
     whole = {"tickMinStep": 1} if number_format.endswith("0f") else {}
     encoding = {
-        "x": DATE,
+        "x": _date(frame),
         "y": alt.Y(f"{column}:Q", title=unit, axis=alt.Axis(format=number_format, **whole)),
         "tooltip": [alt.Tooltip("date:T", title="Date", format="%Y-%m-%d"),
                     alt.Tooltip(f"{column}:Q", title=title, format=number_format)],

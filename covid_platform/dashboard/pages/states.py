@@ -28,14 +28,16 @@ if len(chosen) != 2:
     st.info("Choose the last date of the range.")  # the picker returns one date until the second is chosen
     st.stop()
 start, end = chosen
-frame = queries.read("state_daily", state=state, first=start, last=end)
+# from 7 days before the range: the latest figures' change since a week before, however short the range
+read = queries.read("state_daily", state=state, first=start - pd.Timedelta(days=7).to_pytimedelta(), last=end)
+frame = read[read["date"] >= pd.Timestamp(start)].reset_index(drop=True)
 if frame.empty:
     st.info(f"{state} reported nothing between {start} and {end}.")
     st.stop()
 first_report = " The charts start a week after the state's first date, whose new cases and deaths are all " \
     "those reported up to it." if start == first else ""
 st.caption(f"{state}, {view.day(frame['date'].iloc[0])} to {view.day(frame['date'].iloc[-1])}.{first_report}")
-view.latest_figures(frame)
+view.latest_figures(read)
 
 charted = view.daily_chart_rows(frame, starts_series=start == first)
 view.chart(charts.daily(charted, "new_cases", f"New cases per day in {state} (people)"))
