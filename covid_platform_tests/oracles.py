@@ -103,16 +103,6 @@ def expected_testing_daily(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[DAILY_COLUMNS]
 
 
-def expected_negatives_7d(frame: pd.DataFrame) -> dict[str, float]:
-    """Per state, Σ new_negative over the 7 calendar days to its latest date with a 7-day positivity (0 when
-    none is reported)."""
-    daily = expected_testing_daily(frame).sort_values(["state", "date"]).reset_index(drop=True)
-    sums = daily.set_index("date").groupby("state")["new_negative"].rolling("7D", min_periods=1).sum()
-    daily["negatives_7d"] = sums.reset_index(drop=True).fillna(0)
-    latest = daily.dropna(subset=["positivity_7d"]).groupby("state").tail(1)
-    return dict(zip(latest["state"], latest["negatives_7d"]))
-
-
 # --- files read as frames ---------------------------------------------------------------------------------
 
 

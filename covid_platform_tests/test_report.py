@@ -17,7 +17,7 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from covid_platform.assets.report import LOCK, daily_report
-from covid_platform.report.page import NO_NEGATIVES
+from covid_platform.report.page import ALL_POSITIVE
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
@@ -30,7 +30,6 @@ from covid_platform_tests.helpers import (
     spring_row,
 )
 from covid_platform_tests.oracles import (
-    expected_negatives_7d,
     expected_testing_daily,
     read_covidtracking,
     national_totals,
@@ -320,11 +319,11 @@ def test_test_positivity_and_the_screenshot(landing, resources, notices, tmp_pat
         [state, date.strftime("%Y-%m-%d"), f"{value:.1%}"]
         for state, date, value in zip(latest["state"], latest["date"], latest["positivity_7d"])
     ]
-    # the caveat where the state's 7 days to its latest date added no negative result (Puerto Rico's stopped)
-    negatives = expected_negatives_7d(read_covidtracking(testing))
+    # the caveat where every test of the 7 days is a positive (Puerto Rico's negatives stopped on 05-06)
     caveats = {state: cells[4] for state, cells in zip(latest["state"], shown)}
-    assert caveats == {state: "" if negatives[state] > 0 else NO_NEGATIVES for state in latest["state"]}
-    assert caveats["PR"] == NO_NEGATIVES and list(caveats.values()).count("") >= 5
+    assert caveats == {state: ALL_POSITIVE if value >= 1 else ""
+                       for state, value in zip(latest["state"], latest["positivity_7d"])}
+    assert caveats["PR"] == ALL_POSITIVE and list(caveats.values()).count("") >= 5
     status = {cells[0]: cells for cells in rows(section(page, "Data status"))}
     assert status["us_states"][2] == "2" and status["us_states"][6] == "1"
     assert status["covidtracking"][2] == "1"

@@ -193,20 +193,29 @@ def read_page(conn: psycopg2.extensions.connection, page: PageRequest, as_json: 
 
 def _refuse_other_case(cur, page: PageRequest) -> None:
     """An empty first page where a filter's value is in the table only in another case (`ohio`): a 400 naming
-    the value the table has, rather than no rows and no hint. Filters stay exact (an index lookup); this scan
-    runs only for an empty answer, and an answer it cannot give in the statement timeout stays empty."""
+    the value the table has, rather than no rows and no hint. Filters stay exact. Where some row has the
+    filters' values (the page is empty for its dates or time), one index lookup says so; else one scan per
+    filter column looks for the values in any case, and a scan the statement timeout stops leaves the page
+    empty (the session is in autocommit: the next statement runs)."""
     table = sql.Identifier(SCHEMA, page.table.name)
-    for name, values in page.filters.items():
-        for value in values:
-            try:
-                cur.execute(sql.SQL("SELECT {c} FROM {t} WHERE lower({c}) = lower(%s) ORDER BY {c} = %s DESC LIMIT 1")
-                            .format(c=sql.Identifier(name), t=table), (value, value))
-            except psycopg2.extensions.QueryCanceledError:
-                return
-            found = cur.fetchone()
-            if found is not None and found[0] != value:
-                raise BadParameter(name, f"no row has {name} {value!r}; the table has {found[0]!r} (filters match "
-                                         "exactly, case included)")
+    matches = sql.SQL(" AND ").join(sql.SQL("{} = ANY (%s::text[])").format(sql.Identifier(name))
+                                    for name in page.filters)
+    try:
+        cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE {})").format(table, matches),
+                    list(page.filters.values()))
+        if cur.fetchone()[0]:
+            return
+        for name, values in page.filters.items():
+            cur.execute(sql.SQL("SELECT DISTINCT {c} FROM {t} WHERE lower({c}) = ANY (%s::text[])").format(
+                c=sql.Identifier(name), t=table), (sorted({value.lower() for value in values}),))
+            found = [value for value, in cur.fetchall()]
+            held = {value.lower(): value for value in found}
+            for value in values:
+                if value not in found and value.lower() in held:
+                    raise BadParameter(name, f"no row has {name} {value!r}; the table has {held[value.lower()]!r} "
+                                             "(filters match exactly, case included)")
+    except psycopg2.extensions.QueryCanceledError:
+        return
 
 
 def json_body(page: PageRequest, result: Page) -> str:

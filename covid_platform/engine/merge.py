@@ -49,11 +49,12 @@ SELECT file_id, {region}, min(date) AS first_date, max(date) AS last_date, count
 FROM incoming GROUP BY file_id, {region};
 """
 
-# A first load's regions, numbered in their key order: its windows sort and partition the rows by that integer,
-# not by the region's text (1.88M county rows: 10.6 s → 6.9 s on a slow machine), and insert them in key order.
+# A first load's regions, numbered in their key order ("region id": no declared column has a space): its
+# windows sort and partition the rows by that integer, not by the region's text (1.88M county rows: 10.6 s →
+# 6.9 s on a slow machine), and insert them in key order.
 REGION_IDS = """
 CREATE TEMP TABLE region_ids ON COMMIT DROP AS
-SELECT {region}, row_number() OVER (ORDER BY {region}) AS region_id FROM (SELECT DISTINCT {region} FROM incoming) AS r;
+SELECT {region}, row_number() OVER (ORDER BY {region}) AS "region id" FROM (SELECT DISTINCT {region} FROM incoming) AS r;
 ANALYZE region_ids;
 """
 # Then the decreases counted by a scan of the table: counted as the rows are inserted (RETURNING into a CTE),
@@ -312,9 +313,9 @@ def _first_load(cur, dataset: Dataset) -> tuple[int, ...]:
     columns = column_list([*base_columns(dataset), *derived_columns(dataset), "file_id"])
     region = column_list(dataset.region)
     cur.execute(sql.SQL(REGION_IDS).format(region=region))
-    rows = sql.SQL("SELECT {}, file_id, region_id FROM incoming JOIN region_ids USING ({})").format(
+    rows = sql.SQL('SELECT {}, file_id, "region id" FROM incoming JOIN region_ids USING ({})').format(
         column_list(base_columns(dataset)), region)
-    cur.execute(sql.SQL(FIRST_LOAD).format(columns=columns, derived=derived_select(dataset, rows, by=["region_id"]),
+    cur.execute(sql.SQL(FIRST_LOAD).format(columns=columns, derived=derived_select(dataset, rows, by=["region id"]),
                                            table=sql.Identifier("covid", dataset.table), decreases=_decreases(dataset)))
     rows_written, *decreases = cur.fetchone()
     cur.execute(build_indexes_ddl(dataset))

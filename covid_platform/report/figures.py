@@ -58,20 +58,13 @@ QUERIES = {
         ORDER BY new_cases_7d DESC, state
         LIMIT %(limit)s
     """),
-    # each state's latest 7-day positivity, the negative results its 7 days added (none reported: null; a
-    # state whose negatives stopped reads 100%), and its positivity to date (testing_state_summary)
+    # each state's latest 7-day positivity, and its positivity to date (testing_state_summary)
     "testing": _query((TESTING, TESTING_SUMMARY, "regions"), """
-        SELECT latest.state, r.name AS state_name, latest.date, latest.positivity_7d, latest.negatives_7d,
+        SELECT latest.state, r.name AS state_name, latest.date, latest.positivity_7d,
                summary.positivity AS positivity_to_date
         FROM (
-            SELECT DISTINCT ON (state) state, date, positivity_7d, negatives_7d
-            FROM (
-                SELECT state, date, positivity_7d, sum(new_negative) OVER (
-                    PARTITION BY state ORDER BY date RANGE BETWEEN interval '6 days' PRECEDING AND CURRENT ROW
-                ) AS negatives_7d
-                FROM {testing_daily}
-            ) AS daily
-            WHERE positivity_7d IS NOT NULL
+            SELECT DISTINCT ON (state) state, date, positivity_7d
+            FROM {testing_daily} WHERE positivity_7d IS NOT NULL
             ORDER BY state, date DESC
         ) AS latest
         LEFT JOIN {testing_state_summary} AS summary USING (state)

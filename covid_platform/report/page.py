@@ -30,8 +30,9 @@ from covid_platform.report.figures import (
 CHART_WIDTH = 880
 CHART_DAYS = 180  # the daily charts show the last 180 days: a daily report is read for the recent trend
 TESTING_ROWS = 10
-# A state whose 7 days added no negative result: its tests are its positives (a 7-day positivity near 100%).
-NO_NEGATIVES = "no new negative results in these 7 days"
+# A 7-day positivity of 100% (or more, through revisions): every test counted is a positive, as for a state whose
+# negative results stopped while its positives went on (Puerto Rico from May 2020).
+ALL_POSITIVE = "every test of these 7 days a positive: negative results not reported"
 REVISIONS_LISTED = 20
 LABELS = {"cases": "cases to date", "deaths": "deaths to date", "new_cases": "new cases",
           "new_deaths": "new deaths"}
@@ -237,7 +238,7 @@ def _testing(figures: Figures) -> str:
     shown = figures.testing[:TESTING_ROWS]
     rows = [[f"{r['state_name'] or r['state']} ({r['state']})", r["date"],
              percent(r["positivity_7d"]), percent(r["positivity_to_date"]),
-             "" if (r["negatives_7d"] or 0) > 0 else NO_NEGATIVES] for r in shown]
+             ALL_POSITIVE if r["positivity_7d"] >= 1 else ""] for r in shown]
     headers = [("state", False), ("date", False), ("7-day positivity", True), ("positivity to date", True),
                ("caveat", False)]
     return (f'<p class="note">Positive tests as a share of tests over the 7 days to each state\'s latest '
