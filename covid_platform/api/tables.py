@@ -212,7 +212,8 @@ def _refuse_other_case(cur, page: PageRequest) -> None:
             held = {value.lower(): value for value in found}
             for value in values:
                 if value not in found and value.lower() in held:
-                    raise BadParameter(name, f"no row has {name} {value!r}; the table has {held[value.lower()]!r} "
+                    held_value = held[value.lower()]
+                    raise BadParameter(name, f"no row has {name} {value!r}; the table has {held_value!r} "
                                              "(filters match exactly, case included)")
     except psycopg2.extensions.QueryCanceledError:
         return

@@ -21,7 +21,8 @@ def _date(frame: pd.DataFrame) -> alt.X:
     """The x axis of dates, no date labelled twice."""
     short = frame.empty or frame["date"].max() - frame["date"].min() <= pd.Timedelta(days=DAILY_TICKS_UP_TO)
     ticks = {"tickCount": {"interval": "day", "step": 1}} if short else {"tickMinStep": DAY_MS}
-    return alt.X("date:T", title="Date", axis=alt.Axis(format="%b %d, %Y", labelAngle=0, labelOverlap=True, **ticks))
+    axis = alt.Axis(format="%b %d, %Y", labelAngle=0, labelOverlap=True, **ticks)
+    return alt.X("date:T", title="Date", axis=axis)
 
 
 def _finish(chart, title: str, height) -> alt.TopLevelMixin:

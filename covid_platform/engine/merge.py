@@ -54,7 +54,8 @@ FROM incoming GROUP BY file_id, {region};
 # 6.9 s on a slow machine), and insert them in key order.
 REGION_IDS = """
 CREATE TEMP TABLE region_ids ON COMMIT DROP AS
-SELECT {region}, row_number() OVER (ORDER BY {region}) AS "region id" FROM (SELECT DISTINCT {region} FROM incoming) AS r;
+SELECT {region}, row_number() OVER (ORDER BY {region}) AS "region id"
+FROM (SELECT DISTINCT {region} FROM incoming) AS r;
 ANALYZE region_ids;
 """
 # Then the decreases counted by a scan of the table: counted as the rows are inserted (RETURNING into a CTE),
@@ -315,7 +316,8 @@ def _first_load(cur, dataset: Dataset) -> tuple[int, ...]:
     cur.execute(sql.SQL(REGION_IDS).format(region=region))
     rows = sql.SQL('SELECT {}, file_id, "region id" FROM incoming JOIN region_ids USING ({})').format(
         column_list(base_columns(dataset)), region)
-    cur.execute(sql.SQL(FIRST_LOAD).format(columns=columns, derived=derived_select(dataset, rows, by=["region id"]),
+    derived = derived_select(dataset, rows, by=["region id"])
+    cur.execute(sql.SQL(FIRST_LOAD).format(columns=columns, derived=derived,
                                            table=sql.Identifier("covid", dataset.table), decreases=_decreases(dataset)))
     rows_written, *decreases = cur.fetchone()
     cur.execute(build_indexes_ddl(dataset))
