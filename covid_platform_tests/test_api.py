@@ -262,8 +262,10 @@ def test_a_filter_value_in_another_case_names_the_tables_value(api):
     answer = get(api, "/v1/tables/county_daily/revisions", state="Puerto Rico", county="PONCE")
     assert (answer.status_code, answer.json()["parameter"]) == (400, "county")
     assert "'Ponce'" in answer.json()["detail"]
-    # a value the table does not have in any case is no rows, as before
+    # a value the table does not have in any case is no rows, as before; so is an empty page without filters
     assert get(api, "/v1/tables/state_daily", state="Atlantis").json()["rows"] == []
+    answer = get(api, "/v1/tables/state_daily", **{"from": "2099-01-01"})
+    assert (answer.status_code, answer.json()["rows"]) == (200, [])
 
 
 def test_a_cursor_of_another_table_is_refused(api):

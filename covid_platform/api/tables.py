@@ -182,7 +182,7 @@ def read_page(conn: psycopg2.extensions.connection, page: PageRequest, as_json: 
         except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedFunction):
             return Page([], None)  # a declared clean table its dataset has not created yet: no rows
         rows = cur.fetchall()
-        if not rows and page.after is None:
+        if not rows and page.after is None and page.filters:
             _refuse_other_case(cur, page)
     width = len(page.table.key)
     more = len(rows) > page.limit
