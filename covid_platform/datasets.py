@@ -26,6 +26,20 @@ REGION_COLUMNS = ("state_fips", "state_name")
 # spread over the largest value.
 MEASURES = ("cases", "deaths")
 COMPARISON_TOLERANCE = 0.05
+# The parameters every table of the API takes beside its filters, which are named after its columns.
+API_PARAMETERS = ("columns", "format", "limit", "cursor", "from", "to", "as_of")
+# Names the platform gives columns of its own beside a dataset's: a declared column of one of these names
+# would clash with it. The ledger's and staging's; the merge's (`engine/merge.py`: a change's kind and the
+# row it replaces, a file's dates per region, the windows' ranges and islands); the history's
+# (`engine/history.py`: versions and their issue times, the backfill function's lags); and the API's
+# parameters. The platform's other columns have a space in their names, which no declared column can have.
+RESERVED = (
+    "file_id", "line", "row_at",
+    "kind", "previous_file", "first_date", "last_date", "keys", "bulk", "first", "from_date", "seed_start",
+    "end_date", "next_reported", "after", "island", "is_change", "nth", "starts",
+    "issued_at", "is_new", "changed", "start", "version", "valid_from", "lag", "next_lag", "final",
+    *API_PARAMETERS,
+)
 
 
 class DatasetError(ValueError):
@@ -149,8 +163,11 @@ class Dataset:
             fail("wide_total", "only a wide dataset has date columns to total")
         columns = self.stored_columns + tuple(self.new.values()) + self.rolling_columns + tuple(self.ratios_7d)
         for name in columns:
-            if not NAME.match(name) or name in ("file_id", "line"):
+            if not NAME.match(name):
                 fail("columns", f"{name!r} is not a usable column name")
+            if name in RESERVED:
+                fail("columns", f"{name!r} is a name the platform gives a column of its own: choose another "
+                                f"(reserved: {', '.join(RESERVED)})")
         for index in self.indexes:
             if not set(index) <= {*columns, *self.region, "date"}:
                 fail("indexes", f"{index} names a column the table does not have")

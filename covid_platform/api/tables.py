@@ -19,11 +19,10 @@ from psycopg2 import sql
 
 from covid_platform.api.catalog import SCHEMA, Table
 from covid_platform.api.errors import BadParameter
+from covid_platform.datasets import API_PARAMETERS
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
-# The parameters every table takes; any other name must be one of the table's filters.
-COMMON = ("columns", "format", "limit", "cursor", "from", "to", "as_of")
 MAX_VALUE_LENGTH = 1000
 
 
@@ -64,11 +63,11 @@ def page_request(table: Table, query: list[tuple[str, str]], columns: str | None
     """The request checked against the table; a BadParameter names what is wrong."""
     filters: dict[str, list[str]] = {}
     for name, value in query:
-        if name in COMMON:
+        if name in API_PARAMETERS:
             continue
         if name not in table.filters:
             known = ", ".join(table.filters) or "none"
-            raise BadParameter(name, f"not a parameter of {table.name} (its filters: {known}; and {', '.join(COMMON)})")
+            raise BadParameter(name, f"not a parameter of {table.name} (its filters: {known}; and {', '.join(API_PARAMETERS)})")
         filters.setdefault(name, []).append(_text(name, value))
     for name, value in (("from", first), ("to", last)):
         if value is not None and not table.has_date:

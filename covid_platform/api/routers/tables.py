@@ -21,6 +21,7 @@ from covid_platform.api.tables import (
     parse_as_of,
     read_page,
 )
+from covid_platform.datasets import API_PARAMETERS
 
 router = APIRouter(prefix="/v1", tags=["tables"])
 
@@ -66,9 +67,6 @@ class Params:
     as_of: str | None
 
 
-SCALARS = ("columns", "format", "limit", "cursor", "from", "to", "as_of")
-
-
 def table_params(
     request: Request,
     columns: Annotated[str | None, Query(description="Comma-separated columns to return (default: all).")] = None,
@@ -81,7 +79,7 @@ def table_params(
     as_of: Annotated[str | None, Query(description=AS_OF)] = None,
 ) -> Params:
     # FastAPI keeps the last of a repeated scalar parameter: a request that says two things is refused instead
-    repeated = [name for name in SCALARS if len(request.query_params.getlist(name)) > 1]
+    repeated = [name for name in API_PARAMETERS if len(request.query_params.getlist(name)) > 1]
     if repeated:
         raise BadParameter(repeated[0], "given more than once")
     return Params(columns, format, limit, cursor, first, last, as_of)
