@@ -179,6 +179,9 @@ SELECT {w_columns}
 FROM ({derived}) AS w
 JOIN islands AS s USING (island)
 WHERE w.date BETWEEN s.from_date AND s.end_date AND (w.is_change{derived_differs});
+-- its size known to the planner: the rows it replaces are looked up by their key, not by a merge join that
+-- reads the table's whole key index (95,169 rows out of 1.88M: 1.6 s against 0.7 s)
+ANALYZE written;
 SELECT count(*){decreases} FROM written;
 """
 REPLACE = """
