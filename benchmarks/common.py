@@ -157,7 +157,7 @@ def server_settings(url: str) -> str:
     max_wal_size is covid_platform.engine.embedded.MAX_WAL_SIZE; a deployment sets its own)."""
     conn, query = connect(url)
     try:
-        return ", ".join(f"{name} {query(f'SHOW {name}')[0][0]}"
-                         for name in ("max_wal_size", "shared_buffers", "max_parallel_workers_per_gather"))
+        names = ("max_wal_size", "shared_buffers", "max_parallel_workers_per_gather", "wal_compression")
+        return ", ".join(f"{name} {query(f'SHOW {name}')[0][0]}" for name in names)
     finally:
         conn.close()
