@@ -25,6 +25,40 @@ LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 UI = "http://dagster.example:3000"  # DAGSTER_UI_URL while `webhook` is up: alerts link runs and assets under it
 
 
+SESSION_MARK = "COVID_TEST_SESSION"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind(request):
+    """Every process the tests start inherits this session's mark in its environment. One still running when
+    the session ends is stopped, and named in the summary: a server whose parent was killed (`dagster
+    code-server`'s gRPC server, say) would otherwise outlive the tests on a developer's machine. The embedded
+    PostgreSQL stops itself when the session's process exits."""
+    import psutil
+
+    mark = uuid.uuid4().hex
+    os.environ[SESSION_MARK] = mark
+    yield
+    left = []
+    for process in psutil.process_iter(["pid", "name"]):
+        try:
+            if (process.pid != os.getpid() and process.info["name"] != "postgres"
+                    and process.environ().get(SESSION_MARK) == mark):
+                left.append((process, " ".join(process.cmdline())[:200]))
+        except psutil.Error:  # gone meanwhile, or not readable
+            continue
+    for process, _ in left:
+        process.terminate()
+    _, alive = psutil.wait_procs([process for process, _ in left], timeout=10)
+    for process in alive:
+        process.kill()
+    if left:
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line(f"{len(left)} process(es) a test started were still running, now stopped:")
+        for process, command in left:
+            reporter.write_line(f"  {process.pid}: {command}")
+
+
 def _reachable(url: str) -> bool:
     try:
         psycopg2.connect(url, connect_timeout=3).close()
