@@ -67,7 +67,8 @@ def page_request(table: Table, query: list[tuple[str, str]], columns: str | None
             continue
         if name not in table.filters:
             known = ", ".join(table.filters) or "none"
-            raise BadParameter(name, f"not a parameter of {table.name} (its filters: {known}; and {', '.join(API_PARAMETERS)})")
+            raise BadParameter(name, f"not a parameter of {table.name} (its filters: {known}; "
+                                     f"and {', '.join(API_PARAMETERS)})")
         filters.setdefault(name, []).append(_text(name, value))
     for name, value in (("from", first), ("to", last)):
         if value is not None and not table.has_date:

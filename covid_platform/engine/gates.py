@@ -225,8 +225,8 @@ def _typed_checks(cur, dataset: Dataset, file_id: int, copied: bool, empty: sql.
         (column,) = dataset.region_names
         bad.append(sql.SQL("{c} IN (SELECT {c} FROM {map} WHERE state_fips IS NULL)").format(
             c=sql.Identifier(column), map=region_map(file_id)))
-    # date::text is YYYY-MM-DD; no JIT: compiling the checks' expressions costs more than it saves (1.88M rows:
-    # 1.4 s against 1.0 s)
+    # date::text is YYYY-MM-DD; no JIT: compiling the checks' expressions costs more than it saves (1.88M
+    # rows: 1.4 s against 1.0 s)
     cur.execute("SET LOCAL DateStyle = 'ISO'; SET LOCAL jit = off")
     cur.execute(sql.SQL(
         "DROP TABLE IF EXISTS pg_temp.unadmitted; "
