@@ -26,19 +26,22 @@ REGION_COLUMNS = ("state_fips", "state_name")
 # spread over the largest value.
 MEASURES = ("cases", "deaths")
 COMPARISON_TOLERANCE = 0.05
-# The parameters every table of the API takes beside its filters, which are named after its columns.
+# The parameters every table of the API takes beside its filters, which are named after its region columns.
 API_PARAMETERS = ("columns", "format", "limit", "cursor", "from", "to", "as_of")
-# Names the platform gives columns of its own beside a dataset's: a declared column of one of these names
-# would clash with it. The ledger's and staging's; the merge's (`engine/merge.py`: a change's kind and the
-# row it replaces, a file's dates per region, the windows' ranges and islands); the history's
-# (`engine/history.py`: versions and their issue times, the backfill function's lags); and the API's
-# parameters. The platform's other columns have a space in their names, which no declared column can have.
+# Names the platform gives columns of its own, which a declared column would clash with. Beside every column
+# of a dataset: staging's, the merge's (`engine/merge.py`: a change's kind and the row it replaces, its
+# islands), the history's (`engine/history.py`: versions and their issue times) and the derived columns'
+# placeholders (`engine/derived.py`). Its other columns have a space in their names, which no declared one
+# can have.
 RESERVED = (
-    "file_id", "line", "row_at",
-    "kind", "previous_file", "first_date", "last_date", "keys", "bulk", "first", "from_date", "seed_start",
-    "end_date", "next_reported", "after", "island", "is_change", "nth", "starts",
-    "issued_at", "is_new", "changed", "start", "version", "valid_from", "lag", "next_lag", "final",
-    *API_PARAMETERS,
+    "file_id", "line", "kind", "previous_file", "bulk", "first", "island", "is_change", "issued_at", "is_new",
+    "changed", "start", "version", "valid_from", "no_difference", "no_window",
+)
+# Beside the region columns only: the merge's dates per region and its windows' ranges, the history's
+# backfill profile, and the API's parameters.
+RESERVED_FOR_REGIONS = (
+    "first_date", "last_date", "keys", "from_date", "seed_start", "end_date", "next_reported", "after", "nth",
+    "starts", "lag", "next_lag", "final", "column_name", "value", *API_PARAMETERS,
 )
 
 
@@ -168,6 +171,10 @@ class Dataset:
             if name in RESERVED:
                 fail("columns", f"{name!r} is a name the platform gives a column of its own: choose another "
                                 f"(reserved: {', '.join(RESERVED)})")
+        for name in self.region:
+            if name in RESERVED_FOR_REGIONS:
+                fail("region", f"{name!r} is a name the platform gives a column of its own beside the "
+                               f"region's: choose another (reserved: {', '.join(RESERVED_FOR_REGIONS)})")
         for index in self.indexes:
             if not set(index) <= {*columns, *self.region, "date"}:
                 fail("indexes", f"{index} names a column the table does not have")

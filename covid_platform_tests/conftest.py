@@ -7,11 +7,12 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import urlparse
 
 import boto3
+import psutil
 import psycopg2
 import pytest
 from dagster_aws.s3 import S3Resource
@@ -32,31 +33,44 @@ SESSION_MARK = "COVID_TEST_SESSION"
 def no_process_left_behind(request):
     """Every process the tests start inherits this session's mark in its environment. One still running when
     the session ends is stopped, and named in the summary: a server whose parent was killed (`dagster
-    code-server`'s gRPC server, say) would otherwise outlive the tests on a developer's machine. The embedded
-    PostgreSQL stops itself when the session's process exits."""
-    import psutil
-
+    code-server`'s gRPC server, say) would otherwise outlive the tests on a developer's machine. The session's
+    own embedded PostgreSQL is spared: it stops itself when the session's process exits."""
     mark = uuid.uuid4().hex
     os.environ[SESSION_MARK] = mark
     yield
+    spared = {os.getpid(), *_embedded_server_pids()}
     left = []
-    for process in psutil.process_iter(["pid", "name"]):
+    for process in psutil.process_iter():
         try:
-            if (process.pid != os.getpid() and process.info["name"] != "postgres"
-                    and process.environ().get(SESSION_MARK) == mark):
+            if process.pid not in spared and process.environ().get(SESSION_MARK) == mark:
                 left.append((process, " ".join(process.cmdline())[:200]))
         except psutil.Error:  # gone meanwhile, or not readable
             continue
     for process, _ in left:
-        process.terminate()
+        with suppress(psutil.Error):
+            process.terminate()
     _, alive = psutil.wait_procs([process for process, _ in left], timeout=10)
     for process in alive:
-        process.kill()
-    if left:
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        with suppress(psutil.Error):
+            process.kill()
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if left and reporter:
         reporter.write_line(f"{len(left)} process(es) a test started were still running, now stopped:")
         for process, command in left:
             reporter.write_line(f"  {process.pid}: {command}")
+
+
+def _embedded_server_pids() -> list[int]:
+    """The session's embedded PostgreSQL (`postgres_admin_url`), if it started one: its postmaster (the first
+    line of `postmaster.pid`) and the processes it forked."""
+    pgdata = getattr(pytest, "embedded_pgdata", None)
+    if pgdata is None:
+        return []
+    try:
+        postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
+        return [postmaster.pid, *(child.pid for child in postmaster.children(recursive=True))]
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return []
 
 
 def _reachable(url: str) -> bool:
@@ -75,8 +89,10 @@ def postgres_admin_url(tmp_path_factory) -> str:
         return url
     from covid_platform.engine import embedded
 
-    server, urls = embedded.start(tmp_path_factory.mktemp("pgdata"), ("postgres",))
+    pgdata = tmp_path_factory.mktemp("pgdata")
+    server, urls = embedded.start(pgdata, ("postgres",))
     pytest.embedded_server = server  # kept alive for the session
+    pytest.embedded_pgdata = pgdata
     return urls["postgres"]
 
 

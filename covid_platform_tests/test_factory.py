@@ -102,11 +102,11 @@ BASE = dict(name="ok", table="ok_daily", region=("region",), counts=("x",), new=
         ({"aliases": {"y": ("Y",)}}, "aliases", "'y' is not a column of the files"),
         ({"summaries": ("no_such_summary",)}, "summaries", "no SQL file covid_platform/sql/no_such_summary.sql"),
         ({"attributes": ("x",)}, "columns", "declared twice"),
-        # the merge's own column for what a change is, the history's for when a version was issued, and an API
-        # parameter (the API's filters are named after the columns)
+        # the merge's own column for what a change is, the history's for when a version was issued; an API
+        # parameter as a region column (the API's filters are named after them)
         ({"counts": ("x", "kind")}, "columns", "'kind' is a name the platform gives a column of its own"),
         ({"attributes": ("issued_at",)}, "columns", "'issued_at' is a name the platform gives"),
-        ({"attributes": ("limit",)}, "columns", "'limit' is a name the platform gives"),
+        ({"region": ("limit",)}, "region", "'limit' is a name the platform gives a column of its own beside"),
         ({"date_format": "%m/%d"}, "date_format", "exactly one year"),
         ({"date_format": "%d.%m.%Y %H"}, "date_format", "'%H' is not supported"),
         ({"date_format": "%Y%m%d", "date_in_file_name": "%Y%m%d"}, "date_format", "whose files have a date column"),

@@ -273,7 +273,7 @@ def _stage_unadmitted(cur, dataset: Dataset, staged: StagedFile, file_id: int, r
     ])
     parts = dict(text=text.table, typed=typed, fields=fields, read=read, k=_written_key(dataset),
                  key=sql.SQL(", ").join(sql.Identifier(c) for c in (*dataset.region, "date")))
-    cur.execute("SET LOCAL work_mem = '200MB'; SET LOCAL jit = off")
+    cur.execute("SET LOCAL work_mem = '200MB'")  # and no JIT, as `_typed_checks` set it
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(text.table))
     cur.execute(sql.SQL(
         "CREATE UNLOGGED TABLE {text} AS SELECT line, {fields}, ctid AS row_at FROM {typed} "
