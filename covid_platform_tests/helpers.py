@@ -119,6 +119,16 @@ def nyt_published(data: bytes, keep=lambda date: True) -> bytes:
     return out.getvalue().encode()
 
 
+def negative_cases(data: bytes, lines: list[int]) -> bytes:
+    """The file with a negative `cases` on each of these lines (the header is line 1)."""
+    rows = data.split(b"\r\n")
+    for line in lines:
+        fields = rows[line - 1].split(b",")
+        fields[3] = b"-" + fields[3]
+        rows[line - 1] = b",".join(fields)
+    return b"\r\n".join(rows)
+
+
 def covidtracking_slice(keep) -> bytes:
     """The original header and the original bytes of every line whose (state, date) `keep` accepts."""
     lines = COVIDTRACKING.read_bytes().decode().splitlines(keepends=True)

@@ -25,7 +25,7 @@ from covid_platform.engine.ledger import partition_key
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.warehouse import Warehouse
 from covid_platform_tests.conftest import fresh_database
-from covid_platform_tests.helpers import ASSETS, drop, ingest, nyt_states_slice, run_replay
+from covid_platform_tests.helpers import ASSETS, drop, ingest, negative_cases, nyt_states_slice, run_replay
 
 STATES = DATASETS["us_states"]
 # Every asset an ingestion of us_states selects: raw, clean, and all that is downstream of them.
@@ -57,21 +57,11 @@ def test_a_loaded_partition_run_again_materializes_every_selected_asset(landing,
 # --- replay ---------------------------------------------------------------------------------------------
 
 
-def _damaged(data: bytes, lines: list[int]) -> bytes:
-    """The file with a negative `cases` on each of these lines (the header is line 1)."""
-    rows = data.split(b"\r\n")
-    for line in lines:
-        fields = rows[line - 1].split(b",")
-        fields[3] = b"-" + fields[3]
-        rows[line - 1] = b",".join(fields)
-    return b"\r\n".join(rows)
-
-
 SHORT = {"Ohio", "Utah"}
 FILES = {
     "us_states/a.csv": nyt_states_slice("2020-12-01", "2020-12-10", SHORT),
     # 2 bad rows of 22 (9%): set aside under the lenient rule of yesterday, quarantined under today's (1%)
-    "us_states/b.csv": _damaged(nyt_states_slice("2020-12-05", "2020-12-15", SHORT), [3, 9]),
+    "us_states/b.csv": negative_cases(nyt_states_slice("2020-12-05", "2020-12-15", SHORT), [3, 9]),
     # "South Dakota" is longer than yesterday's (buggy) 11-character field limit: quarantined then, fine today
     "us_states/c.csv": nyt_states_slice("2020-12-08", "2020-12-20", {"Ohio", "South Dakota"}),
     "us_states/c-again.csv": nyt_states_slice("2020-12-08", "2020-12-20", {"Ohio", "South Dakota"}),

@@ -15,8 +15,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from covid_platform.datasets import DATASETS
 from covid_platform.resources import warehouse as warehouse_module
-from covid_platform_tests.helpers import drop, ingest, nyt_states_slice, run_replay
+from covid_platform_tests.helpers import drop, ingest, negative_cases, nyt_states_slice, run_replay
 from covid_platform_tests.oracles import national_totals, with_differences, with_rolling_7d
 
 STATES = ("Ohio", "Utah", "Texas", "Vermont", "New York", "Puerto Rico", "Guam", "Florida")
@@ -203,3 +204,52 @@ def test_a_table_loaded_before_vintages_seeds_its_history(landing, resources, qu
     received = query("SELECT received_at FROM covid.ingested_files ORDER BY file_id")[0][0]
     rows = query("SELECT file_id, issued_at, count(*) FROM covid.state_daily_history GROUP BY 1, 2 ORDER BY 1")
     assert [(r[1] == received, r[2]) for r in rows] == [(True, 10), (False, 1)]
+
+
+def _latest(*files: bytes) -> bytes:
+    """The files applied in this order, a later file's row winning its key: the file of those rows."""
+    frames = [pd.read_csv(io.BytesIO(data), dtype={"fips": str}) for data in files]
+    # a negative count is a bad row: set aside, it wins no key
+    rows = pd.concat(frame[frame["cases"] >= 0] for frame in frames).drop_duplicates(KEY, keep="last")
+    return rows.to_csv(index=False).encode()
+
+
+@pytest.mark.parametrize("newer_days", ["all", "even"])
+def test_an_older_file_loaded_after_a_newer_one_that_repeated_its_values(landing, resources, query, newer_days):
+    """A file quarantined; then a newer file repeating the values before it, on every day and one more (its
+    coverage keeps them) or on every other day (a region reported in part: its rows are rewritten); then the
+    quarantined file loaded under a more lenient rule (a person running its partition again). It is older in
+    the ledger: the tables as of every time, now included, are those of the three files in ledger order."""
+    states = {"Ohio", "Utah"}
+    base = nyt_states_slice("2020-12-01", "2020-12-10", states)
+    frame = pd.read_csv(io.BytesIO(base), dtype={"fips": str})
+    # 2 bad rows of 20: quarantined under today's rule (1%)
+    late = negative_cases(frame.assign(cases=frame["cases"] + 1000).to_csv(index=False, lineterminator="\r\n")
+                          .encode(), [3, 9])
+    newer = nyt_states_slice("2020-12-01", "2020-12-11", states)
+    if newer_days == "even":
+        newer = _latest(nyt_states_slice("2020-12-02", "2020-12-02", states), *(
+            nyt_states_slice(day, day, states) for day in ("2020-12-04", "2020-12-06", "2020-12-08", "2020-12-10")))
+    rule = DATASETS["us_states"].max_bad_row_share
+    issued = []
+    with dg.instance_for_test() as instance:
+        for name, data in (("base.csv", base), ("late.csv", late), ("newer.csv", newer)):
+            key = drop(landing, f"us_states/{name}", data)
+            issued.append(landing.describe(key).last_modified)
+            ingest(landing, resources, key, instance)
+            time.sleep(2)  # S3's last-modified times count whole seconds
+        assert query("SELECT status FROM covid.ingested_files ORDER BY file_id") == [
+            ("loaded",), ("quarantined",), ("loaded",)]
+        object.__setattr__(DATASETS["us_states"], "max_bad_row_share", 0.5)  # frozen; the assets hold it
+        try:
+            assert ingest(landing, resources, "us_states/late.csv", instance).success
+        finally:
+            object.__setattr__(DATASETS["us_states"], "max_bad_row_share", rule)
+    assert query("SELECT status FROM covid.ingested_files ORDER BY file_id") == [("loaded",)] * 3
+
+    current = table(query, f"SELECT {', '.join(COLUMNS)} FROM covid.state_daily ORDER BY state, date", None, COLUMNS)
+    assert_same(current, derived(_latest(base, late, newer)))
+    assert_same(as_of(query, "state_daily_as_of", issued[0] + (issued[1] - issued[0]) / 2, COLUMNS), derived(base))
+    assert_same(as_of(query, "state_daily_as_of", issued[1] + (issued[2] - issued[1]) / 2, COLUMNS),
+                derived(_latest(base, late)))
+    assert_same(as_of(query, "state_daily_as_of", issued[2] + timedelta(days=1), COLUMNS), current)

@@ -5,13 +5,15 @@ version before it in ledger order, with the file and its `issued_at` (the object
 the landing zone). A table as of T is, for each key, the latest version in ledger order issued at or before T,
 with the derived columns recomputed by the merge's own SQL (`derived.derived_select`).
 
-Two refinements keep that exact when the ledger's order and the issue times disagree:
+Three refinements keep that exact when the ledger's order and the issue times disagree:
 - A version's `issued_at` is the earliest issue time of the files that reported it in a row (a later file in
   the ledger issued earlier, repeating the value, makes it visible from its own time).
 - Runs merge in whatever order they finish: a file merged while an earlier file of its dataset is still in
   flight keeps all its rows (the earlier one may land between it and the version before). Once nothing before
   them is in flight, the rows that repeat the version before them are folded away by the next merge touching
   their keys.
+- A file merged after a later file of the ledger (a quarantined file run again under a new rule) may lose its
+  keys to that file, which repeated the version before it: that repeat becomes a version after the file's.
 """
 
 from contextlib import contextmanager
@@ -21,7 +23,15 @@ from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
 from covid_platform.engine.derived import derived_select
-from covid_platform.engine.tables import base_columns, column_list, columns, derived_columns
+from covid_platform.engine.tables import (
+    base_columns,
+    column_list,
+    columns,
+    coverage_name,
+    derived_columns,
+    match,
+    qualified,
+)
 
 # A file registered longer ago than this and still not settled is taken as abandoned (its run failed for
 # good), not as in flight: it would otherwise keep every later file's rows whole forever.
@@ -245,6 +255,31 @@ UPDATE {history} AS h SET issued_at = v.valid_from FROM vintages AS v
 WHERE NOT v.is_new AND v.start AND v.valid_from < v.issued_at AND {match} AND h.file_id = v.file_id;
 """
 
+# A key whose latest version is now the batch's while the clean table holds other values: a later file kept
+# them (its coverage of the date, or its rewrite of a region it reported in part) by repeating the version
+# before the batch's, a repeat not kept when it merged. It is a version again, after the batch's, from the
+# issue time of the earliest such file still known (a covering file's coverage may have been replaced by a
+# later one's).
+RESTATE = """
+INSERT INTO {history} ({key}, {values}, file_id, issued_at)
+SELECT {t_key}, {t_values}, w.file_id, coalesce(f.issued_at, f.received_at)
+FROM (SELECT DISTINCT {key} FROM vintages WHERE is_new AND start) AS k
+CROSS JOIN LATERAL (
+    SELECT {h_values}, h.file_id FROM {history} AS h WHERE {match_kh} ORDER BY h.file_id DESC LIMIT 1
+) AS latest
+JOIN {table} AS t ON {match_kt}
+CROSS JOIN LATERAL (
+    SELECT min(later.file_id) AS file_id FROM (
+        SELECT c.file_id FROM {coverage} AS c
+        WHERE {region_match_tc} AND t.date BETWEEN c.first_date AND c.last_date AND c.file_id > latest.file_id
+        UNION ALL
+        SELECT t.file_id WHERE t.file_id > latest.file_id
+    ) AS later
+) AS w
+JOIN covid.ingested_files AS f ON f.file_id = w.file_id
+WHERE ({latest_values}) IS DISTINCT FROM ({t_values});
+"""
+
 REVISIONS = """
 INSERT INTO covid.revisions (file_id, table_name, keys_added, keys_revised, keys_unchanged, largest)
 SELECT f.file_id, {table_name}, coalesce(c.added, 0), coalesce(c.revised, 0), {unchanged},
@@ -298,12 +333,6 @@ INSERT INTO {history} ({key}, {values}, file_id, issued_at) SELECT {key}, {value
 """
 
 
-def _match(left: str, right: str, names) -> sql.Composed:
-    return sql.SQL(" AND ").join(
-        sql.SQL("{} = {}").format(sql.Identifier(left, n), sql.Identifier(right, n)) for n in names
-    )
-
-
 def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed], rows: int | None = None
            ) -> dict[int, Revisions]:
     """Write the batch's new versions to history and each file's revisions to `covid.revisions`, in the
@@ -336,7 +365,7 @@ def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed
         table_name=sql.Literal(dataset.table),
         region_pairs=sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier("v", c))
                                         for c in dataset.region),
-        v_key=sql.SQL(", ").join(sql.Identifier("v", c) for c in dataset.key),
+        v_key=qualified("v", dataset.key),
         unpivot=sql.SQL(", ").join(
             sql.SQL("({}, {}::numeric, {}::numeric)").format(sql.Literal(c), sql.Identifier("v", f"previous {c}"),
                                                               sql.Identifier("v", c))
@@ -352,7 +381,8 @@ def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed
 
 
 def _sequence(cur, dataset: Dataset, staged: list[sql.Composed]) -> None:
-    """Every key the batch reports, its versions in the batch and in history (`SEQUENCE`), written."""
+    """Every key the batch reports, its versions in the batch and in history (`SEQUENCE`), written; and the
+    later files' repeats that keep the table's values after the batch's (`RESTATE`)."""
     history = _history(dataset)
     values = _values(dataset)
     cur.execute(sql.SQL(SEQUENCE).format(
@@ -362,19 +392,32 @@ def _sequence(cur, dataset: Dataset, staged: list[sql.Composed]) -> None:
         previous_values=column_list(f"previous {c}" for c in values),
         lags=sql.SQL(", ").join(sql.SQL("lag({}) OVER by_key AS {}").format(sql.Identifier(c), previous(c))
                                 for c in values),
-        h_key=sql.SQL(", ").join(sql.Identifier("h", c) for c in dataset.key),
-        h_values=sql.SQL(", ").join(sql.Identifier("h", c) for c in values),
+        h_key=qualified("h", dataset.key),
+        h_values=qualified("h", values),
         history=history,
-        match=_match("o", "h", dataset.key),
+        match=match("o", "h", dataset.key),
     ))
     cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(history))
     write = sql.SQL(WRITE).format(history=history, key=column_list(dataset.key), values=column_list(values),
-                                  match=_match("v", "h", dataset.key))
+                                  match=match("v", "h", dataset.key))
     if cur.fetchone()[0]:
         with _key_built_after(cur, dataset):
             cur.execute(write)
-    else:
-        cur.execute(write)
+        return
+    cur.execute(write)
+    # only after a file merged before the batch that follows it in the ledger (a file run again late)
+    cur.execute("SELECT EXISTS (SELECT FROM covid.ingested_files WHERE dataset = %s AND status = 'loaded' "
+                "AND file_id > (SELECT min(file_id) FROM vintage_files))", (dataset.name,))
+    if not cur.fetchone()[0]:
+        return
+    cur.execute(sql.SQL(RESTATE).format(
+        history=history, key=column_list(dataset.key), values=column_list(values),
+        t_key=qualified("t", dataset.key), t_values=qualified("t", values), h_values=qualified("h", values),
+        latest_values=qualified("latest", values), table=sql.Identifier("covid", dataset.table),
+        coverage=sql.Identifier("covid", coverage_name(dataset)),
+        match_kh=match("k", "h", dataset.key), match_kt=match("k", "t", dataset.key),
+        region_match_tc=match("t", "c", dataset.region),
+    ))
 
 
 @contextmanager

@@ -26,8 +26,11 @@ from covid_platform.engine.tables import (
     base_columns,
     build_indexes_ddl,
     column_list,
+    coverage_name,
     derived_columns,
     drop_indexes_ddl,
+    match,
+    qualified,
     table_ddl,
     year_partitions_ddl,
 )
@@ -196,18 +199,6 @@ MANY_CHANGES = 30
 AHEAD = 13
 
 
-def _match(left: str, right: str, names) -> sql.Composed:
-    return sql.SQL(" AND ").join(
-        sql.SQL("{} = {}").format(sql.Identifier(left, n), sql.Identifier(right, n)) for n in names
-    )
-
-
-def _qualified(alias: str, names) -> sql.Composed:
-    return sql.SQL(", ").join(sql.Identifier(alias, n) for n in names)
-
-
-def coverage_name(dataset: Dataset) -> str:
-    return f"{dataset.table}_coverage"
 
 
 def _coverage(dataset: Dataset) -> sql.Identifier:
@@ -339,17 +330,17 @@ def _merge_changes(cur, dataset: Dataset, file_ids: list[int], rows_in_files: in
     region = dataset.region
     # The coverage test costs a probe per incoming row: only made when a later file recorded one.
     cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE file_id > %s)").format(coverage), (min(file_ids),))
-    covered = sql.SQL(COVERED).format(coverage=coverage, region_match_ic=_match("i", "c", region)) \
+    covered = sql.SQL(COVERED).format(coverage=coverage, region_match_ic=match("i", "c", region)) \
         if cur.fetchone()[0] else None
     parts = dict(
         table=table, coverage=coverage, region=column_list(region),
         previous=sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.Identifier("t", c), history.previous(c)) for c in values),
-        key_match_it=_match("i", "t", dataset.key),
-        i_values=_qualified("i", values), t_values=_qualified("t", values),
+        key_match_it=match("i", "t", dataset.key),
+        i_values=qualified("i", values), t_values=qualified("t", values),
         not_covered=sql.SQL(" AND NOT {}").format(covered) if covered else sql.SQL(""),
-        r_region=_qualified("r", region),
-        region_match_rc=_match("r", "c", region), region_match_rt=_match("r", "t", region),
-        region_match_ip=_match("i", "p", region), region_match_rp=_match("r", "p", region),
+        r_region=qualified("r", region),
+        region_match_rc=match("r", "c", region), region_match_rt=match("r", "t", region),
+        region_match_ip=match("i", "p", region), region_match_rp=match("r", "p", region),
     )
     whole_table = _large_share(cur, dataset, rows_in_files)
     if whole_table:  # for this statement only (the statements after it look up a few rows each)
@@ -387,7 +378,7 @@ def _ranges(dataset: Dataset) -> sql.Composed:
     table = sql.Identifier("covid", dataset.table)
     region = dataset.region
     seed_rows = 7 if has_windows(dataset) else 1
-    m_tc = _match("t", "c", region)
+    m_tc = match("t", "c", region)
 
     def read(counts, order: str) -> dict[str, sql.Composed]:
         """What a lookup of rows before or after a change reads of each count, and whether each row has it
@@ -421,12 +412,12 @@ def _ranges(dataset: Dataset) -> sql.Composed:
             "\n    LEFT JOIN LATERAL (SELECT c2.date FROM changes AS c2 WHERE {m_c2c} AND c2.date > c.date AND c2.{x} IS NOT NULL "
             "ORDER BY c2.date LIMIT 1) AS {c} ON true"
         ).format(has=sql.Identifier(f"has {count}"), ahead=sql.Literal(AHEAD), table=table, m_tc=m_tc,
-                 m_c2c=_match("c2", "c", region), x=x, t=in_table, c=in_changes))
+                 m_c2c=match("c2", "c", region), x=x, t=in_table, c=in_changes))
         nexts.append(sql.SQL(
             "CASE WHEN {t}.date IS NULL OR {c}.date <= {t}.date THEN coalesce({c}.date, 'infinity') "
             "WHEN EXISTS (SELECT FROM changes AS c3 WHERE {m_c3c} AND c3.date = {t}.date AND c3.{x} IS NULL) "
             "THEN 'infinity' ELSE {t}.date END"
-        ).format(t=in_table, c=in_changes, x=x, m_c3c=_match("c3", "c", region)))
+        ).format(t=in_table, c=in_changes, x=x, m_c3c=match("c3", "c", region)))
     next_reported = sql.SQL("greatest({})").format(sql.SQL(", ").join(nexts)) if nexts else sql.SQL("c.date")
     end = sql.SQL("next_reported")
     if dataset.rolling_7d:  # the 6th row after it: the last whose 7-row window holds it
@@ -440,7 +431,7 @@ def _ranges(dataset: Dataset) -> sql.Composed:
     if dataset.ratios_7d:  # the 6 days after it
         end = sql.SQL("greatest({}, c.next_reported + 6)").format(end)
     return sql.SQL(RANGES).format(
-        table=table, region=column_list(region), c_region=_qualified("c", region),
+        table=table, region=column_list(region), c_region=qualified("c", region),
         reach_back=sql.Composed(reach_back), next_reported=next_reported, next_rows=sql.Composed(next_rows),
         before_counts=before["counts"], before_reported=before["reported"],
         after_counts=after["counts"], after_reported=after["reported"],
@@ -459,21 +450,21 @@ def _write(cur, dataset: Dataset) -> tuple[int, ...]:
     old = [sql.Identifier(f"old {c}") for c in derived]
     rows = ISLAND_ROWS.format(
         table=table,
-        t_base=_qualified("t", base), c_base=_qualified("c", base),
+        t_base=qualified("t", base), c_base=qualified("c", base),
         t_old=sql.Composed([sql.SQL(", {} AS {}").format(sql.Identifier("t", c), o) for c, o in zip(derived, old)]),
         no_old=sql.Composed([sql.SQL(", NULL AS {}").format(o) for o in old]),
-        region_match_ts=_match("t", "s", dataset.region), region_match_cs=_match("c", "s", dataset.region),
+        region_match_ts=match("t", "s", dataset.region), region_match_cs=match("c", "s", dataset.region),
     )
     differs = sql.SQL(" OR ({}) IS DISTINCT FROM ({})").format(
-        _qualified("w", derived), sql.SQL(", ").join(sql.SQL("w.{}").format(o) for o in old)) if derived else sql.SQL("")
+        qualified("w", derived), sql.SQL(", ").join(sql.SQL("w.{}").format(o) for o in old)) if derived else sql.SQL("")
     cur.execute(sql.SQL(WRITE).format(
         derived=derived_select(dataset, rows, by=["island"]),
-        w_columns=_qualified("w", all_columns), derived_differs=differs,
+        w_columns=qualified("w", all_columns), derived_differs=differs,
         decreases=_decreases(dataset),
     ))
     counts = cur.fetchone()
     cur.execute(sql.SQL(REPLACE).format(table=table, columns=column_list(all_columns),
-                                        key_match_wt=_match("w", "t", dataset.key)))
+                                        key_match_wt=match("w", "t", dataset.key)))
     return counts
 
 
@@ -487,7 +478,7 @@ def _lost(cur, dataset: Dataset, file_ids: list[int], covered: sql.Composable | 
     cur.execute(sql.SQL(
         "SELECT i.file_id, count(*) FROM incoming AS i JOIN {table} AS t ON {match} "
         "WHERE t.file_id > i.file_id OR {covered} GROUP BY i.file_id"
-    ).format(table=sql.Identifier("covid", dataset.table), match=_match("i", "t", dataset.key),
+    ).format(table=sql.Identifier("covid", dataset.table), match=match("i", "t", dataset.key),
              covered=covered or sql.SQL("false")))
     return dict(cur.fetchall())
 

@@ -15,7 +15,7 @@ from covid_platform.datasets import Dataset, unrouted_reason
 from covid_platform.engine import history, ledger, merge, staging
 from covid_platform.engine.intake import gate_archived, settle
 from covid_platform.engine.ledger import Status
-from covid_platform.engine.tables import table_ddl
+from covid_platform.engine.tables import coverage_name, table_ddl
 from covid_platform.resources.landing import LandingZone
 
 ASIDE_SUFFIX = "_replay"
@@ -130,7 +130,7 @@ def _swap(cur: psycopg2.extensions.cursor, dataset: Dataset) -> None:
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("covid", dataset.table)))
     # the history and coverage rebuilt beside it (`<built>_history`, `<built>_coverage`) replace the
     # table's: renamed below with it
-    for beside in (history.history_name(dataset), merge.coverage_name(dataset)):
+    for beside in (history.history_name(dataset), coverage_name(dataset)):
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("covid", beside)))
     cur.execute(
         """

@@ -15,6 +15,18 @@ def column_list(names) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(n) for n in names)
 
 
+def qualified(alias: str, names) -> sql.Composed:
+    """`alias.a, alias.b`, each quoted."""
+    return sql.SQL(", ").join(sql.Identifier(alias, n) for n in names)
+
+
+def match(left: str, right: str, names) -> sql.Composed:
+    """`left.a = right.a AND left.b = right.b`: a join on these columns."""
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(left, n), sql.Identifier(right, n)) for n in names
+    )
+
+
 def base_columns(dataset: Dataset) -> list[str]:
     """The columns a file's typed rows bring: what it wrote, and the canonical region."""
     return [*dataset.stored_columns, *dataset.region_columns]
@@ -83,6 +95,11 @@ def _column(dataset: Dataset, name: str) -> Column:
     return Column(name, "double precision", True, (
         f"{numerator} summed over the 7 calendar days ending on the row's date, divided by {denominator} "
         "summed over the same days; null when that sum is 0 or null."))
+
+
+def coverage_name(dataset: Dataset) -> str:
+    """Beside the clean table: per region, the date range each file reported in full (`merge`)."""
+    return f"{dataset.table}_coverage"
 
 
 def table_ddl(dataset: Dataset) -> sql.Composed:
