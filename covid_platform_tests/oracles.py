@@ -56,22 +56,17 @@ def reported_by_all(states: pd.DataFrame) -> pd.DataFrame:
 
 
 def national_totals(states: pd.DataFrame) -> pd.DataFrame:
-    """date, cases, deaths (NaN-skipping sums, NaN where nothing was reported) and states (rows) of each date
-    every state still reporting has reported, a state silent for more than 14 days before the newest date
-    counted with its last row on every later date."""
-    dates = pd.to_datetime(states["date"])
-    last = states[dates == dates.groupby(states["state"]).transform("max")]
-    stopped = last[pd.to_datetime(last["date"]) < dates.max() - pd.Timedelta(days=14)]
+    """date, cases, deaths and states (rows) of each date every state still reporting has reported: each
+    count summed over the states with the latest value each reported on or before the date (an empty count,
+    a skipped date or a state that stopped keeps its last value; NaN where no state has reported it yet)."""
     kept = reported_by_all(states)
-    totals = kept.groupby("date", as_index=False).agg(cases=("cases", lambda x: x.sum(min_count=1)),
-                                                       deaths=("deaths", lambda x: x.sum(min_count=1)),
-                                                       states=("state", "count"))
-    for _, row in stopped.iterrows():  # a stopped state's last counts on each later date
-        later = pd.to_datetime(totals["date"]) > pd.to_datetime(row["date"])
-        for count in ("cases", "deaths"):
-            if pd.notna(row[count]):
-                totals.loc[later, count] = totals.loc[later, count].fillna(0) + row[count]
-    return totals
+    dates = sorted(kept["date"].unique())
+    totals = kept.groupby("date", as_index=False).agg(states=("state", "count"))
+    for count in ("cases", "deaths"):
+        # a date × state grid of the states' values, carried forward down each state's column
+        carried = states.pivot(index="date", columns="state", values=count).sort_index().ffill()
+        totals[count] = carried.loc[dates].sum(axis=1, min_count=1).to_numpy()
+    return totals[["date", "cases", "deaths", "states"]]
 
 
 def expected_national(states: pd.DataFrame) -> pd.DataFrame:

@@ -73,9 +73,10 @@ def test_a_later_file_merges_across_unreported_days(landing, resources, query):
                                   rtol=1e-9, check_dtype=False)
 
 
-def test_national_totals_sum_the_states_that_reported(landing, resources, query):
-    """Puerto Rico reports no deaths at all and Ohio none on 2021-01-10: that day's national deaths are the
-    other states' sum, and the national differences skip nothing but empty totals."""
+def test_national_totals_carry_a_states_last_reported_value(landing, resources, query):
+    """Puerto Rico reports no deaths at all and Ohio none on 2021-01-10: that day counts Ohio's deaths of the
+    day before (not reported is not zero: the nation's deaths do not fall), Puerto Rico adds nothing, and the
+    national differences skip nothing but empty totals."""
     header, *rows = nyt_states_slice("2021-01-01", "2021-01-20").decode().splitlines()
     blanked = [header] + [
         ",".join(f[:4] + [""]) if f[1] == "Puerto Rico" or (f[1] == "Ohio" and f[0] == "2021-01-10") else line
@@ -86,7 +87,8 @@ def test_national_totals_sum_the_states_that_reported(landing, resources, query)
     with dg.instance_for_test() as instance:
         assert ingest(landing, resources, drop(landing, "us_states/blanks.csv", data), instance).success
 
-    states = pd.read_csv(io.BytesIO(data), parse_dates=["date"])
+    states = pd.read_csv(io.BytesIO(data), parse_dates=["date"]).sort_values(["state", "date"])
+    states["deaths"] = states.groupby("state")["deaths"].ffill()  # every state has a row on every date here
     national = states.groupby("date")[["cases", "deaths"]].sum(min_count=1).reset_index().assign(region="US")
     national = with_differences(national, {"cases": "new_cases", "deaths": "new_deaths"}, region=("region",))
     national = with_rolling_7d(national, ["new_cases", "new_deaths"], region=("region",))
@@ -98,6 +100,10 @@ def test_national_totals_sum_the_states_that_reported(landing, resources, query)
                                   national[columns].astype({c: float for c in columns[1:]}), check_exact=False,
                                   check_dtype=False)
     assert query("SELECT count(*) FROM covid.state_daily WHERE deaths IS NULL") == [(21,)]
+    others = states[~states["state"].isin(["Ohio", "Puerto Rico"])].set_index(["date", "state"])["deaths"]
+    day_before = others.xs(pd.Timestamp("2021-01-09")).sum()
+    assert query("SELECT new_deaths FROM covid.national_daily WHERE date = '2021-01-10'") == [
+        (others.xs(pd.Timestamp("2021-01-10")).sum() - day_before,)]
 
 
 def test_a_value_that_is_not_a_count_is_still_bad(landing, resources, query):

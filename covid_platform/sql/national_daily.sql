@@ -1,13 +1,14 @@
--- covid.national_daily: one row per date, cases and deaths summed over the states that reported them that
--- date (an empty count is not reported: it adds nothing, and a total is null when no state reported it), and
--- `states`, how many states have a row that date; new_x and new_x_7d defined as in state_daily, over the
--- national series: new_x is null where x is, else x minus the latest earlier non-null x; new_x_7d is the mean
--- of the non-null new_x of the row and the 6 before.
+-- covid.national_daily: one row per date, cases and deaths summed over the states, each state counted with
+-- its latest value reported on or before the date: an empty count, a date a state skipped, a state that
+-- stopped reporting all keep its last value (not reported is never zero: a state's empty cell does not make
+-- the nation's total fall). A total is null when no state has reported that count yet. `states` is how many
+-- states have a row that date. new_x and new_x_7d are defined as in state_daily, over the national series:
+-- new_x is null where x is, else x minus the latest earlier non-null x; new_x_7d is the mean of the non-null
+-- new_x of the row and the 6 before.
 -- A date is in it once every state still reporting has reported it: up to the earliest latest date of the
 -- states whose latest date is within 14 days of the newest. A date one state streamed ahead of the others
 -- waits for them (its sum would be that state's alone). A state silent for longer has stopped: it holds the
--- others back no more, and its last counts are part of the totals of every later date (`states` counts the
--- states with a row that date).
+-- others back no more.
 -- Rebuilt from covid.state_daily (about 1,100 dates, milliseconds) in one transaction: readers keep the
 -- old rows until it commits.
 CREATE TABLE IF NOT EXISTS covid.national_daily (
@@ -38,10 +39,19 @@ WITH states AS (
     UNION ALL
     SELECT state, date, cases, deaths FROM covid.state_daily_as_of($1) WHERE $1 IS NOT NULL
 ), latest AS (
-    SELECT state, max(date) AS date FROM states GROUP BY state
-), stopped AS MATERIALIZED (  -- the last row of each state silent for more than 14 days before the newest date
-    SELECT s.date, s.cases, s.deaths FROM states AS s JOIN latest AS l USING (state, date)
-    WHERE l.date < (SELECT max(date) FROM latest) - 14
+    SELECT state, min(date) AS first, max(date) AS last FROM states GROUP BY state
+), dates AS (
+    SELECT DISTINCT date FROM states
+    WHERE date <= (SELECT min(last) FROM latest WHERE last >= (SELECT max(last) FROM latest) - 14)
+), carried AS (  -- every state on every date from its first: its latest value of each count so far
+    SELECT d.date, s.state IS NOT NULL AS has_row,
+           (max(CASE WHEN s.cases  IS NOT NULL THEN ARRAY[d.date - DATE '2000-01-01', s.cases]  END)
+                OVER by_state)[2] AS cases,
+           (max(CASE WHEN s.deaths IS NOT NULL THEN ARRAY[d.date - DATE '2000-01-01', s.deaths] END)
+                OVER by_state)[2] AS deaths
+    FROM dates AS d JOIN latest AS l ON l.first <= d.date
+    LEFT JOIN states AS s ON s.state = l.state AND s.date = d.date
+    WINDOW by_state AS (PARTITION BY l.state ORDER BY d.date)
 )
 SELECT date, cases, deaths, new_cases, new_deaths,
        avg(new_cases)  OVER last_7_rows,
@@ -54,19 +64,9 @@ FROM (
            deaths - coalesce((max(CASE WHEN deaths IS NOT NULL THEN ARRAY[date - DATE '2000-01-01', deaths] END)
                               OVER before_date)[2], 0) AS new_deaths
     FROM (
-        -- the states' rows of the date, and the last values of the states that stopped before it (null where
-        -- neither has a value)
-        SELECT r.date, r.states, (SELECT sum(x) FROM (VALUES (r.cases), (c.cases)) AS v (x))::bigint AS cases,
-               (SELECT sum(x) FROM (VALUES (r.deaths), (c.deaths)) AS v (x))::bigint AS deaths
-        FROM (
-            SELECT date, sum(cases) AS cases, sum(deaths) AS deaths, count(*)::integer AS states
-            FROM states
-            WHERE date <= (SELECT min(date) FROM latest WHERE date >= (SELECT max(date) FROM latest) - 14)
-            GROUP BY date
-        ) AS r
-        LEFT JOIN LATERAL (
-            SELECT sum(cases) AS cases, sum(deaths) AS deaths FROM stopped WHERE stopped.date < r.date
-        ) AS c ON true
+        SELECT date, sum(cases)::bigint AS cases, sum(deaths)::bigint AS deaths,
+               count(*) FILTER (WHERE has_row)::integer AS states
+        FROM carried GROUP BY date
     ) AS totals
     WINDOW before_date AS (ORDER BY date ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ) AS differences
