@@ -144,6 +144,17 @@ def _shown(url: str) -> str:
     return re.sub(r"^([a-z0-9+]+://[^:/@]*:)[^@/]+@", r"\1***@", url)
 
 
+def _activation() -> list[str]:
+    """The line that activates the virtual environment `dev` runs in (none outside one): `dg` and `dagster`
+    are its commands, and dg warns unless the project's `.venv` is the active environment."""
+    script = Path(sys.prefix) / "bin" / "activate"
+    if sys.prefix == sys.base_prefix or not script.is_file():
+        return []
+    if script.is_relative_to(Path.cwd()):
+        script = script.relative_to(Path.cwd())
+    return [f"  . {shlex.quote(str(script))}"]
+
+
 def connection_help(env: dict[str, str]) -> str:
     """How to reach, from another shell, the warehouse (psql) and this Dagster instance (Dagster's own CLI:
     its runs are recorded in the instance's storage and show in the UI)."""
@@ -151,6 +162,7 @@ def connection_help(env: dict[str, str]) -> str:
     return "\n".join([
         f"Warehouse: psql {shlex.quote(_shown(env['DATABASE_URL']))}",
         "Dagster's CLI on this instance, from another shell in this folder:",
+        *_activation(),
         f"  export {exports}",
         "  dg launch --job replay_us_states   # or: dg launch --assets national_daily",
         "  dagster asset materialize -m covid_platform.definitions --select national_daily",

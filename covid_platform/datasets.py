@@ -54,7 +54,8 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class SocrataPull:
-    """A scheduled pull of a Socrata CSV endpoint into the dataset's landing prefix."""
+    """A scheduled pull of a Socrata CSV endpoint into the dataset's landing prefix. Its schedule is off
+    unless `<DATASET>_URL` is set or COVID_PULLS=on (README, "Scheduled downloads")."""
 
     url: str
     """Default endpoint; `<DATASET>_URL` overrides it."""
@@ -389,6 +390,7 @@ JHU_DAILY_US = Dataset(
     # Confirmed and Deaths are always there.
     nullable=("total_test_results",),
     new={"confirmed": "new_confirmed", "deaths": "new_deaths"},
+    # The date is the file name's in every layout: the 2022 files' `Date` column (the day before) is not read.
     date_in_file_name="%m-%d-%Y",
     # A file is a day's ~58 states: one bad row is 1.7%. JHU's files of April to August 2020 hold a national
     # "Recovered" row, which names no region: set aside, the day's states loaded.

@@ -8,18 +8,21 @@ loads, and the gate that saw them warns. Files that only look unusual (permuted/
 gzip, quoted fields with commas and newlines, exact duplicate rows, odd key names) load.
 """
 
+import csv
 import gzip
 import hashlib
 import io
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from decimal import Decimal
 
 import dagster as dg
 import pytest
 
+from covid_platform.datasets import JHU_DAILY_US
 from covid_platform.engine.gates import GATES
-from covid_platform.engine.staging import CheckedText
-from covid_platform_tests.helpers import drop, ingest, nyt_states_slice
+from covid_platform.engine.staging import CheckedText, read_header, staging_table
+from covid_platform_tests.helpers import TEST_DATA, csv_bytes, drop, ingest, nyt_states_slice
 
 STATES = {"Ohio", "Texas", "Vermont"}
 # Loaded first so the clean tables are not empty when a bad file arrives.
@@ -67,6 +70,12 @@ def with_bytes_in_line(data: bytes, line: int, old: bytes, new: bytes) -> bytes:
     assert old in lines[line - 1]
     lines[line - 1] = lines[line - 1].replace(old, new, 1)
     return b"\r\n".join(lines)
+
+
+def with_column(data: bytes, name: str, value_of) -> bytes:
+    """The file with a last column `name`, each line's value `value_of(fields)` of the line's fields."""
+    lines = split_lines(data)
+    return join_lines([f"{lines[0]},{name}"] + [f"{line},{value_of(line.split(','))}" for line in lines[1:]])
 
 
 def binary_blob(size: int = 4096, seed: int = 20210104) -> bytes:
@@ -139,6 +148,12 @@ BAD_FILES = {
     "oversized_field": Bad(
         set_field(BASE, 6, "state", "X" * 20_000), "csv_readable",
         ("line 6", "column 'state'", "a field of at most 10,000 characters"),
+    ),
+    # a second field for a column: whichever were read, the other's values would be lost without a word
+    "repeated_column": Bad(
+        with_column(BASE, "Cases", lambda fields: int(fields[HEADER.index("cases")]) + 1), "csv_readable",
+        ("line 1, column 'cases': expected one field named 'cases'",
+         "found field 4 'cases' and field 6 'Cases'"),
     ),
     "truncated_gzip": Bad(gzip.compress(BASE)[:-30], "csv_readable", ("not a readable gzip file",)),
     # bad rows, more than 1% of the file (one row of nine): the file is quarantined
@@ -294,6 +309,9 @@ UNUSUAL = {
     "lf_line_ends": ("us_states/unusual.csv", lambda data: data.replace(b"\r\n", b"\n")),
     "no_final_line_end": ("us_states/unusual.csv", lambda data: data.rstrip(b"\r\n")),
     "quoted_commas_and_newlines": ("us_states/unusual.csv", with_quoted_notes),
+    # a column the dataset does not read may repeat
+    "repeated_extra_column": ("us_states/unusual.csv", lambda data: with_column(
+        with_column(data, "source", lambda fields: "nyt"), "SOURCE", lambda fields: "")),
     "gzip": ("us_states/2021-01-06.csv.gz", gzip.compress),
     "key_with_spaces_and_unicode": ("us_states/Données de l'État/São Paulo 2021 (v2).csv", lambda data: data),
     "key_with_dot_dot": ("us_states/../../etc/passwd.csv", lambda data: data),
@@ -551,6 +569,53 @@ def test_a_region_written_only_with_spaces_around_it_gets_its_canonical_columns(
     assert query(STATE_VALUES) == rows_of(BASE)
     assert query("SELECT DISTINCT state, state_fips, state_name FROM covid.state_daily ORDER BY 1") == [
         ("Ohio", "39", "Ohio"), ("Texas", "48", "Texas"), ("Vermont", "50", "Vermont")]
+
+
+# --- which header field is read ---------------------------------------------------------------------
+
+JHU_DAY = TEST_DATA / "jhu_daily_us" / "12-10-2020.csv"
+
+
+def jhu_with_both_test_names(alias_first: bool) -> bytes:
+    """The real file's states and counts under both names of its tests' column: Total_Test_Results filled and
+    People_Tested (its old name, jhu_daily_us's alias) empty, as JHU's 2022 files carry them."""
+    rows = list(csv.DictReader(io.StringIO(JHU_DAY.read_text())))
+    names = ["People_Tested", "Total_Test_Results"]
+    names = names if alias_first else names[::-1]
+    return csv_bytes(["Province_State", "Confirmed", "Deaths", *names],
+                     [[row["Province_State"], row["Confirmed"], row["Deaths"],
+                       *(row["Total_Test_Results"] if name == "Total_Test_Results" else "" for name in names)]
+                      for row in rows])
+
+
+@pytest.mark.parametrize("alias_first", [True, False], ids=["alias_first", "alias_last"])
+def test_the_declared_name_is_read_before_its_alias_wherever_it_is(alias_first, landing, resources, query):
+    key = "jhu_daily_us/12-10-2020.csv"
+    with dg.instance_for_test() as instance:
+        body = jhu_with_both_test_names(alias_first)
+        assert ingest(landing, resources, drop(landing, key, body), instance).success
+    rows = list(csv.DictReader(io.StringIO(JHU_DAY.read_text())))
+    expected = sorted((row["Province_State"], int(Decimal(row["Total_Test_Results"]))
+                       if row["Total_Test_Results"] else None) for row in rows)
+    assert sum(tests is not None for _, tests in expected) > 50
+    assert sorted(query("SELECT state, total_test_results FROM covid.jhu_state_daily")) == expected
+
+
+# jhu_daily_us with a second alias of its tests' column, declared before People_Tested (the newer name first)
+TWO_ALIASES = replace(JHU_DAILY_US, aliases={**JHU_DAILY_US.aliases,
+                                             "total_test_results": ("Tests", "People_Tested")})
+
+
+@pytest.mark.parametrize("header, read", [
+    ("Province_State,Confirmed,Deaths,People_Tested,Tests,Total_Test_Results", "Total_Test_Results"),
+    ("Province_State,Confirmed,Deaths,people_tested,TESTS", "TESTS"),
+    ("Province_State,Confirmed,Deaths,People_Tested", "People_Tested"),
+], ids=["declared_name_last", "aliases_in_the_other_order", "old_alias_only"])
+def test_the_declared_name_then_the_aliases_in_their_order_decide_the_field_read(header, read):
+    reader = CheckedText(io.BytesIO(f"{header}\nAlabama,1,2,3,4,5\n".encode()))
+    staged = read_header(reader, TWO_ALIASES, "jhu_daily_us/12-10-2020.csv", staging_table(0))
+    assert staged.header[staged.positions["total_test_results"] - 1] == read
+    assert staged.missing == []
 
 
 # --- lines without a value: no rows -----------------------------------------------------------------

@@ -14,8 +14,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from covid_platform.assets.factory import build_dataset_schedules
 from covid_platform.assets.pulls import build_pull_schedule
-from covid_platform.datasets import US_COUNTIES, US_STATES, CsvDownload, Dataset, DatasetError
+from covid_platform.datasets import DATASETS, US_COUNTIES, US_STATES, CsvDownload, Dataset, DatasetError
 from covid_platform.definitions import defs
 from covid_platform.resources.http_source import HttpSources
 from covid_platform_tests.helpers import (
@@ -264,9 +265,13 @@ def test_downloads_are_declared_validated_upstream_of_raw_and_off_unless_turned_
     for name in ("us_states", "us_counties", "cps_schools"):
         assert graph.get(dg.AssetKey(f"raw_{name}")).parent_keys == {dg.AssetKey(f"{name}_pull")}
 
-    for variable in ("US_STATES_URL", "COVID_PULLS"):
+    for variable in ("COVID_PULLS", *(f"{name.upper()}_URL" for name in DATASETS)):
         monkeypatch.delenv(variable, raising=False)
-    assert build_pull_schedule(US_STATES).default_status == dg.DefaultScheduleStatus.STOPPED
+    # every pull's schedule, the Socrata pull's (pcr_testing) as the downloads', is off unless turned on
+    schedules = {s.name: s.default_status for d in DATASETS.values() for s in build_dataset_schedules(d)}
+    assert set(schedules) == {f"{name}_daily_pull" for name in ("us_states", "us_counties", "cps_schools",
+                                                                 "pcr_testing")}
+    assert set(schedules.values()) == {dg.DefaultScheduleStatus.STOPPED}
     monkeypatch.setenv("US_STATES_URL", "http://mirror.example/us-states.csv")
     assert build_pull_schedule(US_STATES).default_status == dg.DefaultScheduleStatus.RUNNING
     assert build_pull_schedule(US_COUNTIES).default_status == dg.DefaultScheduleStatus.STOPPED

@@ -20,7 +20,7 @@ import vl_convert
 from playwright.sync_api import sync_playwright
 from streamlit.testing.v1 import AppTest
 
-from covid_platform.dashboard import charts, queries
+from covid_platform.dashboard import charts, queries, view
 from covid_platform.datasets import DATASETS
 from covid_platform_tests.conftest import _free_port
 from covid_platform_tests.helpers import (
@@ -76,7 +76,7 @@ def metric(app: AppTest, label: str) -> str:
 
 
 def whole(value: float) -> str:
-    return f"{value:,.0f}"
+    return f"{value:z,.0f}"
 
 
 def national_expected(data: bytes) -> pd.DataFrame:
@@ -200,6 +200,25 @@ def test_state_explorer_with_test_positivity(dashboard, load):
     app.selectbox(key="state").set_value("Ohio").run()
     assert any("No test positivity for Ohio" in notice.value for notice in app.info)
     assert len(app.get("vega_lite_chart")) == 2
+
+
+def test_a_change_that_rounds_to_zero_reads_0_without_a_sign(dashboard, load):
+    """Puerto Rico's 7-day average of new deaths on 2020-12-10 (11.86) against a week before (12.29): -0.43,
+    shown as 0, grey and without an arrow, not as a fall of "-0"."""
+    assert load(("us_states/pr.csv", nyt_states_slice("2020-11-01", "2020-12-10", {"Puerto Rico"}))) == [True]
+    app = dashboard("states")
+    app.date_input(key="dates").set_value((dt.date(2020, 11, 20), dt.date(2020, 12, 10))).run()
+    (deaths_7d,) = [m for m in app.metric if m.label == "New deaths, 7-day average"]
+    assert deaths_7d.delta == "0"
+    assert deaths_7d.proto.direction == deaths_7d.proto.MetricDirection.NONE
+
+    shown = [view.number(v) for v in (-0.43, -0.5, 0.49, -0.51, -1234567.8)]
+    assert shown == ["0", "0", "0", "-1", "-1,234,568"]
+    assert view.number(-0.04, decimals=1) == "0.0"
+    assert view.change(11.857, 12.286) == "0"
+    assert view.change(3.0, 1.2) == "2" and view.change(1.0, 3.0) == "-2"
+    # a missing average (deaths not reported for a week) has no change, not a "–" with an arrow
+    assert view.change(float("nan"), 3.0) is None and view.change(3.0, None) is None
 
 
 @pytest.mark.parametrize("days", [2, 3, 8, 15, 16, 19, 30, 180])

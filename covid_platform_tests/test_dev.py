@@ -72,6 +72,24 @@ def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path):
     assert "will not be used" not in log_path.read_text()  # no dagster.yaml in the working directory
 
 
+@pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="not run from a virtual environment")
+def test_the_printed_commands_activate_the_virtual_environment_first(tmp_path, monkeypatch):
+    """A fresh shell has neither `dg` nor `dagster` on its PATH (they are the virtual environment's), and dg
+    warns unless the project's `.venv` is the active environment, even run by its path: the lines dev prints
+    start by activating it, after which dg runs without that warning."""
+    monkeypatch.chdir(REPO)
+    lines = cli.connection_help({name: "x" for name in cli.SHARED_ENV}).splitlines()
+    steps = [line.split()[0] for line in lines if line.startswith("  ")]
+    assert steps == [".", "export", "dg", "dagster"]
+    activate = lines[2].strip()
+    shell = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(["bash", "-c", f"{activate} && command -v dg dagster && dg check defs"], cwd=REPO,
+                          env=shell, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[:2] == [os.path.join(sys.prefix, "bin", name) for name in ("dg", "dagster")]
+    assert "does not match the virtual environment" not in done.stdout + done.stderr
+
+
 def test_drop_puts_a_file_in_devs_zone_and_refuses_what_nothing_would_read(tmp_path, monkeypatch):
     """`covid-platform drop` writes under `<state dir>/landing/<dataset>/`, and refuses, with the reason and no
     file written, a folder with no landing zone (nothing would read it), a name that leaves the dataset's

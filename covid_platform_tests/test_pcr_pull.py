@@ -14,6 +14,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from covid_platform.assets.pulls import build_pull_schedule
 from covid_platform.datasets import PCR_TESTING
 from covid_platform.resources.http_source import HttpSources
 from covid_platform_tests.helpers import ASSETS, ingest
@@ -128,6 +129,21 @@ def test_pull_pages_with_retries_then_loads_and_summarises(socrata, landing, res
             actual["date"] = pd.to_datetime(actual["date"])
         expected = expected.sort_values(columns[:2]).reset_index(drop=True)
         pd.testing.assert_frame_equal(actual, expected, check_dtype=False, check_exact=False)
+
+
+def test_the_schedule_is_off_unless_turned_on(monkeypatch):
+    """As every pull's: a fresh `covid-platform dev`, a CI job or a test never calls healthdata.gov by itself.
+    PCR_TESTING_URL (a mirror, or the public endpoint itself) or COVID_PULLS=on turns it on."""
+    for variable in ("PCR_TESTING_URL", "COVID_PULLS"):
+        monkeypatch.delenv(variable, raising=False)
+    schedule = build_pull_schedule(PCR_TESTING)
+    assert schedule.name == "pcr_testing_daily_pull"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    monkeypatch.setenv("COVID_PULLS", "on")
+    assert build_pull_schedule(PCR_TESTING).default_status == dg.DefaultScheduleStatus.RUNNING
+    monkeypatch.delenv("COVID_PULLS")
+    monkeypatch.setenv("PCR_TESTING_URL", "https://healthdata.gov/resource/j8mb-icvb.csv")
+    assert build_pull_schedule(PCR_TESTING).default_status == dg.DefaultScheduleStatus.RUNNING
 
 
 def test_a_server_that_keeps_failing_fails_the_pull(monkeypatch, resources):

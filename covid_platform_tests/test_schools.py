@@ -1,10 +1,12 @@
 """cps_schools: the wide Chicago Public Schools file (a column per report date) unpivoted into
 covid.school_cases, summarised in covid.school_summary; gTotal compared with the date columns."""
 
+import csv
 import io
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from covid_platform_tests.helpers import TEST_DATA, drop, ingest
 
@@ -90,3 +92,33 @@ def test_a_wide_file_without_date_columns_is_quarantined(landing, resources, que
     ((status, reason),) = query("SELECT status, reason FROM covid.ingested_files")
     assert status == "quarantined"
     assert "date columns named like 20201231" in reason
+
+
+# a date column's header written otherwise (its cases would be lost if the file loaded without it), or a
+# date's column twice (one of the two would be lost): (column renamed, its new name, what the reason says)
+RENAMED_DATE_COLUMNS = {
+    "dashes": ("20210227", "2021-02-27", "expected a date column named like 20201231, found '2021-02-27'"),
+    "no_such_day": ("20210227", "20210230", "expected a date column named like 20201231, found '20210230'"),
+    "zero_left_out": ("20210207", "2021207", "expected a date column named like 20201231, found '2021207'"),
+    "date_twice": ("20210220", "20210227", "column '20210227': expected one field named '20210227'"),
+}
+
+
+@pytest.mark.parametrize("name", RENAMED_DATE_COLUMNS)
+def test_a_wide_file_with_a_date_column_it_cannot_read_is_quarantined(name, landing, resources, query):
+    old, new, reason_has = RENAMED_DATE_COLUMNS[name]
+    header, rest = CPS.read_bytes().split(b"\n", 1)
+    names = next(csv.reader([header.decode()]))
+    position = names.index(old) + 1  # the header is line 1, its first field field 1
+    body = ",".join(new if n == old else n for n in names).encode() + b"\n" + rest
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, "cps_schools/renamed.csv", body), instance)
+    assert not result.success
+    ((status, reason),) = query("SELECT status, reason FROM covid.ingested_files")
+    assert status == "quarantined"
+    assert reason.startswith("line 1, ") and reason_has in reason, reason
+    if name == "date_twice":
+        assert f"field {position} '{new}' and field {names.index(new) + 1} '{new}'" in reason, reason
+    else:
+        assert f"field {position}: " in reason, reason
+    assert query("SELECT to_regclass('covid.school_cases')") == [(None,)]  # the merge never ran

@@ -198,6 +198,20 @@ def test_jhu_older_header_names_load_the_same_values(landing, resources, query):
     assert_same(jhu_state_daily(query), expected_jhu(["12-09-2020", "12-10-2020"]))
 
 
+def test_jhu_2022_layout_with_a_date_column_takes_the_date_from_the_file_name(landing, resources, query):
+    """JHU's files of 2022 end with `Date` (the day before the file name's date), `People_Tested` and
+    `Mortality_Rate` (both empty): the date is still the file name's, so the series has no seam between
+    layouts."""
+    lines = (JHU_DAILY / "12-10-2020.csv").read_text().splitlines()
+    layout_2022 = "\n".join([lines[0] + ",Date,People_Tested,Mortality_Rate",
+                              *(line + ",2020-12-09,," for line in lines[1:])]).encode() + b"\n"
+    with dg.instance_for_test() as instance:
+        for key, body in (("jhu_daily_us/12-09-2020.csv", JHU_DAILY / "12-09-2020.csv"),
+                          ("jhu_daily_us/12-10-2020.csv", layout_2022)):
+            assert ingest(landing, resources, drop(landing, key, body), instance).success
+    assert_same(jhu_state_daily(query), expected_jhu(["12-09-2020", "12-10-2020"]))
+
+
 def test_jhu_april_file_sets_its_recovered_row_aside_and_loads_the_states(landing, resources, query):
     # JHU's files of April to August 2020 carry a national "Recovered" row among the ~58 states: one row of 59
     # (1.7%). It names no region: set aside with its reason, the day's states loaded (not the file quarantined).

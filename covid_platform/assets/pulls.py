@@ -25,7 +25,7 @@ from covid_platform.resources.landing import LandingZone, landing_kinds
 from covid_platform.resources.warehouse import Warehouse
 
 SPOOL_BYTES = 64 * 1024 * 1024  # a pull stays in memory up to this size, then spills to a temporary file
-# `on`: every CSV download's schedule runs by default (one also runs when its `<DATASET>_URL` is set)
+# `on`: every pull's schedule runs by default (one also runs when its `<DATASET>_URL` is set)
 PULLS_SWITCH = "COVID_PULLS"
 
 
@@ -156,11 +156,9 @@ def _landed(conn, dataset: str, url: str, got: Validators, sha256: str, key: str
 
 
 def _runs_by_default(dataset: Dataset) -> bool:
-    """A Socrata pull's schedule runs unless stopped. A CSV download's is off until turned on (its
+    """Every pull's schedule, a Socrata pull's as a CSV download's, is off until turned on (its
     `<DATASET>_URL` set, or COVID_PULLS=on; or started in the UI), so that no development machine, CI job
     or test instance reaches a public URL by itself. Decided when the definitions load."""
-    if not isinstance(dataset.pull, CsvDownload):
-        return True
     return bool(os.environ.get(f"{dataset.name.upper()}_URL")) or os.environ.get(PULLS_SWITCH, "").lower() == "on"
 
 

@@ -20,11 +20,24 @@ def no_data(dataset: Dataset, table: str | None = None) -> None:
     st.stop()
 
 
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
 def number(value, decimals: int = 0) -> str:
-    """1234567.8 → '1,234,568'; a missing value → '–'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """1234567.8 → '1,234,568'; a value that rounds to zero → '0', never '-0' (-0.4); a missing value →
+    '–'."""
+    if _missing(value):
         return "–"
-    return f"{value:,.{decimals}f}"
+    return f"{value:z,.{decimals}f}"
+
+
+def change(now, before) -> str | None:
+    """A metric's delta: `now - before` as `number` writes it ('0' for a change that rounds to zero, which
+    Streamlit shows grey, without an arrow); None (no delta shown) when either value is missing."""
+    if _missing(now) or _missing(before):
+        return None
+    return number(now - before)
 
 
 def day(value: pd.Timestamp) -> str:
@@ -50,8 +63,8 @@ def latest_figures(frame: pd.DataFrame) -> None:
     latest = frame.iloc[-1]
     week_before = frame[frame["date"] == latest["date"] - pd.Timedelta(days=7)]
 
-    def change(column: str) -> str | None:
-        return None if week_before.empty else number(latest[column] - week_before[column].iloc[0])
+    def since_week_before(column: str) -> str | None:
+        return None if week_before.empty else change(latest[column], week_before[column].iloc[0])
 
     # A row that wraps: each figure as wide as its number, so none is cut short on a narrow window.
     row = st.container(horizontal=True, gap="medium")
@@ -59,7 +72,7 @@ def latest_figures(frame: pd.DataFrame) -> None:
     # More cases is worse: a rise shows red (delta_color="inverse").
     for label, column in (("New cases, 7-day average", "new_cases_7d"),
                           ("New deaths, 7-day average", "new_deaths_7d")):
-        row.metric(label, number(latest[column]), change(column), delta_color="inverse",
+        row.metric(label, number(latest[column]), since_week_before(column), delta_color="inverse",
                    width="content", help="Mean of the day and the 6 reports before it; the change is since the "
                                          "average 7 days before.")
     row.metric("Cases to date", number(latest["cases"]), width="content")

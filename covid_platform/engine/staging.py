@@ -377,11 +377,44 @@ def date_from_file_name(key: str, fmt: str) -> str:
         raise FileRejected(f"file name {stem!r} does not hold the date this dataset expects (like {example})") from error
 
 
+# A wide file's header field that looks like a date: only digits and date separators, six digits or more. The
+# CPS file's other columns (School, Latitude, CPS_School_ID, 7Total, 14Total, gTotal) all hold letters.
+DATE_LIKE = re.compile(r"(?=(?:\D*\d){6})[\d./-]+")
+
+
+def _field_read(header: list[str], lowered: list[str], name: str, column: str) -> int:
+    """The position of the header's one field named `name` (whatever its case), read for `column`. Two such
+    fields are ambiguous: whichever were read, the other's values would be lost without a word."""
+    found = [i for i, field_name in enumerate(lowered, start=1) if field_name == name.lower()]
+    if len(found) > 1:
+        fields = " and ".join(f"field {i} {header[i - 1]!r}" for i in found)
+        raise FileRejected(f"line 1, column {column!r}: expected one field named {name!r} (names match "
+                           f"whatever their case), found {fields}; keep one")
+    return found[0]
+
+
+def _wide_date(name: str, fmt: str) -> str | None:
+    """The date (YYYY-MM-DD) a wide file's column name holds, if it is written as `fmt` writes that date:
+    strptime alone would also read 2021111 (no zeros) as 2021-11-01, whether or not 2021-01-11 was meant."""
+    try:
+        day = datetime.strptime(name, fmt)
+    except ValueError:
+        return None
+    return day.date().isoformat() if day.strftime(fmt).lower() == name.lower() else None
+
+
 def read_header(reader: CheckedText, dataset: Dataset, key: str, table: sql.Composed) -> StagedFile:
     """The file's first line, kept apart from the rows COPY reads into `table`: where each of the dataset's
     columns is (and which are missing), a wide file's date columns; `rows` is 0 until COPY has read them.
 
-    Raises FileRejected for a file without a header, or a file name without the date the dataset expects.
+    A column is read from the field of its declared name, else of its first alias in the declared order that
+    the header has: the publisher's current name, declared first, wins wherever the header puts it (JHU's
+    2022 files carry Total_Test_Results beside an empty People_Tested). Other fields are ignored, repeated or
+    not.
+
+    Raises FileRejected for a file without a header, two fields of the name a column is read from, a wide
+    file's field that looks like a date but is not written in the dataset's format (its values would be lost),
+    or a file name without the date the dataset expects.
     """
     file_date = date_from_file_name(key, dataset.date_in_file_name) if dataset.date_in_file_name else None
     header = parse_header(reader.readline())
@@ -391,22 +424,28 @@ def read_header(reader: CheckedText, dataset: Dataset, key: str, table: sql.Comp
     lowered = [name.lower() for name in header]
     positions, missing = {}, []
     for column in dataset.source_columns:
-        found = [i for i, name in enumerate(lowered, start=1) if name in dataset.header_names(column)]
-        if found:
-            positions[column] = found[0]
-        else:
+        name = next((n for n in (column, *dataset.aliases.get(column, ())) if n.lower() in lowered), None)
+        if name is None:
             missing.append(column)
+        else:
+            positions[column] = _field_read(header, lowered, name, column)
     wide_dates = {}
     if dataset.wide:
+        example = date(2020, 12, 31).strftime(dataset.wide)
         for i, name in enumerate(header, start=1):
-            try:
-                wide_dates[datetime.strptime(name, dataset.wide).date().isoformat()] = i
-            except ValueError:
-                continue
+            day = _wide_date(name, dataset.wide)
+            if day in wide_dates:  # written alike (`_wide_date`): the same name
+                _field_read(header, lowered, name, name)
+            if day:
+                wide_dates[day] = i
+            elif DATE_LIKE.fullmatch(name):
+                raise FileRejected(f"line 1, field {i}: expected a date column named like {example}, found "
+                                   f"{name!r}, not a date written so (its values would not be read)")
         if not wide_dates:
-            missing.append(f"date columns named like {date(2020, 12, 31).strftime(dataset.wide)}")
+            missing.append(f"date columns named like {example}")
         if dataset.wide_total and dataset.wide_total.lower() in lowered:
-            positions[dataset.wide_total] = lowered.index(dataset.wide_total.lower()) + 1
+            total = dataset.wide_total
+            positions[total] = _field_read(header, lowered, total, total)
     return StagedFile(table, header, positions, missing, 0, file_date, wide_dates)
 
 

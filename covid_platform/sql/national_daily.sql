@@ -39,19 +39,29 @@ WITH states AS (
     UNION ALL
     SELECT state, date, cases, deaths FROM covid.state_daily_as_of($1) WHERE $1 IS NOT NULL
 ), latest AS (
-    SELECT state, min(date) AS first, max(date) AS last FROM states GROUP BY state
+    SELECT max(date) AS date FROM states GROUP BY state
 ), dates AS (
-    SELECT DISTINCT date FROM states
-    WHERE date <= (SELECT min(last) FROM latest WHERE last >= (SELECT max(last) FROM latest) - 14)
-), carried AS (  -- every state on every date from its first: its latest value of each count so far
-    SELECT d.date, s.state IS NOT NULL AS has_row,
-           (max(CASE WHEN s.cases  IS NOT NULL THEN ARRAY[d.date - DATE '2000-01-01', s.cases]  END)
-                OVER by_state)[2] AS cases,
-           (max(CASE WHEN s.deaths IS NOT NULL THEN ARRAY[d.date - DATE '2000-01-01', s.deaths] END)
-                OVER by_state)[2] AS deaths
-    FROM dates AS d JOIN latest AS l ON l.first <= d.date
-    LEFT JOIN states AS s ON s.state = l.state AND s.date = d.date
-    WINDOW by_state AS (PARTITION BY l.state ORDER BY d.date)
+    SELECT date, count(*)::integer AS states FROM states
+    WHERE date <= (SELECT min(date) FROM latest WHERE date >= (SELECT max(date) FROM latest) - 14)
+    GROUP BY date
+), steps AS (  -- by how much each date moves the states' latest values of each count: the totals' steps
+    SELECT date, sum(cases - coalesce(previous_cases[2], 0)) AS cases,
+           sum(deaths - coalesce(previous_deaths[2], 0)) AS deaths
+    FROM (
+        SELECT date, cases, deaths,
+               max(CASE WHEN cases  IS NOT NULL THEN ARRAY[date - DATE '2000-01-01', cases]  END) OVER before
+                   AS previous_cases,
+               max(CASE WHEN deaths IS NOT NULL THEN ARRAY[date - DATE '2000-01-01', deaths] END) OVER before
+                   AS previous_deaths
+        FROM states
+        WINDOW before AS (PARTITION BY state ORDER BY date ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+    ) AS moves
+    GROUP BY date
+), totals AS (
+    SELECT d.date, d.states, (sum(s.cases) OVER by_date)::bigint AS cases,
+           (sum(s.deaths) OVER by_date)::bigint AS deaths
+    FROM dates AS d LEFT JOIN steps AS s USING (date)
+    WINDOW by_date AS (ORDER BY d.date)
 )
 SELECT date, cases, deaths, new_cases, new_deaths,
        avg(new_cases)  OVER last_7_rows,
@@ -63,11 +73,7 @@ FROM (
                               OVER before_date)[2], 0) AS new_cases,
            deaths - coalesce((max(CASE WHEN deaths IS NOT NULL THEN ARRAY[date - DATE '2000-01-01', deaths] END)
                               OVER before_date)[2], 0) AS new_deaths
-    FROM (
-        SELECT date, sum(cases)::bigint AS cases, sum(deaths)::bigint AS deaths,
-               count(*) FILTER (WHERE has_row)::integer AS states
-        FROM carried GROUP BY date
-    ) AS totals
+    FROM totals
     WINDOW before_date AS (ORDER BY date ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ) AS differences
 WINDOW last_7_rows AS (ORDER BY date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW)
