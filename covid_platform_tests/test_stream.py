@@ -63,6 +63,9 @@ def test_a_message_becomes_rows_in_the_files_columns_or_a_reason():
                             b' {"date": "2020-12-02", "state": "Ohio", "cases": "2", "deaths": true}]') == [
         ("Ohio", "39", "2020-12-01", "1.0", ""), ("Ohio", "", "2020-12-02", "2", "true")]
     assert parse(US_STATES, b"[]") == []
+    # a key no column reads may repeat, whatever its case
+    assert parse(US_STATES, b'{"date": "2020-12-01", "state": "Ohio", "x": 1, "X": 2}') == [
+        ("Ohio", "", "2020-12-01", "", "")]
     for payload, reason in (
         (b"cases=12", "not JSON: Expecting value"),
         (b"\xff\xfe{}", "not JSON"),
@@ -72,6 +75,8 @@ def test_a_message_becomes_rows_in_the_files_columns_or_a_reason():
         (b'{"date": "2020-12-01", "state": "Oh\\u0000io"}', "column 'state': a NUL character"),
         (json.dumps({"date": "2020-12-01", "state": "x" * 10_001}).encode(), "10,001 characters"),
         (b'{"date": "2020-12-01", "state": "\\ud800"}', "lone surrogate"),
+        (b'{"date": "2020-12-01", "state": "Ohio", "cases": 1, "Cases": 2}',
+         "two keys name one column, whatever their case: 'Cases' and 'cases'; keep one"),
     ):
         with pytest.raises(Unloadable, match=re.escape(reason)):
             parse(US_STATES, payload)

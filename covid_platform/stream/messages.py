@@ -41,7 +41,14 @@ def _row(dataset: Dataset, item, where: str) -> Row:
     if not isinstance(item, dict):
         raise Unloadable(f"{where}a JSON {type(item).__name__}, not an object with the columns "
                          f"{', '.join(dataset.source_columns)}")
-    fields = {name.lower(): value for name, value in item.items()}  # names match as a CSV header's do
+    read = {name for column in dataset.source_columns for name in dataset.header_names(column)}
+    fields = {}  # names match as a CSV header's do: whatever their case
+    for name, value in item.items():
+        if name.lower() in fields and name.lower() in read:
+            # as a file's two header fields of one name: whichever were read, the other's value would be lost
+            raise Unloadable(f"{where}two keys name one column, whatever their case: {name!r} and "
+                             f"{next(n for n in item if n.lower() == name.lower())!r}; keep one")
+        fields[name.lower()] = value
     row = []
     for column in dataset.source_columns:
         names = dataset.header_names(column)
