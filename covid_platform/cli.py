@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import NoReturn
@@ -169,9 +170,24 @@ def connection_help(env: dict[str, str]) -> str:
     ])
 
 
-def drop(path: Path, dataset: str, name: str | None, state_dir: Path) -> int:
+def _issue_time(text: str) -> datetime:
+    """`--issued-at`: an ISO 8601 time (a date alone is its midnight; without a zone, UTC), not in the
+    future."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time (2021-03-17T12:00:00Z)")
+    when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    if when > datetime.now(timezone.utc):
+        raise argparse.ArgumentTypeError(f"{text!r} is in the future")
+    return when
+
+
+def drop(path: Path, dataset: str, name: str | None, state_dir: Path, issued_at: datetime | None = None
+         ) -> int:
     """Put a file under `<dataset>/` of LANDING_URL, or of the local zone `covid-platform dev` made in
-    `state_dir` (refused where there is none: nothing would read a new folder)."""
+    `state_dir` (refused where there is none: nothing would read a new folder); `issued_at`, when its
+    publisher issued it (a past vintage)."""
     if dataset not in DATASETS:
         sys.exit(f"Unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
     name = name or path.name
@@ -187,8 +203,9 @@ def drop(path: Path, dataset: str, name: str | None, state_dir: Path) -> int:
                      "runs (or give its --state-dir), or set LANDING_URL (dev prints its export line)")
         url = landing.resolve().as_uri()
     with open(path, "rb") as body:
-        LandingZone(url=url, s3=S3Resource()).put(f"{dataset}/{name}", body)
-    print(f"Dropped {path} as {dataset}/{name} in {url}")
+        LandingZone(url=url, s3=S3Resource()).put(f"{dataset}/{name}", body, issued_at=issued_at)
+    issued = f", issued at {issued_at.isoformat()}" if issued_at else ""
+    print(f"Dropped {path} as {dataset}/{name} in {url}{issued}")
     return 0
 
 
@@ -213,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     put.add_argument("--name", help="object name under the dataset prefix (default: the file's name)")
     put.add_argument("--state-dir", type=Path, default=Path(".covid_platform"),
                      help="dev's --state-dir, whose landing folder is the zone (unless LANDING_URL is set)")
+    put.add_argument("--issued-at", type=_issue_time, help="when the publisher issued the file, for a past "
+                     "vintage (ISO 8601; default: now, the time it lands): its values' issue time in history")
     stream.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "stream":
@@ -223,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return api(args.port, args.address, args.workers)
     if args.command == "dashboard":
         return dashboard(args.port, args.address)
-    return drop(args.path, args.dataset, args.name, args.state_dir)
+    return drop(args.path, args.dataset, args.name, args.state_dir, args.issued_at)
 
 
 if __name__ == "__main__":

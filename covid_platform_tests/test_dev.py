@@ -7,12 +7,15 @@ import re
 import shlex
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 import psycopg2
 import pytest
+from dagster_aws.s3 import S3Resource
 
 from covid_platform import cli
 from covid_platform.engine.embedded import MAX_WAL_SIZE
+from covid_platform.resources.landing import LandingZone
 from covid_platform_tests.conftest import _free_port
 from covid_platform_tests.helpers import REPO, stop_dev, wait_for
 
@@ -110,3 +113,14 @@ def test_drop_puts_a_file_in_devs_zone_and_refuses_what_nothing_would_read(tmp_p
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == [source]
     assert cli.main(["drop", str(source), "us_states", "--name", "day.csv", "--state-dir", "state"]) == 0
     assert (tmp_path / "state" / "landing" / "us_states" / "day.csv").read_bytes() == source.read_bytes()
+
+    # a past vintage: its issue time is the file's last-modified time in a folder zone; an unreadable or
+    # future time is refused before anything is written
+    for when in ("last Tuesday", "2999-01-01"):
+        with pytest.raises(SystemExit):
+            cli.main(["drop", str(source), "us_states", "--name", "old.csv", "--state-dir", "state",
+                      "--issued-at", when])
+    assert cli.main(["drop", str(source), "us_states", "--name", "old.csv", "--state-dir", "state",
+                     "--issued-at", "2021-03-17T12:00:00Z"]) == 0
+    zone = LandingZone(url=(tmp_path / "state" / "landing").as_uri(), s3=S3Resource())
+    assert zone.describe("us_states/old.csv").last_modified == datetime(2021, 3, 17, 12, tzinfo=timezone.utc)

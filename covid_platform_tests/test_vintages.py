@@ -9,7 +9,7 @@ two files' bytes.
 import io
 import random
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pandas as pd
@@ -253,3 +253,28 @@ def test_an_older_file_loaded_after_a_newer_one_that_repeated_its_values(landing
     assert_same(as_of(query, "state_daily_as_of", issued[1] + (issued[2] - issued[1]) / 2, COLUMNS),
                 derived(_latest(base, late)))
     assert_same(as_of(query, "state_daily_as_of", issued[2] + timedelta(days=1), COLUMNS), current)
+
+
+def test_past_vintages_carry_their_publishers_issue_time(landing, resources, query, s3_client, bucket):
+    """Two vintages landed today with the times their publisher issued them (`issued-at` metadata): the tables
+    as of those past times are theirs. Metadata that is no time is not taken: the object's last-modified
+    time is its issue time, and the run's log says why."""
+    first = first_vintage()
+    second, _ = revised(first)
+    issued = [datetime(2021, 1, 1, 12, tzinfo=timezone.utc), datetime(2021, 1, 2, 12, tzinfo=timezone.utc)]
+    with dg.instance_for_test() as instance:
+        for name, data, when in (("2021-01-01.csv", first, issued[0]), ("2021-01-02.csv", second, issued[1])):
+            landing.put(f"us_states/{name}", io.BytesIO(data), issued_at=when)
+            assert ingest(landing, resources, f"us_states/{name}", instance).success
+        s3_client.put_object(Bucket=bucket, Key="drops/us_states/undated.csv",
+                             Metadata={"issued-at": "yesterday"},
+                             Body=nyt_states_slice("2021-01-02", "2021-01-02", {"Ohio"}))
+        undated = ingest(landing, resources, "us_states/undated.csv", instance)
+        assert undated.success
+        logged = [entry.user_message for entry in instance.all_logs(undated.run_id)]
+    assert [row[0] for row in query("SELECT issued_at FROM covid.ingested_files ORDER BY file_id")] == [
+        *issued, landing.describe("us_states/undated.csv").last_modified]
+    assert any("issued-at='yesterday' is not an ISO 8601 time" in message for message in logged)
+    assert as_of(query, "state_daily_as_of", issued[0] - timedelta(hours=1), COLUMNS).empty
+    assert_same(as_of(query, "state_daily_as_of", issued[0] + timedelta(hours=1), COLUMNS), derived(first))
+    assert_same(as_of(query, "state_daily_as_of", issued[1] + timedelta(hours=1), COLUMNS), derived(second))

@@ -65,7 +65,7 @@ def build_raw_asset(dataset: Dataset) -> dg.AssetsDefinition:
         with warehouse.connect() as conn:
             obj_key, etag = file_version(context, conn)
             entry = ledger.register(conn, obj_key, etag, context.partition_key, dataset.name, context.run.run_id,
-                                    intake.issued_at(landing, obj_key, etag))
+                                    intake.issued_at(landing, obj_key, etag, context.log))
             if entry.status == Status.QUARANTINED and _automatic_retry(context):
                 # The step's RetryPolicy or the daemon's run retry does not gate the same bytes again (same
                 # verdict, another alert); a run a person starts (re-execution, materialize) does.

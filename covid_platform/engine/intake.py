@@ -5,7 +5,7 @@ The raw assets run it for each dropped file, a replay for each archived one."""
 import hashlib
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 import botocore.exceptions
 from psycopg2 import sql
@@ -15,7 +15,7 @@ from covid_platform.engine import ledger
 from covid_platform.engine.gates import GateResult, copy_checked, evaluate, reason_of
 from covid_platform.engine.ledger import Status
 from covid_platform.engine.staging import CheckedText, FileRejected, StagedFile, copies_typed, stage
-from covid_platform.resources.landing import LandingZone, ObjectChanged
+from covid_platform.resources.landing import ISSUED_AT, LandingZone, ObjectChanged
 
 S3_KEY_BYTES = 1024
 # A file with less than this share of the previous file's rows is reported (non-blocking).
@@ -40,14 +40,31 @@ def platform_key(landing: LandingZone, folder: str, obj_key: str, etag: str) -> 
     return key
 
 
-def issued_at(landing: LandingZone, obj_key: str, etag: str) -> datetime | None:
-    """The version's last-modified time in the landing zone (its `issued_at`); None when the key is gone or
-    holds another version by now."""
+def issued_at(landing: LandingZone, obj_key: str, etag: str, log=None) -> datetime | None:
+    """The version's `issued_at`: its `issued-at` metadata (a past vintage landed now), else its last-modified
+    time in the landing zone; None when the key is gone or holds another version by now. Metadata that is no
+    ISO 8601 time, or a time after the object's last-modified one, is not taken: `log` is warned why."""
     try:
         current = landing.describe(obj_key)
     except (OSError, botocore.exceptions.ClientError):
         return None
-    return current.last_modified if current.etag == etag else None
+    if current.etag != etag:
+        return None
+    if current.issued is None:
+        return current.last_modified
+    try:
+        issued = datetime.fromisoformat(current.issued.strip())
+        issued = issued if issued.tzinfo else issued.replace(tzinfo=timezone.utc)
+    except ValueError:
+        problem = "is not an ISO 8601 time (2021-03-17 or 2021-03-17T12:00:00Z)"
+    else:
+        if issued <= current.last_modified:
+            return issued
+        problem = f"is later than the object's last-modified time, {current.last_modified.isoformat()}"
+    if log:
+        log.warning(f"{obj_key}: its metadata {ISSUED_AT}={current.issued!r} {problem}; its issue time is "
+                    "its last-modified time")
+    return current.last_modified
 
 
 def archive(conn, landing: LandingZone, entry: ledger.LedgerEntry) -> str:

@@ -79,12 +79,20 @@ def landing_kinds() -> set[str]:
     return {"s3"} if os.environ.get("LANDING_URL", "").startswith("s3://") else set()
 
 
+# An object's user metadata naming when its publisher issued it (ISO 8601), for a file landed later than that
+# (a past vintage): `aws s3 cp f.csv s3://…/us_states/f.csv --metadata issued-at=2021-03-17T12:00:00Z`.
+ISSUED_AT = "issued-at"
+
+
 @dataclass(frozen=True)
 class LandingObject:
     key: str
     etag: str
     size: int
     last_modified: datetime
+    issued: str | None = None
+    """The object's `issued-at` metadata as written (S3's `describe` only: a folder's file says it by its
+    mtime)."""
 
 
 @dataclass(frozen=True)
@@ -193,10 +201,12 @@ class LandingZone(dg.ConfigurableResource):
         With `etag`, copy only that version of the object: raises `ObjectChanged` if it was overwritten."""
         self._store.copy(key, dest_key, etag)
 
-    def put(self, key: str, body: BinaryIO, content_type: str | None = None) -> None:
+    def put(self, key: str, body: BinaryIO, content_type: str | None = None, issued_at: datetime | None = None
+            ) -> None:
         """`content_type`: the S3 object's Content-Type (a published web page must be served as text/html,
-        not S3's default binary/octet-stream); a folder has none."""
-        self._store.put(key, body, content_type)
+        not S3's default binary/octet-stream); a folder has none. `issued_at`: when the publisher issued the
+        file, if earlier than now (S3: its `issued-at` metadata; a folder: the file's mtime)."""
+        self._store.put(key, body, content_type, issued_at)
 
     @property
     def queue(self) -> str:
@@ -338,7 +348,7 @@ class _Store(Protocol):
     def describe(self, key: str) -> LandingObject: ...
     def open(self, key: str) -> BinaryIO: ...
     def copy(self, key: str, dest_key: str, etag: str | None) -> None: ...
-    def put(self, key: str, body: BinaryIO, content_type: str | None) -> None: ...
+    def put(self, key: str, body: BinaryIO, content_type: str | None, issued_at: datetime | None) -> None: ...
 
 
 @dataclass
@@ -370,7 +380,8 @@ class _S3Store:
 
     def describe(self, key: str) -> LandingObject:
         head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
-        return LandingObject(key, head["ETag"].strip('"'), head["ContentLength"], head["LastModified"])
+        return LandingObject(key, head["ETag"].strip('"'), head["ContentLength"], head["LastModified"],
+                             head.get("Metadata", {}).get(ISSUED_AT))
 
     def open(self, key: str) -> BinaryIO:
         response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
@@ -386,9 +397,11 @@ class _S3Store:
                 raise ObjectChanged(key, etag) from error
             raise
 
-    def put(self, key: str, body: BinaryIO, content_type: str | None) -> None:
-        extra = {"ContentType": content_type} if content_type else None
-        self.client.upload_fileobj(body, self.bucket, self.prefix + key, ExtraArgs=extra)
+    def put(self, key: str, body: BinaryIO, content_type: str | None, issued_at: datetime | None) -> None:
+        extra = {"ContentType": content_type} if content_type else {}
+        if issued_at:
+            extra["Metadata"] = {ISSUED_AT: issued_at.isoformat()}
+        self.client.upload_fileobj(body, self.bucket, self.prefix + key, ExtraArgs=extra or None)
 
 
 @dataclass
@@ -419,11 +432,13 @@ class _FolderStore:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.root / key, dest)
 
-    def put(self, key: str, body: BinaryIO, content_type: str | None) -> None:
+    def put(self, key: str, body: BinaryIO, content_type: str | None, issued_at: datetime | None) -> None:
         dest = self.root / key
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.part")
         with open(tmp, "wb") as out:
             shutil.copyfileobj(body, out)
+        if issued_at:
+            os.utime(tmp, (issued_at.timestamp(), issued_at.timestamp()))
         # Rename so the sensor never sees a half-written file.
         os.replace(tmp, dest)
