@@ -18,7 +18,7 @@ from dagster_aws.s3 import S3Resource
 
 from covid_platform.datasets import DATASETS
 from covid_platform.engine import embedded
-from covid_platform.resources.landing import LandingZone
+from covid_platform.resources.landing import LandingZone, issue_time
 from covid_platform.stream import command as stream
 
 # The instance `dev` runs on, copied into its DAGSTER_HOME. It lives in the package, not in the repository
@@ -174,10 +174,9 @@ def _issue_time(text: str) -> datetime:
     """`--issued-at`: an ISO 8601 time (a date alone is its midnight; without a zone, UTC), not in the
     future."""
     try:
-        when = datetime.fromisoformat(text)
+        when = issue_time(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time (2021-03-17T12:00:00Z)")
-    when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time (2021-03-17T12:00:00Z)") from None
     if when > datetime.now(timezone.utc):
         raise argparse.ArgumentTypeError(f"{text!r} is in the future")
     return when

@@ -7,7 +7,7 @@ import re
 import shlex
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import psycopg2
 import pytest
@@ -120,7 +120,16 @@ def test_drop_puts_a_file_in_devs_zone_and_refuses_what_nothing_would_read(tmp_p
         with pytest.raises(SystemExit):
             cli.main(["drop", str(source), "us_states", "--name", "old.csv", "--state-dir", "state",
                       "--issued-at", when])
+    assert not (tmp_path / "state" / "landing" / "us_states" / "old.csv").exists()
     assert cli.main(["drop", str(source), "us_states", "--name", "old.csv", "--state-dir", "state",
                      "--issued-at", "2021-03-17T12:00:00Z"]) == 0
     zone = LandingZone(url=(tmp_path / "state" / "landing").as_uri(), s3=S3Resource())
-    assert zone.describe("us_states/old.csv").last_modified == datetime(2021, 3, 17, 12, tzinfo=timezone.utc)
+    first = zone.describe("us_states/old.csv")
+    assert first.last_modified == datetime(2021, 3, 17, 12, tzinfo=timezone.utc)
+    # a corrected file of the same size issued at the same time is another version (another ETag)
+    source.write_bytes(b"date,state,fips,cases,deaths\n\r")
+    assert cli.main(["drop", str(source), "us_states", "--name", "old.csv", "--state-dir", "state",
+                     "--issued-at", "2021-03-17T12:00:00Z"]) == 0
+    second = zone.describe("us_states/old.csv")
+    assert (second.size, second.etag != first.etag) == (first.size, True)
+    assert second.last_modified - first.last_modified == timedelta(microseconds=1)

@@ -76,7 +76,7 @@ def test_a_message_becomes_rows_in_the_files_columns_or_a_reason():
         (json.dumps({"date": "2020-12-01", "state": "x" * 10_001}).encode(), "10,001 characters"),
         (b'{"date": "2020-12-01", "state": "\\ud800"}', "lone surrogate"),
         (b'{"date": "2020-12-01", "state": "Ohio", "cases": 1, "Cases": 2}',
-         "two keys name one column, whatever their case: 'Cases' and 'cases'; keep one"),
+         "column 'cases': two keys name it, whatever their case ('cases' and 'Cases'); keep one"),
     ):
         with pytest.raises(Unloadable, match=re.escape(reason)):
             parse(US_STATES, payload)

@@ -178,6 +178,37 @@ def test_backfill_profile_on_two_vintages_a_day_apart(vintages, query):
     assert actual["share"].dropna().between(0, 1).all()
 
 
+def test_backfill_profile_where_the_later_file_was_issued_first(vintages, query):
+    """The second file in the ledger issued a day before the first: as of any time it is the value where both
+    were issued (the latest file issued by then), so the first file's values that it revised are never seen.
+    Checked against the profile's definition applied to the history's versions one k at a time."""
+    files = [row[0] for row in query("SELECT file_id FROM covid.ingested_files ORDER BY file_id")]
+    for when, file_id in zip(("2021-01-02T12:00:00Z", "2021-01-01T12:00:00Z"), files):
+        query("UPDATE covid.state_daily_history SET issued_at = %s WHERE file_id = %s RETURNING 1", (when, file_id))
+    history = pd.DataFrame(query("SELECT state, date, file_id, issued_at, cases, deaths "
+                                 "FROM covid.state_daily_history"),
+                           columns=["state", "date", "file_id", "issued_at", "cases", "deaths"])
+    versions = history.melt(id_vars=["state", "date", "file_id", "issued_at"], value_vars=["cases", "deaths"],
+                            var_name="column_name")
+    issued_day = pd.to_datetime(versions["issued_at"], utc=True).dt.tz_localize(None).dt.normalize()
+    versions["lag"] = (issued_day - pd.to_datetime(versions["date"])).dt.days.clip(lower=0)
+    values = ["state", "date", "column_name"]
+    final = versions.loc[versions.groupby(values)["file_id"].idxmax()].set_index(values)["value"]
+    expected = []
+    for k in range(61):
+        issued = versions[versions["lag"] <= k]
+        seen = issued.loc[issued.groupby(values)["file_id"].idxmax()].set_index(values)["value"]
+        at_final = (seen == final.loc[seen.index]).groupby("column_name").sum()
+        for column in ("cases", "deaths"):
+            reported = int((seen.index.get_level_values("column_name") == column).sum())
+            done = int(at_final.get(column, 0))
+            expected.append((k, column, reported, done, done / reported if reported else None))
+    expected = pd.DataFrame(expected, columns=["k", "column_name", "reported", "at_final", "share"])
+    actual = pd.DataFrame(query("SELECT * FROM covid.state_daily_backfill_profile()"), columns=expected.columns)
+    assert_same(actual.sort_values(["column_name", "k"]), expected.sort_values(["column_name", "k"]))
+    assert actual["share"].dropna().between(0, 1).all()
+
+
 def test_replay_rebuilds_history_and_revisions(vintages, resources, query):
     history = "SELECT * FROM covid.state_daily_history ORDER BY state, date, file_id"
     revisions = "SELECT * FROM covid.revisions ORDER BY file_id, table_name"
@@ -214,12 +245,13 @@ def _latest(*files: bytes) -> bytes:
     return rows.to_csv(index=False).encode()
 
 
-@pytest.mark.parametrize("newer_days", ["all", "even"])
+@pytest.mark.parametrize("newer_days", ["all", "even", "same bytes"])
 def test_an_older_file_loaded_after_a_newer_one_that_repeated_its_values(landing, resources, query, newer_days):
     """A file quarantined; then a newer file repeating the values before it, on every day and one more (its
-    coverage keeps them) or on every other day (a region reported in part: its rows are rewritten); then the
-    quarantined file loaded under a more lenient rule (a person running its partition again). It is older in
-    the ledger: the tables as of every time, now included, are those of the three files in ledger order."""
+    coverage keeps them), on every other day (a region reported in part: its rows are rewritten) or in the
+    same bytes (a duplicate, which reported what the file before it did); then the quarantined file loaded
+    under a more lenient rule (a person running its partition again). It is older in the ledger: the tables as
+    of every time, now included, are those of the three files in ledger order."""
     states = {"Ohio", "Utah"}
     base = nyt_states_slice("2020-12-01", "2020-12-10", states)
     frame = pd.read_csv(io.BytesIO(base), dtype={"fips": str})
@@ -227,7 +259,9 @@ def test_an_older_file_loaded_after_a_newer_one_that_repeated_its_values(landing
     late = negative_cases(frame.assign(cases=frame["cases"] + 1000).to_csv(index=False, lineterminator="\r\n")
                           .encode(), [3, 9])
     newer = nyt_states_slice("2020-12-01", "2020-12-11", states)
-    if newer_days == "even":
+    if newer_days == "same bytes":
+        newer = base
+    elif newer_days == "even":
         newer = _latest(nyt_states_slice("2020-12-02", "2020-12-02", states), *(
             nyt_states_slice(day, day, states) for day in ("2020-12-04", "2020-12-06", "2020-12-08", "2020-12-10")))
     rule = DATASETS["us_states"].max_bad_row_share
@@ -238,14 +272,16 @@ def test_an_older_file_loaded_after_a_newer_one_that_repeated_its_values(landing
             issued.append(landing.describe(key).last_modified)
             ingest(landing, resources, key, instance)
             time.sleep(2)  # S3's last-modified times count whole seconds
+        newer_status = "duplicate" if newer_days == "same bytes" else "loaded"
         assert query("SELECT status FROM covid.ingested_files ORDER BY file_id") == [
-            ("loaded",), ("quarantined",), ("loaded",)]
+            ("loaded",), ("quarantined",), (newer_status,)]
         object.__setattr__(DATASETS["us_states"], "max_bad_row_share", 0.5)  # frozen; the assets hold it
         try:
             assert ingest(landing, resources, "us_states/late.csv", instance).success
         finally:
             object.__setattr__(DATASETS["us_states"], "max_bad_row_share", rule)
-    assert query("SELECT status FROM covid.ingested_files ORDER BY file_id") == [("loaded",)] * 3
+    assert query("SELECT status FROM covid.ingested_files ORDER BY file_id") == [
+        ("loaded",), ("loaded",), (newer_status,)]
 
     current = table(query, f"SELECT {', '.join(COLUMNS)} FROM covid.state_daily ORDER BY state, date", None, COLUMNS)
     assert_same(current, derived(_latest(base, late, newer)))
@@ -253,6 +289,9 @@ def test_an_older_file_loaded_after_a_newer_one_that_repeated_its_values(landing
     assert_same(as_of(query, "state_daily_as_of", issued[1] + (issued[2] - issued[1]) / 2, COLUMNS),
                 derived(_latest(base, late)))
     assert_same(as_of(query, "state_daily_as_of", issued[2] + timedelta(days=1), COLUMNS), current)
+    # the newer file's repeats are versions after the late file's, from the newer file's issue time
+    restated = query("SELECT DISTINCT issued_at FROM covid.state_daily_history WHERE file_id = 3")
+    assert restated == [(issued[2],)]
 
 
 def test_past_vintages_carry_their_publishers_issue_time(landing, resources, query, s3_client, bucket):

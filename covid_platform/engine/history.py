@@ -27,7 +27,7 @@ from covid_platform.engine.tables import (
     base_columns,
     column_list,
     columns,
-    coverage_name,
+    coverage_table,
     derived_columns,
     match,
     qualified,
@@ -143,26 +143,40 @@ def _as_of_function(dataset: Dataset, function: sql.Identifier) -> sql.Composed:
 
 
 # For values k days after their date (issued_at's UTC day minus the date), the share already at their final
-# value. Each (key, column)'s versions in ledger order, repeats folded: a version holds from its lag to the
-# next one's. Counted by events (+1 where a final version starts, -1 where it is replaced) summed over k,
-# rather than one row per (value, k).
+# value, as `<table>_as_of` would have shown them: each (key, column)'s versions in ledger order, repeats
+# folded (seen from the earliest issue among them), a version seen from its lag until a later version's.
+# Counted by events (+1 where a final version starts to be seen, -1 where it stops) summed over k, rather
+# than one row per (value, k).
 BACKFILL = """
 CREATE FUNCTION {function}() RETURNS TABLE (k integer, column_name text, reported bigint, at_final bigint,
                                              share double precision) LANGUAGE sql STABLE AS $backfill$
 WITH versions AS (
     SELECT {key}, h.file_id, greatest(0, (h.issued_at AT TIME ZONE 'UTC')::date - h.date) AS lag, v.column_name, v.value
     FROM {history} AS h CROSS JOIN LATERAL (VALUES {unpivot}) AS v(column_name, value)
-), changes AS (
-    SELECT *, lead(lag) OVER by_key AS next_lag, row_number() OVER by_key = 1 AS first,
+), runs AS (  -- a value repeated by files in a row is one version, seen from the earliest issue among them
+    SELECT {key}, column_name, value, min(lag) AS lag, min(file_id) AS file_id
+    FROM (
+        SELECT *, count(*) FILTER (WHERE changed) OVER by_key AS run
+        FROM (SELECT *, value IS DISTINCT FROM lag(value) OVER by_key OR lag(file_id) OVER by_key IS NULL AS changed
+              FROM versions WINDOW by_key AS (PARTITION BY {key}, column_name ORDER BY file_id)) AS marked
+        WINDOW by_key AS (PARTITION BY {key}, column_name ORDER BY file_id)
+    ) AS numbered
+    GROUP BY {key}, column_name, run, value
+), seen AS (
+    -- as of a lag, a value is its latest run in ledger order issued by then: a run is seen from its lag until
+    -- a later run's (never, if a later run was issued before it); the key reported from its earliest lag
+    SELECT lag, column_name, min(lag) OVER later AS next_lag, row_number() OVER by_key = 1 AS first,
+           min(lag) OVER (PARTITION BY {key}, column_name) AS first_lag,
            value IS NOT DISTINCT FROM last_value(value) OVER (by_key ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS final
-    FROM (SELECT *, value IS DISTINCT FROM lag(value) OVER by_key OR lag(file_id) OVER by_key IS NULL AS changed
-          FROM versions WINDOW by_key AS (PARTITION BY {key}, column_name ORDER BY file_id)) AS marked
-    WHERE changed
-    WINDOW by_key AS (PARTITION BY {key}, column_name ORDER BY file_id)
+    FROM runs
+    WINDOW by_key AS (PARTITION BY {key}, column_name ORDER BY file_id),
+           later AS (by_key ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
 ), events AS (
-    SELECT lag AS k, column_name, first::int AS reported, final::int AS at_final FROM changes
+    SELECT first_lag AS k, column_name, 1 AS reported, 0 AS at_final FROM seen WHERE first
     UNION ALL
-    SELECT greatest(next_lag, lag), column_name, 0, -1 FROM changes WHERE final AND next_lag IS NOT NULL
+    SELECT lag, column_name, 0, 1 FROM seen WHERE final AND (next_lag IS NULL OR next_lag > lag)
+    UNION ALL
+    SELECT next_lag, column_name, 0, -1 FROM seen WHERE final AND next_lag > lag
 ), per_day AS (
     SELECT d.k, c.column_name, coalesce(sum(e.reported), 0) AS reported, coalesce(sum(e.at_final), 0) AS at_final
     FROM generate_series(0, 60) AS d(k) CROSS JOIN (VALUES {names}) AS c(column_name)
@@ -333,16 +347,17 @@ INSERT INTO {history} ({key}, {values}, file_id, issued_at) SELECT {key}, {value
 """
 
 
-def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed], rows: int | None = None
-           ) -> dict[int, Revisions]:
+def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed], rows: int | None = None,
+           lost: bool = False) -> dict[int, Revisions]:
     """Write the batch's new versions to history and each file's revisions to `covid.revisions`, in the
     merge's transaction (`staged`: each file's typed rows with its file_id, as the merge reads them; `rows`:
-    the row count of a single file the merge compared with the table, leaving its differences in `changes`)."""
+    the row count of a single file the merge compared with the table, leaving its differences in `changes`;
+    `lost`: whether a later file kept some of the batch's rows out of the table)."""
     history = _history(dataset)
     values = _values(dataset)
     cur.execute(sql.SQL(FILES), {"dataset": dataset.name, "horizon": IN_FLIGHT_HORIZON, "batch": file_ids})
     follows = False
-    if rows is not None:
+    if rows is not None and not lost:  # a file that lost rows follows a file the ledger does not call loaded
         cur.execute(FOLLOWS, {"dataset": dataset.name})
         follows = cur.fetchone()[0]
     cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(history))
@@ -359,7 +374,7 @@ def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed
                 staged=staged[0], **parts,
                 no_previous=sql.SQL(", ").join(sql.SQL("NULL::numeric AS {}").format(previous(c)) for c in values)))
     else:
-        _sequence(cur, dataset, staged)
+        _sequence(cur, dataset, staged, lost)
     cur.execute(sql.SQL(REVISIONS).format(
         unchanged=unchanged,
         table_name=sql.Literal(dataset.table),
@@ -380,7 +395,7 @@ def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed
     return revisions
 
 
-def _sequence(cur, dataset: Dataset, staged: list[sql.Composed]) -> None:
+def _sequence(cur, dataset: Dataset, staged: list[sql.Composed], lost: bool) -> None:
     """Every key the batch reports, its versions in the batch and in history (`SEQUENCE`), written; and the
     later files' repeats that keep the table's values after the batch's (`RESTATE`)."""
     history = _history(dataset)
@@ -405,16 +420,13 @@ def _sequence(cur, dataset: Dataset, staged: list[sql.Composed]) -> None:
             cur.execute(write)
         return
     cur.execute(write)
-    # only after a file merged before the batch that follows it in the ledger (a file run again late)
-    cur.execute("SELECT EXISTS (SELECT FROM covid.ingested_files WHERE dataset = %s AND status = 'loaded' "
-                "AND file_id > (SELECT min(file_id) FROM vintage_files))", (dataset.name,))
-    if not cur.fetchone()[0]:
+    if not lost:  # no later file kept the batch's rows out: the table holds the batch's latest versions
         return
     cur.execute(sql.SQL(RESTATE).format(
         history=history, key=column_list(dataset.key), values=column_list(values),
         t_key=qualified("t", dataset.key), t_values=qualified("t", values), h_values=qualified("h", values),
         latest_values=qualified("latest", values), table=sql.Identifier("covid", dataset.table),
-        coverage=sql.Identifier("covid", coverage_name(dataset)),
+        coverage=coverage_table(dataset),
         match_kh=match("k", "h", dataset.key), match_kt=match("k", "t", dataset.key),
         region_match_tc=match("t", "c", dataset.region),
     ))

@@ -5,7 +5,7 @@ The raw assets run it for each dropped file, a replay for each archived one."""
 import hashlib
 import io
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 import botocore.exceptions
 from psycopg2 import sql
@@ -15,7 +15,7 @@ from covid_platform.engine import ledger
 from covid_platform.engine.gates import GateResult, copy_checked, evaluate, reason_of
 from covid_platform.engine.ledger import Status
 from covid_platform.engine.staging import CheckedText, FileRejected, StagedFile, copies_typed, stage
-from covid_platform.resources.landing import ISSUED_AT, LandingZone, ObjectChanged
+from covid_platform.resources.landing import ISSUED_AT, LandingZone, ObjectChanged, issue_time
 
 S3_KEY_BYTES = 1024
 # A file with less than this share of the previous file's rows is reported (non-blocking).
@@ -53,8 +53,7 @@ def issued_at(landing: LandingZone, obj_key: str, etag: str, log=None) -> dateti
     if current.issued is None:
         return current.last_modified
     try:
-        issued = datetime.fromisoformat(current.issued.strip())
-        issued = issued if issued.tzinfo else issued.replace(tzinfo=timezone.utc)
+        issued = issue_time(current.issued)
     except ValueError:
         problem = "is not an ISO 8601 time (2021-03-17 or 2021-03-17T12:00:00Z)"
     else:

@@ -26,7 +26,7 @@ from covid_platform.engine.tables import (
     base_columns,
     build_indexes_ddl,
     column_list,
-    coverage_name,
+    coverage_table,
     derived_columns,
     drop_indexes_ddl,
     match,
@@ -199,17 +199,35 @@ MANY_CHANGES = 30
 AHEAD = 13
 
 
-
-
-def _coverage(dataset: Dataset) -> sql.Identifier:
-    return sql.Identifier("covid", coverage_name(dataset))
-
-
 def coverage_ddl(dataset: Dataset) -> sql.Composed:
     return sql.SQL(
         "CREATE TABLE IF NOT EXISTS {} ({}, file_id bigint NOT NULL, first_date date NOT NULL, last_date date NOT NULL)"
-    ).format(_coverage(dataset), sql.SQL(", ").join(sql.SQL("{} text NOT NULL").format(sql.Identifier(c))
+    ).format(coverage_table(dataset), sql.SQL(", ").join(sql.SQL("{} text NOT NULL").format(sql.Identifier(c))
                                                       for c in dataset.region))
+
+
+def cover_as(cur, dataset: Dataset, file_id: int) -> None:
+    """A duplicate (the same bytes as the dataset's previous file, not merged) still reported its rows: the
+    date ranges of the regions it reported in full are its coverage, so that a file older than it in the
+    ledger, merged later (a quarantined file run again), does not win the keys it repeated. Read from its
+    typed rows, before they are dropped; in the caller's transaction."""
+    table = sql.Identifier("covid", dataset.table)
+    lock(cur, dataset.table)
+    cur.execute(sql.SQL("SELECT to_regclass({})").format(sql.Literal(table.as_string(cur))))
+    if cur.fetchone()[0] is None:  # the file it repeats is not merged yet: nothing to cover
+        return
+    cur.execute(coverage_ddl(dataset))
+    region = column_list(dataset.region)
+    cur.execute(sql.SQL("""
+        INSERT INTO {coverage} ({region}, file_id, first_date, last_date)
+        SELECT {r_region}, %s, r.first_date, r.last_date
+        FROM (SELECT {region}, min(date) AS first_date, max(date) AS last_date, count(*) AS keys
+              FROM ({rows}) AS s GROUP BY {region}) AS r
+        WHERE r.keys = (SELECT count(*) FROM {table} AS t
+                        WHERE {region_match_rt} AND t.date BETWEEN r.first_date AND r.last_date)
+    """).format(coverage=coverage_table(dataset), region=region, r_region=qualified("r", dataset.region),
+                rows=staged_rows(dataset, file_id), table=table,
+                region_match_rt=match("r", "t", dataset.region)), (file_id,))
 
 
 @dataclass
@@ -286,7 +304,7 @@ def merge_files(cur, dataset: Dataset, file_ids: list[int]) -> Merged:
         # the file's rows are the table's now, typed and in key order within each year: the history reads
         # them there (no cast, and its key is built from rows nearly in its order: 3.76M rows, 18.6 s → 14.5 s)
         staged = [sql.SQL("SELECT {}, file_id FROM {}").format(column_list(base_columns(dataset)), table)]
-    revisions = history.record(cur, dataset, file_ids, staged, compared)
+    revisions = history.record(cur, dataset, file_ids, staged, compared, lost=any(lost.values()))
     won = {file_id: reported.get(file_id, (0,))[0] - lost.get(file_id, 0) for file_id in file_ids}
     loaded = ledger.mark_loaded(cur, won)
     merged = Merged(loaded, rows_in_files, rows_written, keys_changed, first_date, last_date,
@@ -325,7 +343,7 @@ def _merge_changes(cur, dataset: Dataset, file_ids: list[int], rows_in_files: in
     """The batch's changes into a loaded table; returns the rows written, the keys changed and the decreases
     of each count, and, per file, its rows that a later file kept out."""
     table = sql.Identifier("covid", dataset.table)
-    coverage = _coverage(dataset)
+    coverage = coverage_table(dataset)
     values = [c for c in base_columns(dataset) if c not in dataset.key]
     region = dataset.region
     # The coverage test costs a probe per incoming row: only made when a later file recorded one.

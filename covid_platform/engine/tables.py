@@ -102,6 +102,10 @@ def coverage_name(dataset: Dataset) -> str:
     return f"{dataset.table}_coverage"
 
 
+def coverage_table(dataset: Dataset) -> sql.Identifier:
+    return sql.Identifier("covid", coverage_name(dataset))
+
+
 def table_ddl(dataset: Dataset) -> sql.Composed:
     """The clean table and its indexes. A table created before a column was declared nullable loses the
     constraint (a catalog change, no rewrite)."""

@@ -255,10 +255,10 @@ def _status(figures: Figures, built_at: dt.datetime) -> str:
     headers = [("dataset", False), ("last load", False), ("files loaded", True), ("quarantined", True),
                ("duplicates", True), ("rows loaded", True), ("rows set aside", True)]
     return (f'<p class="note">From the ledger (<code>covid.ingested_files</code>, <code>covid.rejected_rows'
-            f"</code>) when this report was built, at {_e(built_at.strftime('%Y-%m-%d %H:%M'))} UTC. A report is "
-            "published only when its figures change: files settled since (a duplicate, a quarantined file, a "
-            "load that changed no figure) are not counted here. The dashboard's Data status page is current."
-            "</p>" + _table(headers, rows))
+            f"</code>) when this report was built, at {_e(built_at.strftime('%Y-%m-%d %H:%M'))} UTC. A report "
+            "is published only when its figures change: files settled since (a duplicate, a quarantined file, "
+            "a load that changed no figure) are not counted here. The dashboard's Data status page is "
+            "current.</p>" + _table(headers, rows))
 
 
 def _links(place: Place) -> str:

@@ -41,18 +41,17 @@ def _row(dataset: Dataset, item, where: str) -> Row:
     if not isinstance(item, dict):
         raise Unloadable(f"{where}a JSON {type(item).__name__}, not an object with the columns "
                          f"{', '.join(dataset.source_columns)}")
-    read = {name for column in dataset.source_columns for name in dataset.header_names(column)}
-    fields = {}  # names match as a CSV header's do: whatever their case
-    for name, value in item.items():
-        if name.lower() in fields and name.lower() in read:
-            # as a file's two header fields of one name: whichever were read, the other's value would be lost
-            raise Unloadable(f"{where}two keys name one column, whatever their case: {name!r} and "
-                             f"{next(n for n in item if n.lower() == name.lower())!r}; keep one")
-        fields[name.lower()] = value
+    fields = {name.lower(): value for name, value in item.items()}  # names match as a CSV header's do
     row = []
     for column in dataset.source_columns:
-        names = dataset.header_names(column)
-        text = _text(next((fields[name] for name in names if name in fields), None))
+        names = dataset.header_names(column)  # the declared name, then its aliases in order
+        name = next((name for name in names if name in fields), None)
+        if name and sum(key.lower() == name for key in item) > 1:
+            # as a file's two header fields of the name read: whichever were read, the other's value is lost
+            keys = " and ".join(repr(key) for key in item if key.lower() == name)
+            raise Unloadable(f"{where}column {column!r}: two keys name it, whatever their case ({keys}); "
+                             "keep one")
+        text = _text(fields[name] if name else None)
         if column in dataset.key and not text.strip():
             raise Unloadable(f"{where}no value for key column {' or '.join(map(repr, names))}")
         problem = _field_problem(text)
