@@ -413,6 +413,9 @@ def test_a_key_deleted_after_listing_fails_its_run_and_the_ledger_says_why(
     (error,) = attempt_errors(run, "raw_us_states")
     assert gone in error, error
     assert query("SELECT key, etag, status, reason FROM covid.ingested_files") == [(key, etag, "received", gone)]
+    with resources["warehouse"].connect() as conn, conn.cursor() as cur:  # the data status: not in flight
+        cur.execute(ledger.STATUS_BY_DATASET)
+        assert [(row[0], row[5]) for row in cur.fetchall()] == [("us_states", 0)]  # (dataset, in_progress)
     assert again == []  # not requested again, and not forgotten: the ledger row and the failed run remain
     assert s3_client.list_objects_v2(Bucket=bucket, Prefix="drops/_archive/").get("KeyCount") == 0
     assert query("SELECT to_regclass('covid.state_daily')") == [(None,)]

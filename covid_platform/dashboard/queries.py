@@ -115,7 +115,8 @@ QUERIES: dict[str, Query] = {
     """),
     "quarantined": _query("ingested_files", """
         SELECT processed_at AS quarantined_at, dataset, key, reason
-        FROM {table} WHERE status = 'quarantined' ORDER BY file_id DESC LIMIT 100
+        FROM {table} WHERE status = 'quarantined' OR (status = 'received' AND reason IS NOT NULL)  -- or gone
+        ORDER BY file_id DESC LIMIT 100
     """),
     "rejected_rows": _query("rejected_rows", """
         SELECT r.rejected_at, f.dataset, r.key, r.line, r.reason, r.raw_line

@@ -225,7 +225,8 @@ STATUS_BY_DATASET = sql.SQL("""
                count(*) FILTER (WHERE status = {loaded}) AS loaded,
                count(*) FILTER (WHERE status = {quarantined}) AS quarantined,
                count(*) FILTER (WHERE status = {duplicate}) AS duplicates,
-               count(*) FILTER (WHERE status IN ({received}, {staged})) AS in_progress,
+               -- a version gone before it was archived stays `received`, with its reason: not in progress
+               count(*) FILTER (WHERE status IN ({received}, {staged}) AND reason IS NULL) AS in_progress,
                coalesce(sum(rows_loaded) FILTER (WHERE status = {loaded}), 0)::bigint AS rows_loaded
         FROM covid.ingested_files GROUP BY dataset
     ) AS files

@@ -44,7 +44,8 @@ view.table(status, "dataset_status", "A dataset is fresh while its last load is 
 # (title, query and file name, what an empty result says, the table's caption)
 SECTIONS = [
     ("Quarantined files", "quarantined", st.success, "No file has been quarantined.",
-     "The latest 100; each reason names the line, column, what was expected and what was found."),
+     "The latest 100; each reason names the line, column, what was expected and what was found (or that the "
+     "version was overwritten or deleted before it was archived: nothing was read)."),
     ("Rows set aside", "rejected_rows", st.success, "No row has been set aside.",
      "Rows with bad values from files that loaded (the latest 500); line 1 is the header."),
     ("Revisions", "revisions", st.caption, "No file has been merged yet.",
