@@ -9,8 +9,9 @@ A file that repeats its whole history each day with a few revisions writes the f
 
 Later files win each key, in ledger order, whatever order runs merge in: a row is replaced only by a later
 file's. A file's unchanged rows keep the `file_id` of the file that first reported their values, so each merge
-records, per region, the date range a file reported in full (`<table>_coverage`): a file older than it
-merged later (a late run, a quarantined file loaded after a rule change) does not win the keys it covers.
+(and each duplicate file, `cover_as`) records, per region, the date range a file reported in full
+(`<table>_coverage`): a file older than it merged later (a late run, a quarantined file loaded after a rule
+change) does not win the keys it covers.
 """
 
 from dataclasses import dataclass, field
