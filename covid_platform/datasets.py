@@ -299,6 +299,8 @@ class Dataset:
         return tuple(f"{column}_7d" for column in self.rolling_7d)
 
     def header_names(self, column: str) -> tuple[str, ...]:
+        """The names a file's header or a stream message may give the column, lower-case, in the order they
+        are read: the declared name, then its aliases as declared."""
         return tuple(name.lower() for name in (column, *self.aliases.get(column, ())))
 
     @property

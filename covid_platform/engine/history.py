@@ -90,7 +90,7 @@ def ddl(cur, dataset: Dataset) -> None:
         "FROM {table} AS t JOIN covid.ingested_files AS f USING (file_id) "
         "WHERE NOT EXISTS (SELECT FROM {history})"
     ).format(history=_history(dataset), base=column_list(base_columns(dataset)),
-             t_base=sql.SQL(", ").join(sql.Identifier("t", c) for c in base_columns(dataset)),
+             t_base=qualified("t", base_columns(dataset)),
              table=sql.Identifier("covid", dataset.table)))
     functions_ddl(cur, dataset)
 

@@ -424,7 +424,7 @@ def read_header(reader: CheckedText, dataset: Dataset, key: str, table: sql.Comp
     lowered = [name.lower() for name in header]
     positions, missing = {}, []
     for column in dataset.source_columns:
-        name = next((n for n in (column, *dataset.aliases.get(column, ())) if n.lower() in lowered), None)
+        name = next((n for n in dataset.header_names(column) if n in lowered), None)
         if name is None:
             missing.append(column)
         else:
