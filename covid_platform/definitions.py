@@ -10,7 +10,7 @@ from covid_platform.resources.http_source import HttpSources
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
-from covid_platform.sensors.alerts import freshness_alert, ingestion_failure_alert
+from covid_platform.sensors.alerts import freshness_alert, ingestion_failure_alert, stream_refusal_alert
 from covid_platform.sensors.landing import landing_sensor
 
 defs = dg.Definitions(
@@ -18,7 +18,7 @@ defs = dg.Definitions(
             daily_report, build_comparison_asset(DATASETS.values())],
     jobs=[job for dataset in DATASETS.values() for job in build_dataset_jobs(dataset)],
     schedules=[schedule for dataset in DATASETS.values() for schedule in build_dataset_schedules(dataset)],
-    sensors=[landing_sensor, ingestion_failure_alert, freshness_alert],
+    sensors=[landing_sensor, ingestion_failure_alert, freshness_alert, stream_refusal_alert],
     resources={
         # S3 endpoint, region and credentials come from the standard AWS environment variables.
         "landing": LandingZone(url=dg.EnvVar("LANDING_URL"), s3=S3Resource()),

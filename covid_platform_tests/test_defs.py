@@ -84,7 +84,7 @@ def test_jobs_and_sensors():
         job.name for job in repo.get_all_jobs()
     }
     sensors = {sensor.name: sensor for sensor in repo.sensor_defs}
-    assert set(sensors) == {"landing_sensor", "ingestion_failure_alert", "freshness_alert"}
+    assert set(sensors) == {"landing_sensor", "ingestion_failure_alert", "freshness_alert", "stream_refusal_alert"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
     assert sensors["landing_sensor"].minimum_interval_seconds <= 10
 

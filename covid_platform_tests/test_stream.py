@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -28,6 +29,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from covid_platform.datasets import US_STATES, Dataset, DatasetError
+from covid_platform.resources.notifier import Notifier
+from covid_platform.sensors.alerts import REFUSED_LOOKBACK, stream_refusal_alert
+from covid_platform.stream.batch import Batch, Held, object_name
 from covid_platform.stream.messages import Unloadable, parse
 from covid_platform_tests.conftest import _free_port
 from covid_platform_tests.helpers import REPO, ingest, nyt_states_slice
@@ -341,8 +345,15 @@ def test_a_bridge_killed_mid_batch_and_restarted_loses_nothing(
     assert_state_daily(query, data)
 
 
+def refusal_alerts(landing, cursor: str | None = None) -> str:
+    """One tick of the `stream_refusal_alert` sensor; returns its cursor."""
+    with dg.build_sensor_context(cursor=cursor, resources={"landing": landing, "notifier": Notifier()}) as context:
+        stream_refusal_alert(context)
+        return context.cursor
+
+
 def test_malformed_messages_are_quarantined_with_reasons_and_the_rest_loads(
-    shared_broker, bridges, landing, resources, query, s3_client, bucket
+    shared_broker, bridges, landing, resources, query, s3_client, bucket, webhook
 ):
     data = nyt_states_slice("2020-12-01", "2020-12-03")
     good = payloads(slice_rows(data))
@@ -372,6 +383,44 @@ def test_malformed_messages_are_quarantined_with_reasons_and_the_rest_loads(
         assert bad[payload] in line["reason"], line
     ingest_all(landing, resources, stream_objects(s3_client, bucket))
     assert_state_daily(query, data)
+
+    # each object of refused messages alerted on once, with its count and first reason
+    cursor = refusal_alerts(landing)
+    expected = []
+    for key in objects:
+        refused = [json.loads(line) for line in read_object(s3_client, bucket, key).splitlines()]
+        expected.append(f"*Stream messages refused: us_states*\ndataset: us_states\nkey: {key}\n"
+                        f"reason: {len(refused)} message(s) refused; the first, on {TOPIC}: {refused[0]['reason']}")
+    assert sorted(body["text"] for body in webhook) == sorted(expected)
+    refusal_alerts(landing, cursor)
+    assert len(webhook) == len(objects)
+
+
+def test_refused_messages_are_alerted_on_once_even_when_their_object_is_named_before_one_seen(
+    landing, webhook
+):
+    """A second bridge, or one retrying a failed write, may put an object whose name sorts before one the
+    sensor has seen: it is alerted on if its name is within the lookback; at the first tick, older names
+    are not (a deployment's past refusals are not alerted on again)."""
+    def put(when: datetime, bridge_id: str, reasons: list[str]) -> str:
+        batch = Batch("us_states", US_STATES)
+        for reason in reasons:
+            batch.quarantine(TOPIC, b"{}", reason, Held(1, 1, 0))
+        key = f"_quarantine/stream/us_states/{object_name(when, bridge_id, 1)}.jsonl"
+        landing.put(key, io.BytesIO(batch.quarantine_body()))
+        return key
+
+    now = datetime.now(timezone.utc)
+    put(now - REFUSED_LOOKBACK - timedelta(minutes=5), "old", ["before the sensor"])
+    first = put(now, "a", ["not JSON", "no value for key column 'date'"])
+    cursor = refusal_alerts(landing)
+    assert [body["text"].splitlines()[2:] for body in webhook] == [
+        [f"key: {first}", f"reason: 2 message(s) refused; the first, on {TOPIC}: not JSON"]]
+
+    late = put(now - timedelta(minutes=20), "b", ["element 1: a JSON str"])
+    cursor = refusal_alerts(landing, cursor)
+    cursor = refusal_alerts(landing, cursor)
+    assert [body["text"].splitlines()[2] for body in webhook] == [f"key: {first}", f"key: {late}"]
 
 
 def test_a_bad_value_in_a_small_batch_is_set_aside_and_the_batchs_good_messages_load(

@@ -1,4 +1,5 @@
-"""Alert sensors: failed ingestion runs (including files stopped by a gate) and stale tables.
+"""Alert sensors: failed ingestion runs (including files stopped by a gate), stale tables and stream messages
+the bridge refused.
 
 Every alert names the dataset, the file's key, the reason and a link to the run in the UI (when
 `DAGSTER_UI_URL` is set); for a stale table the key and run are those of its last successful load.
@@ -13,11 +14,21 @@ import dagster as dg
 from covid_platform.assets.policies import DATASET_TAG
 from covid_platform.assets.raw import KEY_TAG
 from covid_platform.compat import FreshnessState, get_current_timestamp
-from covid_platform.datasets import route
+from covid_platform.datasets import DATASETS, route
 from covid_platform.engine import ledger
 from covid_platform.engine.ledger import Status
+from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
+from covid_platform.stream.batch import name_time
+from covid_platform.stream.bridge import UNROUTED
+
+# Where the bridge writes the messages it refuses, a folder per dataset (`stream/bridge.py`).
+REFUSED = "_quarantine/stream/"
+# An object of refused messages is alerted on when it appears within this time of the time its name starts
+# with, counted from the sensor's previous tick: a bridge retrying a failed write, or a second bridge whose
+# name sorts before one already seen. Older names are not listed again (nor alerted on at the first tick).
+REFUSED_LOOKBACK = timedelta(hours=1)
 
 
 def _datasets_of_assets(graph, keys: Iterable[dg.AssetKey]) -> list[str]:
@@ -123,3 +134,48 @@ def freshness_alert(context: dg.SensorEvaluationContext, notifier: Notifier) -> 
             alerted_at[name] = last  # UNKNOWN (not evaluated yet) is no recovery
     context.update_cursor(json.dumps({"alerted_at": alerted_at}, sort_keys=True))
     return dg.SkipReason(f"stale: {', '.join(alerted)}" if alerted else "no new stale table")
+
+
+@dg.sensor(
+    name="stream_refusal_alert",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Alerts once per object of stream messages the bridge refused (`_quarantine/stream/`), with "
+    "how many it holds and the first one's topic and reason.",
+)
+def stream_refusal_alert(context: dg.SensorEvaluationContext, landing: LandingZone, notifier: Notifier
+                         ) -> dg.SkipReason:
+    # Cursor: the previous tick's time and, per folder, the objects alerted on since the lookback before it.
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    now = datetime.fromtimestamp(get_current_timestamp(), timezone.utc)
+    since = datetime.fromisoformat(cursor["tick"]) if "tick" in cursor else now
+    floor = name_time(since - REFUSED_LOOKBACK)
+    seen, alerted = {}, []
+    for name in [*(d.name for d in DATASETS.values() if d.stream), UNROUTED]:
+        folder = f"{REFUSED}{name}/"
+        known = set(cursor.get("seen", {}).get(name, []))
+        for obj in landing.list_after(folder + floor, within=folder):
+            if obj.key not in known:
+                _alert_refused(landing, notifier, name, obj.key)
+                known.add(obj.key)
+                alerted.append(obj.key)
+        seen[name] = sorted(key for key in known if key > folder + name_time(now - REFUSED_LOOKBACK))
+    context.update_cursor(json.dumps({"tick": now.isoformat(), "seen": {k: v for k, v in seen.items() if v}},
+                                     sort_keys=True))
+    return dg.SkipReason(f"alerted on {', '.join(alerted)}" if alerted else "no newly refused stream message")
+
+
+def _alert_refused(landing: LandingZone, notifier: Notifier, name: str, key: str) -> None:
+    with landing.open(key) as body:
+        lines = [line for line in body.read().decode("utf-8", errors="replace").splitlines() if line.strip()]
+    try:
+        first = json.loads(lines[0])
+        example = f"the first, on {first['topic']}: {first['reason']}"
+    except (IndexError, ValueError, KeyError, TypeError):
+        example = "not one readable as the bridge writes them"
+    notifier.send(
+        f"Stream messages refused: {name}",
+        dataset=None if name == UNROUTED else name,
+        key=key,
+        reason=f"{len(lines)} message(s) refused; {example}",
+    )

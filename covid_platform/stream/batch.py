@@ -85,4 +85,9 @@ def utc_now() -> datetime:
 def object_name(when: datetime, bridge_id: str, sequence: int) -> str:
     """`<UTC time>-<bridge id>-<sequence>`: one bridge's objects sort in the order written, so each lands
     after its folder's sensor cursor."""
-    return f"{when:%Y%m%dT%H%M%S.%fZ}-{bridge_id}-{sequence:06d}"
+    return f"{name_time(when)}-{bridge_id}-{sequence:06d}"
+
+
+def name_time(when: datetime) -> str:
+    """The time an object's name starts with: names written later sort after it."""
+    return f"{when:%Y%m%dT%H%M%S.%fZ}"
