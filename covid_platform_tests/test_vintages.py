@@ -294,6 +294,40 @@ def test_an_older_file_loaded_after_a_newer_one_that_repeated_its_values(landing
     assert restated == [(issued[2],)]
 
 
+def test_an_older_file_loaded_after_a_repeat_of_the_values_before_it_and_a_later_revision(landing, resources, query):
+    """A file quarantined; a newer file repeating the values before it (its coverage keeps them); a later file
+    revising some of them; then the quarantined file loaded under a more lenient rule. The tables as of every
+    time are those of the four files in ledger order: between the repeat and the revision, the repeat's."""
+    states = {"Ohio", "Utah"}
+    base = nyt_states_slice("2020-12-01", "2020-12-10", states)
+    frame = pd.read_csv(io.BytesIO(base), dtype={"fips": str})
+    late = negative_cases(frame.assign(cases=frame["cases"] + 1000).to_csv(index=False, lineterminator="\r\n")
+                          .encode(), [3, 9])
+    newer = nyt_states_slice("2020-12-01", "2020-12-11", states)
+    revised = pd.read_csv(io.BytesIO(newer), dtype={"fips": str})
+    revised.loc[revised["date"].isin(["2020-12-04", "2020-12-09"]) & (revised["state"] == "Ohio"), "cases"] += 7
+    revised = revised.to_csv(index=False).encode()
+    files = [("base.csv", base), ("late.csv", late), ("newer.csv", newer), ("revised.csv", revised)]
+    issued = [datetime(2021, 1, day, 12, tzinfo=timezone.utc) for day in (1, 2, 3, 4)]
+    rule = DATASETS["us_states"].max_bad_row_share
+    with dg.instance_for_test() as instance:
+        for (name, data), when in zip(files, issued):
+            landing.put(f"us_states/{name}", io.BytesIO(data), issued_at=when)
+            ingest(landing, resources, f"us_states/{name}", instance)
+        object.__setattr__(DATASETS["us_states"], "max_bad_row_share", 0.5)  # frozen; the assets hold it
+        try:
+            assert ingest(landing, resources, "us_states/late.csv", instance).success
+        finally:
+            object.__setattr__(DATASETS["us_states"], "max_bad_row_share", rule)
+    assert query("SELECT status FROM covid.ingested_files ORDER BY file_id") == [("loaded",)] * 4
+
+    current = table(query, f"SELECT {', '.join(COLUMNS)} FROM covid.state_daily ORDER BY state, date", None, COLUMNS)
+    assert_same(current, derived(_latest(base, late, newer, revised)))
+    for n, when in enumerate(issued, start=1):
+        assert_same(as_of(query, "state_daily_as_of", when + timedelta(hours=1), COLUMNS),
+                    derived(_latest(*(data for _, data in files[:n]))))
+
+
 def test_past_vintages_carry_their_publishers_issue_time(landing, resources, query, s3_client, bucket):
     """Two vintages landed today with the times their publisher issued them (`issued-at` metadata): the tables
     as of those past times are theirs. Metadata that is no time is not taken: the object's last-modified

@@ -269,29 +269,34 @@ UPDATE {history} AS h SET issued_at = v.valid_from FROM vintages AS v
 WHERE NOT v.is_new AND v.start AND v.valid_from < v.issued_at AND {match} AND h.file_id = v.file_id;
 """
 
-# A key whose latest version is now the batch's while the clean table holds other values: a later file kept
-# them (its coverage of the date, or its rewrite of a region it reported in part) by repeating the version
-# before the batch's, a repeat not kept when it merged. It is a version again, after the batch's, from the
-# issue time of the earliest such file still known (a covering file's coverage may have been replaced by a
-# later one's).
+# A version the batch wrote that a later file kept out of the clean table (its coverage of the date, or its
+# rewrite of a region it reported in part) by repeating the version before it, a repeat not kept when it
+# merged: the repeat is a version again, after the batch's, at the earliest such file still known (a covering
+# file's coverage may have been replaced by a later one's) before the key's next version, from its issue
+# time. What it repeated: the clean table's values where no version follows (they are that file's), else the
+# version before the batch's.
 RESTATE = """
 INSERT INTO {history} ({key}, {values}, file_id, issued_at)
-SELECT {t_key}, {t_values}, w.file_id, coalesce(f.issued_at, f.received_at)
-FROM (SELECT DISTINCT {key} FROM vintages WHERE is_new AND start) AS k
+SELECT {v_key}, {restated}, w.file_id, coalesce(f.issued_at, f.received_at)
+FROM (SELECT {key}, {values}, file_id FROM vintages WHERE is_new AND start) AS v
+JOIN {table} AS t ON {match_vt}
 CROSS JOIN LATERAL (
-    SELECT {h_values}, h.file_id FROM {history} AS h WHERE {match_kh} ORDER BY h.file_id DESC LIMIT 1
-) AS latest
-JOIN {table} AS t ON {match_kt}
+    SELECT min(h.file_id) AS file_id FROM {history} AS h WHERE {match_vh} AND h.file_id > v.file_id
+) AS next_version
+LEFT JOIN LATERAL (
+    SELECT {h_values} FROM {history} AS h WHERE {match_vh} AND h.file_id < v.file_id ORDER BY h.file_id DESC LIMIT 1
+) AS before ON true
 CROSS JOIN LATERAL (
     SELECT min(later.file_id) AS file_id FROM (
         SELECT c.file_id FROM {coverage} AS c
-        WHERE {region_match_tc} AND t.date BETWEEN c.first_date AND c.last_date AND c.file_id > latest.file_id
+        WHERE {region_match_tc} AND t.date BETWEEN c.first_date AND c.last_date
         UNION ALL
-        SELECT t.file_id WHERE t.file_id > latest.file_id
+        SELECT t.file_id
     ) AS later
+    WHERE later.file_id > v.file_id AND (next_version.file_id IS NULL OR later.file_id < next_version.file_id)
 ) AS w
 JOIN covid.ingested_files AS f ON f.file_id = w.file_id
-WHERE ({latest_values}) IS DISTINCT FROM ({t_values});
+WHERE ({restated}) IS DISTINCT FROM ({v_values}) AND (next_version.file_id IS NULL OR before.{first_value} IS NOT NULL);
 """
 
 REVISIONS = """
@@ -422,12 +427,14 @@ def _sequence(cur, dataset: Dataset, staged: list[sql.Composed], lost: bool) -> 
     cur.execute(write)
     if not lost:  # no later file kept the batch's rows out: the table holds the batch's latest versions
         return
+    restated = sql.SQL(", ").join(
+        sql.SQL("CASE WHEN next_version.file_id IS NULL THEN t.{c} ELSE before.{c} END").format(c=sql.Identifier(c))
+        for c in values)
     cur.execute(sql.SQL(RESTATE).format(
-        history=history, key=column_list(dataset.key), values=column_list(values),
-        t_key=qualified("t", dataset.key), t_values=qualified("t", values), h_values=qualified("h", values),
-        latest_values=qualified("latest", values), table=sql.Identifier("covid", dataset.table),
-        coverage=coverage_table(dataset),
-        match_kh=match("k", "h", dataset.key), match_kt=match("k", "t", dataset.key),
+        history=history, key=column_list(dataset.key), values=column_list(values), v_key=qualified("v", dataset.key),
+        v_values=qualified("v", values), h_values=qualified("h", values), restated=restated,
+        first_value=sql.Identifier(values[0]), table=sql.Identifier("covid", dataset.table),
+        coverage=coverage_table(dataset), match_vh=match("v", "h", dataset.key), match_vt=match("v", "t", dataset.key),
         region_match_tc=match("t", "c", dataset.region),
     ))
 

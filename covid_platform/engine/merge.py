@@ -27,6 +27,7 @@ from covid_platform.engine.tables import (
     base_columns,
     build_indexes_ddl,
     column_list,
+    coverage_name,
     coverage_table,
     derived_columns,
     drop_indexes_ddl,
@@ -107,10 +108,18 @@ JOIN {table} AS t ON {key_match_it}
 WHERE t.file_id < i.file_id AND ({i_values}) IS NOT DISTINCT FROM ({t_values}){not_covered};
 """
 
+# A region's coverage within a range the batch now covers is replaced by the batch's, unless it is the region's
+# earliest after a file of the dataset not loaded (quarantined, in flight): should that file be merged, the
+# values it loses to that coverage were repeated from then on (`history.RESTATE`).
 COVERAGE = """
 DELETE FROM {coverage} AS c USING reported AS r
 WHERE {region_match_rc} AND c.file_id < r.file_id AND c.first_date >= r.first_date AND c.last_date <= r.last_date
-  AND NOT EXISTS (SELECT FROM partial AS p WHERE {region_match_rp} AND p.file_id = r.file_id);
+  AND NOT EXISTS (SELECT FROM partial AS p WHERE {region_match_rp} AND p.file_id = r.file_id)
+  AND NOT EXISTS (
+      SELECT FROM covid.ingested_files AS e
+      WHERE e.dataset = {dataset} AND e.status NOT IN ('loaded', 'duplicate') AND e.file_id < c.file_id
+        AND NOT EXISTS (SELECT FROM {coverage} AS c2
+                        WHERE {region_match_cc2} AND c2.file_id > e.file_id AND c2.file_id < c.file_id));
 INSERT INTO {coverage} ({region}, file_id, first_date, last_date)
 SELECT {r_region}, r.file_id, r.first_date, r.last_date FROM reported AS r
 WHERE NOT EXISTS (SELECT FROM partial AS p WHERE {region_match_rp} AND p.file_id = r.file_id);
@@ -205,10 +214,13 @@ AHEAD = 13
 
 
 def coverage_ddl(dataset: Dataset) -> sql.Composed:
+    """The coverage table, and its index for the lookups of a region's files (`COVERED`, `COVERAGE`)."""
     return sql.SQL(
-        "CREATE TABLE IF NOT EXISTS {} ({}, file_id bigint NOT NULL, first_date date NOT NULL, last_date date NOT NULL)"
-    ).format(coverage_table(dataset), sql.SQL(", ").join(sql.SQL("{} text NOT NULL").format(sql.Identifier(c))
-                                                      for c in dataset.region))
+        "CREATE TABLE IF NOT EXISTS {table} ({columns}, file_id bigint NOT NULL, first_date date NOT NULL, "
+        "last_date date NOT NULL); CREATE INDEX IF NOT EXISTS {index} ON {table} ({region}, file_id)"
+    ).format(table=coverage_table(dataset), index=sql.Identifier(f"{coverage_name(dataset)}_region_file_id"),
+             columns=sql.SQL(", ").join(sql.SQL("{} text NOT NULL").format(sql.Identifier(c)) for c in dataset.region),
+             region=column_list(dataset.region))
 
 
 def cover_as(cur, dataset: Dataset, file_id: int) -> None:
@@ -361,7 +373,7 @@ def _merge_changes(cur, dataset: Dataset, file_ids: list[int], rows_in_files: in
         key_match_it=match("i", "t", dataset.key),
         i_values=qualified("i", values), t_values=qualified("t", values),
         not_covered=sql.SQL(" AND NOT {}").format(covered) if covered else sql.SQL(""),
-        r_region=qualified("r", region),
+        r_region=qualified("r", region), dataset=sql.Literal(dataset.name), region_match_cc2=match("c", "c2", region),
         region_match_rc=match("r", "c", region), region_match_rt=match("r", "t", region),
         region_match_ip=match("i", "p", region), region_match_rp=match("r", "p", region),
     )
