@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from paho.mqtt.properties import Properties
 
 from covid_platform.datasets import US_STATES, Dataset, DatasetError
 from covid_platform.resources.notifier import Notifier
+from covid_platform.sensors import alerts
 from covid_platform.sensors.alerts import REFUSED_LOOKBACK, stream_refusal_alert
 from covid_platform.stream.batch import Batch, Held, object_name
 from covid_platform.stream.messages import Unloadable, parse
@@ -68,11 +70,12 @@ def test_a_message_becomes_rows_in_the_files_columns_or_a_reason():
         ("Ohio", "39", "2020-12-01", "1.0", ""), ("Ohio", "", "2020-12-02", "2", "true")]
     assert parse(US_STATES, b"[]") == []
     # a key no column reads may repeat, whatever its case
-    assert parse(US_STATES, b'{"date": "2020-12-01", "state": "Ohio", "x": 1, "X": 2}') == [
+    assert parse(US_STATES, b'{"date": "2020-12-01", "state": "Ohio", "x": 1, "X": 2, "x": 3}') == [
         ("Ohio", "", "2020-12-01", "", "")]
     for payload, reason in (
         (b"cases=12", "not JSON: Expecting value"),
-        (b"\xff\xfe{}", "not JSON"),
+        (b"\xff\xfe{}", "not UTF-8 text"),
+        ('{"date": "2020-12-01", "state": "Ohio"}'.encode("utf-16"), "not UTF-8 text"),
         (b'{"date": "2020-12-01", "cases": 12}', "no value for key column 'state'"),
         (b'{"date": "2020-12-01", "state": " ", "cases": 12}', "no value for key column 'state'"),
         (b'[{"date": "2020-12-01", "state": "Ohio"}, 7]', "element 1: a JSON int, not an object with the"),
@@ -81,6 +84,8 @@ def test_a_message_becomes_rows_in_the_files_columns_or_a_reason():
         (b'{"date": "2020-12-01", "state": "\\ud800"}', "lone surrogate"),
         (b'{"date": "2020-12-01", "state": "Ohio", "cases": 1, "Cases": 2}',
          "column 'cases': two keys name it, whatever their case ('cases' and 'Cases'); keep one"),
+        (b'{"date": "2020-12-01", "state": "Ohio", "cases": 1, "cases": 2}',
+         "column 'cases': two keys name it, whatever their case ('cases' and 'cases'); keep one"),
     ):
         with pytest.raises(Unloadable, match=re.escape(reason)):
             parse(US_STATES, payload)
@@ -361,7 +366,7 @@ def test_malformed_messages_are_quarantined_with_reasons_and_the_rest_loads(
         b"not json at all": "not JSON",
         b'{"date": "2020-12-02", "cases": 5}': "no value for key column 'state'",
         b'[{"date": "2020-12-02", "state": "Ohio", "cases": 1}, "Ohio"]': "element 1: a JSON str",
-        b"\xff\xfe\x00": "not JSON",
+        b"\xff\xfe\x00": "not UTF-8 text",
         b'{"state": "Ohio", "date": null, "cases": 3}': "no value for key column 'date'",
     }
     mixed = list(good)
@@ -384,16 +389,28 @@ def test_malformed_messages_are_quarantined_with_reasons_and_the_rest_loads(
     ingest_all(landing, resources, stream_objects(s3_client, bucket))
     assert_state_daily(query, data)
 
-    # each object of refused messages alerted on once, with its count and first reason
+    # one alert for the objects of refused messages: how many, and the commonest reasons
     cursor = refusal_alerts(landing)
-    expected = []
-    for key in objects:
-        refused = [json.loads(line) for line in read_object(s3_client, bucket, key).splitlines()]
-        expected.append(f"*Stream messages refused: us_states*\ndataset: us_states\nkey: {key}\n"
-                        f"reason: {len(refused)} message(s) refused; the first, on {TOPIC}: {refused[0]['reason']}")
-    assert sorted(body["text"] for body in webhook) == sorted(expected)
+    reasons = Counter(json.loads(line)["reason"] for key in objects
+                      for line in read_object(s3_client, bucket, key).splitlines())
+    commonest = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+    shown = "; ".join(f"{count} × {reason}" for reason, count in commonest[:3])
+    where = objects[0] if len(objects) == 1 else f"{len(objects)} objects, {objects[0]} … {objects[-1]}"
+    assert [body["text"] for body in webhook] == [
+        f"*Stream messages refused: us_states*\ndataset: us_states\nkey: {where}\n"
+        f"reason: {len(bad)} message(s) refused: {shown}; and {len(commonest) - 3} other reason(s)"]
     refusal_alerts(landing, cursor)
-    assert len(webhook) == len(objects)
+    assert len(webhook) == 1
+
+
+def put_refused(landing, folder: str, when: datetime, bridge_id: str, reasons: list[str]) -> str:
+    """An object of refused messages as the bridge writes it."""
+    batch = Batch(folder, US_STATES)
+    for reason in reasons:
+        batch.quarantine(TOPIC, b"{}", reason, Held(1, 1, 0))
+    key = f"_quarantine/stream/{folder}/{object_name(when, bridge_id, 1)}.jsonl"
+    landing.put(key, io.BytesIO(batch.quarantine_body()))
+    return key
 
 
 def test_refused_messages_are_alerted_on_once_even_when_their_object_is_named_before_one_seen(
@@ -402,25 +419,37 @@ def test_refused_messages_are_alerted_on_once_even_when_their_object_is_named_be
     """A second bridge, or one retrying a failed write, may put an object whose name sorts before one the
     sensor has seen: it is alerted on if its name is within the lookback; at the first tick, older names
     are not (a deployment's past refusals are not alerted on again)."""
-    def put(when: datetime, bridge_id: str, reasons: list[str]) -> str:
-        batch = Batch("us_states", US_STATES)
-        for reason in reasons:
-            batch.quarantine(TOPIC, b"{}", reason, Held(1, 1, 0))
-        key = f"_quarantine/stream/us_states/{object_name(when, bridge_id, 1)}.jsonl"
-        landing.put(key, io.BytesIO(batch.quarantine_body()))
-        return key
-
     now = datetime.now(timezone.utc)
-    put(now - REFUSED_LOOKBACK - timedelta(minutes=5), "old", ["before the sensor"])
-    first = put(now, "a", ["not JSON", "no value for key column 'date'"])
+    put_refused(landing, "us_states", now - REFUSED_LOOKBACK - timedelta(minutes=5), "old", ["before the sensor"])
+    first = put_refused(landing, "us_states", now, "a", ["not JSON", "no value for key column 'date'", "not JSON"])
     cursor = refusal_alerts(landing)
     assert [body["text"].splitlines()[2:] for body in webhook] == [
-        [f"key: {first}", f"reason: 2 message(s) refused; the first, on {TOPIC}: not JSON"]]
+        [f"key: {first}", "reason: 3 message(s) refused: 2 × not JSON; 1 × no value for key column 'date'"]]
 
-    late = put(now - timedelta(minutes=20), "b", ["element 1: a JSON str"])
+    late = put_refused(landing, "us_states", now - timedelta(minutes=20), "b", ["element 1: a JSON str"])
     cursor = refusal_alerts(landing, cursor)
     cursor = refusal_alerts(landing, cursor)
     assert [body["text"].splitlines()[2] for body in webhook] == [f"key: {first}", f"key: {late}"]
+
+
+def test_refusals_are_summed_up_per_folder_a_few_objects_a_tick(landing, webhook, monkeypatch):
+    """Each folder under `_quarantine/stream/` (a dataset this platform does not declare too), one alert a
+    tick, at most REFUSED_PER_TICK objects read: the others at the next ticks, none twice."""
+    monkeypatch.setattr(alerts, "REFUSED_PER_TICK", 2)
+    now = datetime.now(timezone.utc)
+    keys = [put_refused(landing, "us_states", now - timedelta(minutes=n), f"b{n}", [f"reason {n}"])
+            for n in (5, 4, 3, 2, 1)]
+    other = put_refused(landing, "not_declared", now, "c", ["not JSON"])
+    cursor = None
+    for _ in range(4):
+        cursor = refusal_alerts(landing, cursor)
+    texts = [body["text"].splitlines() for body in webhook]
+    assert [lines[0] for lines in texts] == ["*Stream messages refused: not_declared*"] + [
+        "*Stream messages refused: us_states*"] * 3
+    assert texts[0][2:] == [f"key: {other}", "reason: 1 message(s) refused: 1 × not JSON"]
+    assert [lines[2] for lines in texts[1:]] == [
+        f"key: 2 objects, {keys[0]} … {keys[1]}", f"key: 2 objects, {keys[2]} … {keys[3]}", f"key: {keys[4]}"]
+    assert [lines[3].endswith("left for the next alert") for lines in texts[1:]] == [True, True, False]
 
 
 def test_a_bad_value_in_a_small_batch_is_set_aside_and_the_batchs_good_messages_load(

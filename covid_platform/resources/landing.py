@@ -198,6 +198,10 @@ class LandingZone(dg.ConfigurableResource):
         `within` (a folder such as `us_states/`), only the keys under it."""
         return self._store.list_after(start_after, limit, within)
 
+    def folders(self, within: str) -> list[str]:
+        """The folders directly under the folder `within` (`a/` → `a/x/`, `a/y/`), in key order."""
+        return self._store.folders(within)
+
     def describe(self, key: str) -> LandingObject:
         return self._store.describe(key)
 
@@ -355,6 +359,7 @@ class _Store(Protocol):
     """What a landing zone does, for an S3 prefix or a local folder."""
 
     def list_after(self, start_after: str, limit: int, within: str) -> list[LandingObject]: ...
+    def folders(self, within: str) -> list[str]: ...
     def describe(self, key: str) -> LandingObject: ...
     def open(self, key: str) -> BinaryIO: ...
     def copy(self, key: str, dest_key: str, etag: str | None) -> None: ...
@@ -387,6 +392,11 @@ class _S3Store:
             if not page.get("IsTruncated"):
                 break
         return found
+
+    def folders(self, within: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + within, Delimiter="/")
+        return [common["Prefix"][len(self.prefix):] for page in pages for common in page.get("CommonPrefixes", [])]
 
     def describe(self, key: str) -> LandingObject:
         head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
@@ -425,7 +435,19 @@ class _FolderStore:
             p.relative_to(self.root).as_posix() for p in (self.root / within).rglob("*")
             if p.is_file() and not p.name.startswith(".")
         )
-        return [self.describe(key) for key in keys if key > start_after and key.startswith(within)][:limit]
+        found = []
+        for key in (key for key in keys if key > start_after and key.startswith(within)):
+            try:
+                found.append(self.describe(key))
+            except FileNotFoundError:  # removed since it was listed
+                continue
+            if len(found) == limit:
+                break
+        return found
+
+    def folders(self, within: str) -> list[str]:
+        folder = self.root / within
+        return sorted(f"{within}{p.name}/" for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
     def describe(self, key: str) -> LandingObject:
         stat = (self.root / key).stat()

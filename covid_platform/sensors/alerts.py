@@ -6,7 +6,7 @@ Every alert names the dataset, the file's key, the reason and a link to the run 
 """
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -14,7 +14,7 @@ import dagster as dg
 from covid_platform.assets.policies import DATASET_TAG
 from covid_platform.assets.raw import KEY_TAG
 from covid_platform.compat import FreshnessState, get_current_timestamp
-from covid_platform.datasets import DATASETS, route
+from covid_platform.datasets import route
 from covid_platform.engine import ledger
 from covid_platform.engine.ledger import Status
 from covid_platform.resources.landing import LandingZone
@@ -29,6 +29,9 @@ REFUSED = "_quarantine/stream/"
 # with, counted from the sensor's previous tick: a bridge retrying a failed write, or a second bridge whose
 # name sorts before one already seen. Older names are not listed again (nor alerted on at the first tick).
 REFUSED_LOOKBACK = timedelta(hours=1)
+# Objects read per folder and tick (one alert sums them up); more wait for the next ticks.
+REFUSED_PER_TICK = 50
+REASONS_SHOWN = 3
 
 
 def _datasets_of_assets(graph, keys: Iterable[dg.AssetKey]) -> list[str]:
@@ -140,42 +143,71 @@ def freshness_alert(context: dg.SensorEvaluationContext, notifier: Notifier) -> 
     name="stream_refusal_alert",
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Alerts once per object of stream messages the bridge refused (`_quarantine/stream/`), with "
-    "how many it holds and the first one's topic and reason.",
+    description="Alerts on stream messages the bridge refused (`_quarantine/stream/<dataset>/`): per dataset "
+    "and tick, how many, their commonest reasons and the objects holding them.",
 )
 def stream_refusal_alert(context: dg.SensorEvaluationContext, landing: LandingZone, notifier: Notifier
                          ) -> dg.SkipReason:
-    # Cursor: the previous tick's time and, per folder, the objects alerted on since the lookback before it.
+    # Cursor: the previous tick's time and, per folder, the key its next listing starts after (`from`) and
+    # the objects after it already alerted on (`seen`).
     cursor = json.loads(context.cursor) if context.cursor else {}
     now = datetime.fromtimestamp(get_current_timestamp(), timezone.utc)
     since = datetime.fromisoformat(cursor["tick"]) if "tick" in cursor else now
-    floor = name_time(since - REFUSED_LOOKBACK)
-    seen, alerted = {}, []
-    for name in [*(d.name for d in DATASETS.values() if d.stream), UNROUTED]:
-        folder = f"{REFUSED}{name}/"
-        known = set(cursor.get("seen", {}).get(name, []))
-        for obj in landing.list_after(folder + floor, within=folder):
-            if obj.key not in known:
-                _alert_refused(landing, notifier, name, obj.key)
-                known.add(obj.key)
-                alerted.append(obj.key)
-        seen[name] = sorted(key for key in known if key > folder + name_time(now - REFUSED_LOOKBACK))
-    context.update_cursor(json.dumps({"tick": now.isoformat(), "seen": {k: v for k, v in seen.items() if v}},
-                                     sort_keys=True))
+    folders, alerted = {}, []
+    for folder in landing.folders(REFUSED):
+        kept = cursor.get("folders", {}).get(folder, {})
+        start = kept.get("from", folder + name_time(since - REFUSED_LOOKBACK))
+        seen = set(kept.get("seen", []))
+        listed = landing.list_after(start, limit=len(seen) + REFUSED_PER_TICK + 1, within=folder)
+        new = [obj.key for obj in listed if obj.key not in seen]
+        read, waiting = new[:REFUSED_PER_TICK], len(new) > REFUSED_PER_TICK
+        if read:
+            _alert_refused(landing, notifier, folder, read, waiting)
+            alerted.append(folder)
+        # the next listing starts at the lookback before now, or before the first object left for it
+        start = folder + name_time(now - REFUSED_LOOKBACK)
+        if waiting:
+            start = min(start, read[-1])
+        seen = sorted(key for key in seen.union(read) if key > start)
+        folders[folder] = {"from": start, "seen": seen}
+    context.update_cursor(json.dumps({"tick": now.isoformat(), "folders": folders}, sort_keys=True))
     return dg.SkipReason(f"alerted on {', '.join(alerted)}" if alerted else "no newly refused stream message")
 
 
-def _alert_refused(landing: LandingZone, notifier: Notifier, name: str, key: str) -> None:
-    with landing.open(key) as body:
-        lines = [line for line in body.read().decode("utf-8", errors="replace").splitlines() if line.strip()]
-    try:
-        first = json.loads(lines[0])
-        example = f"the first, on {first['topic']}: {first['reason']}"
-    except (IndexError, ValueError, KeyError, TypeError):
-        example = "not one readable as the bridge writes them"
+def _alert_refused(landing: LandingZone, notifier: Notifier, folder: str, keys: list[str], waiting: bool) -> None:
+    """One alert for these objects of a folder: the messages they hold and their commonest reasons."""
+    reasons: dict[str, int] = {}
+    for key in keys:
+        try:
+            with landing.open(key) as body:
+                for line in _lines(body):
+                    try:
+                        reason = str(json.loads(line)["reason"])
+                    except (ValueError, KeyError, TypeError):
+                        reason = "a line not written as the bridge writes them"
+                    reasons[reason] = reasons.get(reason, 0) + 1
+        except Exception as error:  # gone or unreadable since it was listed: alerted on all the same
+            reason = f"{key} could not be read ({type(error).__name__}: {error})"
+            reasons[reason] = reasons.get(reason, 0) + 1
+    name = folder.removeprefix(REFUSED).rstrip("/")
+    commonest = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+    shown = "; ".join(f"{count} × {reason}" for count, reason in ((c, r) for r, c in commonest[:REASONS_SHOWN]))
+    others = len(commonest) - REASONS_SHOWN
     notifier.send(
-        f"Stream messages refused: {name}",
+        f"Stream messages refused: {name}" if name != UNROUTED else "Stream messages on no dataset's topic",
         dataset=None if name == UNROUTED else name,
-        key=key,
-        reason=f"{len(lines)} message(s) refused; {example}",
+        key=keys[0] if len(keys) == 1 else f"{len(keys)} objects, {keys[0]} … {keys[-1]}",
+        reason=f"{sum(reasons.values())} message(s) refused: {shown}"
+        + (f"; and {others} other reason(s)" if others > 0 else "")
+        + ("; more objects are left for the next alert" if waiting else ""),
     )
+
+
+def _lines(body) -> Iterator[bytes]:
+    """The non-empty lines of an object, read a chunk at a time (a refused message may be large)."""
+    pending = b""
+    while chunk := body.read(1 << 20):
+        *lines, pending = (pending + chunk).split(b"\n")
+        yield from (line for line in lines if line.strip())
+    if pending.strip():
+        yield pending

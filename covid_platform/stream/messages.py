@@ -5,6 +5,7 @@ the entire file); a bad value (a negative count, a date that does not exist) is 
 row gates, which set the row aside with its line and reason like any file's."""
 
 import json
+from collections import Counter
 
 from covid_platform.datasets import Dataset
 from covid_platform.engine.gates import MAX_FIELD_CHARS
@@ -26,11 +27,28 @@ def _text(value) -> str:
     return json.dumps(value)
 
 
+class _Object(dict):
+    """A JSON object, and the names it repeats (of which JSON keeps the last value)."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def _object(pairs: list[tuple[str, object]]) -> _Object:
+    found = _Object(pairs)
+    if len(found) < len(pairs):
+        found.repeated = tuple(name for name, count in Counter(name for name, _ in pairs).items() if count > 1)
+    return found
+
+
 def parse(dataset: Dataset, payload: bytes) -> list[Row]:
     """The message's rows in `dataset.source_columns` order; raises Unloadable."""
     try:
-        document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        text = payload.decode("utf-8")  # json.loads would also read UTF-16 and UTF-32 bytes
+    except UnicodeDecodeError as error:
+        raise Unloadable(f"not UTF-8 text: {error}") from None
+    try:
+        document = json.loads(text, object_pairs_hook=_object)
+    except json.JSONDecodeError as error:
         raise Unloadable(f"not JSON: {error}") from None
     if not isinstance(document, list):
         return [_row(dataset, document, "")]
@@ -46,9 +64,10 @@ def _row(dataset: Dataset, item, where: str) -> Row:
     for column in dataset.source_columns:
         names = dataset.header_names(column)  # the declared name, then its aliases in order
         name = next((name for name in names if name in fields), None)
-        if name and sum(key.lower() == name for key in item) > 1:
+        naming = [key for key in (*item, *getattr(item, "repeated", ())) if key.lower() == name] if name else []
+        if len(naming) > 1:
             # as a file's two header fields of the name read: whichever were read, the other's value is lost
-            keys = " and ".join(repr(key) for key in item if key.lower() == name)
+            keys = " and ".join(map(repr, naming))
             raise Unloadable(f"{where}column {column!r}: two keys name it, whatever their case ({keys}); "
                              "keep one")
         text = _text(fields[name] if name else None)
