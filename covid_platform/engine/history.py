@@ -271,10 +271,10 @@ WHERE NOT v.is_new AND v.start AND v.valid_from < v.issued_at AND {match} AND h.
 
 # A version the batch wrote that a later file kept out of the clean table (its coverage of the date, or its
 # rewrite of a region it reported in part) by repeating the version before it, a repeat not kept when it
-# merged: the repeat is a version again, after the batch's, at the earliest such file still known (a covering
-# file's coverage may have been replaced by a later one's) before the key's next version, from its issue
-# time. What it repeated: the clean table's values where no version follows (they are that file's), else the
-# version before the batch's.
+# merged: the repeat is a version again, after the batch's, at the earliest such file before the key's next
+# version (a region's earliest coverage after a file not loaded is kept for it: `merge.COVERAGE`), from its
+# issue time. What it repeated: the clean table's values where no version follows (they are that file's),
+# else the version before the batch's.
 RESTATE = """
 INSERT INTO {history} ({key}, {values}, file_id, issued_at)
 SELECT {v_key}, {restated}, w.file_id, coalesce(f.issued_at, f.received_at)

@@ -191,7 +191,7 @@ def _alert_refused(landing: LandingZone, notifier: Notifier, folder: str, keys: 
             reasons[reason] = reasons.get(reason, 0) + 1
     name = folder.removeprefix(REFUSED).rstrip("/")
     commonest = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
-    shown = "; ".join(f"{count} × {reason}" for count, reason in ((c, r) for r, c in commonest[:REASONS_SHOWN]))
+    shown = "; ".join(f"{count} × {reason}" for reason, count in commonest[:REASONS_SHOWN])
     others = len(commonest) - REASONS_SHOWN
     notifier.send(
         f"Stream messages refused: {name}" if name != UNROUTED else "Stream messages on no dataset's topic",
@@ -205,9 +205,13 @@ def _alert_refused(landing: LandingZone, notifier: Notifier, folder: str, keys: 
 
 def _lines(body) -> Iterator[bytes]:
     """The non-empty lines of an object, read a chunk at a time (a refused message may be large)."""
-    pending = b""
+    parts: list[bytes] = []
     while chunk := body.read(1 << 20):
-        *lines, pending = (pending + chunk).split(b"\n")
-        yield from (line for line in lines if line.strip())
-    if pending.strip():
-        yield pending
+        *ends, rest = chunk.split(b"\n")
+        for end in ends:
+            line, parts = b"".join([*parts, end]), []
+            if line.strip():
+                yield line
+        parts.append(rest)
+    if (line := b"".join(parts)).strip():
+        yield line
