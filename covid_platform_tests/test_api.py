@@ -231,6 +231,10 @@ def test_a_head_request_has_its_gets_status_and_headers(api):
     ("/v1/tables/state_daily", {"columns": "state,secret"}, 400, "columns"),
     ("/v1/tables/state_daily", {"from": "2020-13-01"}, 400, "from"),
     ("/v1/tables/state_daily", {"to": "yesterday"}, 400, "to"),
+    # pydantic alone reads a number as a Unix time: from=0 would be 1970-01-01, to=86400 1970-01-02
+    ("/v1/tables/state_daily", {"from": "0.0"}, 400, "from"),
+    ("/v1/tables/state_daily", {"to": "86400"}, 400, "to"),
+    ("/v1/tables/state_daily", {"from": "20200801"}, 400, "from"),
     ("/v1/tables/state_daily", {"limit": "0"}, 400, "limit"),
     ("/v1/tables/state_daily", {"limit": "10001"}, 400, "limit"),
     ("/v1/tables/state_daily", {"limit": "ten"}, 400, "limit"),

@@ -1,11 +1,13 @@
 """GET /v1/tables/{table}: a declared table's rows, filtered, in key order, a page at a time, JSON or CSV."""
 
 import datetime as dt
+import re
 from dataclasses import dataclass, replace
 from typing import Annotated, Literal
 
 import psycopg2.extensions
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BeforeValidator
 
 from covid_platform.api import catalog
 from covid_platform.api.deps import read_connection
@@ -67,6 +69,16 @@ class Params:
     as_of: str | None
 
 
+def _iso_date(value):
+    """A date written YYYY-MM-DD: pydantic would also read a number as a Unix time (`from=0` as 1970-01-01)."""
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError(f"expected a date written YYYY-MM-DD, found {value!r}")
+    return value
+
+
+IsoDate = Annotated[dt.date, BeforeValidator(_iso_date)]
+
+
 def table_params(
     request: Request,
     columns: Annotated[str | None, Query(description="Comma-separated columns to return (default: all).")] = None,
@@ -74,8 +86,8 @@ def table_params(
         description="json (a TablePage) or csv (a header line, then rows; the next page in the Link header)")] = "json",
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Rows per page.")] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page (opaque).")] = None,
-    first: Annotated[dt.date | None, Query(alias="from", description="First date, YYYY-MM-DD (inclusive).")] = None,
-    last: Annotated[dt.date | None, Query(alias="to", description="Last date, YYYY-MM-DD (inclusive).")] = None,
+    first: Annotated[IsoDate | None, Query(alias="from", description="First date, YYYY-MM-DD (inclusive).")] = None,
+    last: Annotated[IsoDate | None, Query(alias="to", description="Last date, YYYY-MM-DD (inclusive).")] = None,
     as_of: Annotated[str | None, Query(description=AS_OF)] = None,
 ) -> Params:
     # FastAPI keeps the last of a repeated scalar parameter: a request that says two things is refused instead
