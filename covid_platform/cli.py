@@ -94,6 +94,10 @@ def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -
     with sample.open("rb") as body:
         LandingZone(url=env["LANDING_URL"], s3=S3Resource()).put(f"{dataset}/{name}", body)
     print(f"Dropped the sample file as {dataset}/{name}; open http://127.0.0.1:{port} to watch it load")
+    # A shell without job control starts a background job (`covid-platform dev &` in a script) with SIGINT
+    # ignored, which children inherit: `dagster dev` would ignore the SIGINT that stops it. Here and in the
+    # children, it is what it is in a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # In a process group of its own, which a stop signals whole, as a terminal's Ctrl-C would: a SIGINT to
     # `dagster dev` alone, while it launches its services, is lost.
     process = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)], env=env,

@@ -525,6 +525,8 @@ QUIRKS = {
     # the file quarantined, as the text path says
     "date_with_a_sign": ("date", "2021-+1-04", None, "expected a date written YYYY-MM-DD, got '2021-+1-04'"),
     "count_with_a_plus_sign": ("cases", "+5", None, "expected a non-negative whole number, got '+5'"),
+    "count_too_large_for_bigint": ("cases", "9" * 19, None,
+                                   f"expected a non-negative whole number, got '{'9' * 19}': more than 18 digits"),
     "count_of_minus_zero": ("deaths", "-0", None, "expected a non-negative whole number or an empty field, got '-0'"),
 }
 

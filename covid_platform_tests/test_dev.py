@@ -5,6 +5,7 @@ work as printed; it starts without dagster's warning about a dagster.yaml it wou
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -32,6 +33,8 @@ def _loaded(url: str) -> bool:
 
 
 def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path):
+    """Started as a script's background job (`covid-platform dev &` in a shell without job control: SIGINT
+    ignored, which children inherit), and stopped by a SIGTERM."""
     env = {name: value for name, value in os.environ.items() if name not in PLATFORM_ENV}
     env["COVID_SENSOR_INTERVAL_SECONDS"] = "2"
     log_path = tmp_path / "dev.log"
@@ -40,6 +43,7 @@ def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path):
             [sys.executable, "-m", "covid_platform.cli", "dev", "--state-dir", str(tmp_path / "state"),
              "--port", str(_free_port()), "--dashboard-port", "0"],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
     try:
         printed = wait_for(dev, lambda: re.search(r"^  export (.*)$", log_path.read_text(), re.M), 180,
@@ -71,7 +75,8 @@ def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path):
             runs = cur.fetchall()
         assert ("replay_us_states", "SUCCESS") in runs and ("__ASSET_JOB", "SUCCESS") in runs
     finally:
-        stop_dev(dev)
+        ended = stop_dev(dev)
+    assert ended == "stopped", log_path.read_text()[-3000:]
     assert "will not be used" not in log_path.read_text()  # no dagster.yaml in the working directory
 
 

@@ -185,6 +185,13 @@ def test_backfill_profile_where_the_later_file_was_issued_first(vintages, query)
     files = [row[0] for row in query("SELECT file_id FROM covid.ingested_files ORDER BY file_id")]
     for when, file_id in zip(("2021-01-02T12:00:00Z", "2021-01-01T12:00:00Z"), files):
         query("UPDATE covid.state_daily_history SET issued_at = %s WHERE file_id = %s RETURNING 1", (when, file_id))
+    # empty values (not reported): the first file's on some dates (some keys' only version, some their first),
+    # the second file's in two states (some keys' final version)
+    assert query("UPDATE covid.state_daily_history SET deaths = NULL WHERE file_id = %s AND date "
+                 "BETWEEN '2020-11-10' AND '2020-12-20' RETURNING 1", (files[0],))
+    assert query("UPDATE covid.state_daily_history SET deaths = NULL WHERE file_id = %s AND state IN "
+                 "(SELECT DISTINCT state FROM covid.state_daily_history WHERE file_id = %s ORDER BY state LIMIT 2) "
+                 "RETURNING 1", (files[1], files[1]))
     history = pd.DataFrame(query("SELECT state, date, file_id, issued_at, cases, deaths "
                                  "FROM covid.state_daily_history"),
                            columns=["state", "date", "file_id", "issued_at", "cases", "deaths"])
@@ -197,7 +204,8 @@ def test_backfill_profile_where_the_later_file_was_issued_first(vintages, query)
     expected = []
     for k in range(61):
         issued = versions[versions["lag"] <= k]
-        seen = issued.loc[issued.groupby(values)["file_id"].idxmax()].set_index(values)["value"]
+        # the latest version issued by then; an empty one is not reported
+        seen = issued.loc[issued.groupby(values)["file_id"].idxmax()].set_index(values)["value"].dropna()
         at_final = (seen == final.loc[seen.index]).groupby("column_name").sum()
         for column in ("cases", "deaths"):
             reported = int((seen.index.get_level_values("column_name") == column).sum())

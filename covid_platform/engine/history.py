@@ -144,9 +144,10 @@ def _as_of_function(dataset: Dataset, function: sql.Identifier) -> sql.Composed:
 
 # For values k days after their date (issued_at's UTC day minus the date), the share already at their final
 # value, as `<table>_as_of` would have shown them: each (key, column)'s versions in ledger order, repeats
-# folded (seen from the earliest issue among them), a version seen from its lag until a later version's.
-# Counted by events (+1 where a final version starts to be seen, -1 where it stops) summed over k, rather
-# than one row per (value, k).
+# folded (seen from the earliest issue among them), a version seen from its lag until a later version's. An
+# empty value is not reported: a key counts while the version seen is not empty, and is at its final value
+# while that version is the final one. Counted by events (+1 where such a version starts to be seen, -1
+# where it stops) summed over k, rather than one row per (value, k).
 BACKFILL = """
 CREATE FUNCTION {function}() RETURNS TABLE (k integer, column_name text, reported bigint, at_final bigint,
                                              share double precision) LANGUAGE sql STABLE AS $backfill$
@@ -164,19 +165,19 @@ WITH versions AS (
     GROUP BY {key}, column_name, run, value
 ), seen AS (
     -- as of a lag, a value is its latest run in ledger order issued by then: a run is seen from its lag until
-    -- a later run's (never, if a later run was issued before it); the key reported from its earliest lag
-    SELECT lag, column_name, min(lag) OVER later AS next_lag, row_number() OVER by_key = 1 AS first,
-           min(lag) OVER (PARTITION BY {key}, column_name) AS first_lag,
-           value IS NOT DISTINCT FROM last_value(value) OVER (by_key ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS final
-    FROM runs
-    WINDOW by_key AS (PARTITION BY {key}, column_name ORDER BY file_id),
-           later AS (by_key ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+    -- a later run's (never, if a later run was issued before it); the runs of a value reported (not empty)
+    SELECT * FROM (
+        SELECT lag, column_name, value, min(lag) OVER later AS next_lag,
+               value = last_value(value) OVER (by_key ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS final
+        FROM runs
+        WINDOW by_key AS (PARTITION BY {key}, column_name ORDER BY file_id),
+               later AS (by_key ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+    ) AS runs_seen
+    WHERE value IS NOT NULL AND (next_lag IS NULL OR next_lag > lag)
 ), events AS (
-    SELECT first_lag AS k, column_name, 1 AS reported, 0 AS at_final FROM seen WHERE first
+    SELECT lag AS k, column_name, 1 AS reported, final::int AS at_final FROM seen
     UNION ALL
-    SELECT lag, column_name, 0, 1 FROM seen WHERE final AND (next_lag IS NULL OR next_lag > lag)
-    UNION ALL
-    SELECT next_lag, column_name, 0, -1 FROM seen WHERE final AND next_lag > lag
+    SELECT next_lag, column_name, -1, -final::int FROM seen WHERE next_lag IS NOT NULL
 ), per_day AS (
     SELECT d.k, c.column_name, coalesce(sum(e.reported), 0) AS reported, coalesce(sum(e.at_final), 0) AS at_final
     FROM generate_series(0, 60) AS d(k) CROSS JOIN (VALUES {names}) AS c(column_name)
