@@ -3,6 +3,7 @@ against pandas computations from the same slice (streamlit.testing.v1.AppTest ru
 each page without data, and once the whole app as `covid-platform dashboard` in headless Chromium."""
 
 import datetime as dt
+import io
 import os
 import re
 import subprocess
@@ -200,6 +201,30 @@ def test_state_explorer_with_test_positivity(dashboard, load):
     app.selectbox(key="state").set_value("Ohio").run()
     assert any("No test positivity for Ohio" in notice.value for notice in app.info)
     assert len(app.get("vega_lite_chart")) == 2
+
+
+def test_a_count_not_reported_on_the_latest_date_and_whole_numbers_around_empty_ones(dashboard, load, monkeypatch,
+                                                                                     database_url):
+    """Ohio's deaths left empty on two dates, the latest among them: the figure is the latest value reported,
+    labelled with its date; the table's counts stay whole numbers (its CSV download: no "94518.0")."""
+    frame = pd.read_csv(io.BytesIO(nyt_states_slice("2020-11-01", "2020-11-30", {"Ohio"})), dtype={"fips": str})
+    frame["deaths"] = frame["deaths"].astype("Int64")
+    frame.loc[frame["date"].isin(["2020-11-20", "2020-11-30"]), "deaths"] = pd.NA
+    assert load(("us_states/ohio.csv", frame.to_csv(index=False).encode())) == [True]
+
+    app = dashboard("states")
+    assert app.selectbox(key="state").value == "Ohio"
+    assert metric(app, "Cases to date") == whole(frame["cases"].iloc[-1])
+    reported = frame[frame["date"] == "2020-11-29"]["deaths"].iloc[0]
+    assert metric(app, "Deaths to date (reported 2020-11-29)") == whole(reported)
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    read = queries.read("state_daily", state="Ohio", first=dt.date(2020, 11, 1), last=dt.date(2020, 11, 30))
+    assert read["deaths"].isna().sum() == 2 and str(read["deaths"].dtype) == "Int64"
+    assert read["deaths"].dropna().tolist() == frame["deaths"].dropna().tolist()
+    written = pd.read_csv(io.StringIO(read.to_csv(index=False)), dtype=str)  # what the download offers
+    for column in ("cases", "deaths", "new_cases", "new_deaths"):
+        assert written[column].dropna().str.fullmatch(r"-?\d+").all(), written[column].tolist()
 
 
 def test_a_change_that_rounds_to_zero_reads_0_without_a_sign(dashboard, load):

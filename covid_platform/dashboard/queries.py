@@ -23,6 +23,7 @@ TTL = dt.timedelta(minutes=1)
 # The ledger is looked up at most this often, so the several queries of one page share one look-up.
 LEDGER_TTL = dt.timedelta(seconds=5)
 DATE_TYPES = {1082, 1114, 1184}  # PostgreSQL's date, timestamp and timestamptz type OIDs
+INTEGER_TYPES = {20, 21, 23}  # bigint, smallint, integer
 
 
 @dataclass(frozen=True)
@@ -159,8 +160,13 @@ def _fetch(url: str, query: Query, params: dict) -> pd.DataFrame:
         if not cur.fetchone()[0]:
             return pd.DataFrame()
         cur.execute(query.statement, params)
-        frame = pd.DataFrame(cur.fetchall(), columns=[column.name for column in cur.description])
-        for column in cur.description:
+        rows = cur.fetchall()
+        frame = pd.DataFrame(rows, columns=[column.name for column in cur.description])
+        for i, column in enumerate(cur.description):
             if column.type_code in DATE_TYPES:
                 frame[column.name] = pd.to_datetime(frame[column.name], utc=column.type_code == 1184)
+            elif column.type_code in INTEGER_TYPES:
+                # whole numbers stay whole where a count is empty (not reported): pandas would make the column
+                # float, shown and downloaded as 94518.0
+                frame[column.name] = pd.array([row[i] for row in rows], dtype="Int64")
     return frame

@@ -75,8 +75,15 @@ def latest_figures(frame: pd.DataFrame) -> None:
         row.metric(label, number(latest[column]), since_week_before(column), delta_color="inverse",
                    width="content", help="Mean of the day and the 6 reports before it; the change is since the "
                                          "average 7 days before.")
-    row.metric("Cases to date", number(latest["cases"]), width="content")
-    row.metric("Deaths to date", number(latest["deaths"]), width="content")
+    for label, column in (("Cases to date", "cases"), ("Deaths to date", "deaths")):
+        # a count not reported on the latest date: the latest one reported, and when
+        reported = frame[frame[column].notna()]
+        if reported.empty or reported["date"].iloc[-1] == latest["date"]:
+            row.metric(label, number(latest[column]), width="content")
+        else:
+            last = reported.iloc[-1]
+            row.metric(f"{label} (reported {day(last['date'])})", number(last[column]), width="content",
+                       help=f"Not reported on {day(latest['date'])}: the latest value reported.")
 
 
 def chart(figure: alt.TopLevelMixin) -> None:
