@@ -69,6 +69,8 @@ def test_a_message_becomes_rows_in_the_files_columns_or_a_reason():
                             b' {"date": "2020-12-02", "state": "Ohio", "cases": "2", "deaths": true}]') == [
         ("Ohio", "39", "2020-12-01", "1.0", ""), ("Ohio", "", "2020-12-02", "2", "true")]
     assert parse(US_STATES, b"[]") == []
+    # UTF-8 with a byte order mark, as a CSV file may have
+    assert parse(US_STATES, b'\xef\xbb\xbf{"date": "2020-12-01", "state": "Ohio"}') == [("Ohio", "", "2020-12-01", "", "")]
     # a key no column reads may repeat, whatever its case
     assert parse(US_STATES, b'{"date": "2020-12-01", "state": "Ohio", "x": 1, "X": 2, "x": 3}') == [
         ("Ohio", "", "2020-12-01", "", "")]

@@ -68,7 +68,8 @@ def national(states: pd.DataFrame) -> pd.DataFrame:
 def table(query, statement: str, params, columns: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame(query(statement, params), columns=columns)
     numbers = [c for c in columns if c not in ("state", "fips", "date")]
-    return frame.astype({c: "float" for c in numbers})
+    # text as `derived` reads it from a file: an empty fips is missing (NaN), not None
+    return frame.astype({**{c: "float" for c in numbers}, **({"fips": "str"} if "fips" in columns else {})})
 
 
 def assert_same(actual: pd.DataFrame, expected: pd.DataFrame):
@@ -302,21 +303,48 @@ def test_an_older_file_loaded_after_a_newer_one_that_repeated_its_values(landing
     assert restated == [(issued[2],)]
 
 
-def test_an_older_file_loaded_after_a_repeat_of_the_values_before_it_and_a_later_revision(landing, resources, query):
+def _with(data: bytes, change) -> bytes:
+    frame = pd.read_csv(io.BytesIO(data), dtype={"fips": str})
+    change(frame)
+    return frame.to_csv(index=False).encode()
+
+
+def _raise_ohio(days: list[str], by: int):
+    def change(frame: pd.DataFrame) -> None:
+        frame.loc[frame["date"].isin(days) & (frame["state"] == "Ohio"), "cases"] += by
+    return change
+
+
+@pytest.mark.parametrize("variant", ["revised", "revised to the late values", "no fips", "narrow repeat first"])
+def test_an_older_file_loaded_after_a_repeat_of_the_values_before_it_and_a_later_revision(
+    landing, resources, query, variant
+):
     """A file quarantined; a newer file repeating the values before it (its coverage keeps them); a later file
-    revising some of them; then the quarantined file loaded under a more lenient rule. The tables as of every
-    time are those of the four files in ledger order: between the repeat and the revision, the repeat's."""
-    states = {"Ohio", "Utah"}
-    base = nyt_states_slice("2020-12-01", "2020-12-10", states)
+    revising some of them (to other values, or to the quarantined file's); then the quarantined file loaded
+    under a more lenient rule. The tables as of every time are those of the files in ledger order: between
+    the repeat and the revision, the repeat's. Also with an empty first value column (fips), and with a
+    repeat of a few days first, the full repeat after it and a later full one (the earliest coverage of each
+    date is the one that counts)."""
+    def nyt(last: str) -> bytes:
+        data = nyt_states_slice("2020-12-01", last, {"Ohio", "Utah"})
+        return _with(data, lambda frame: frame.__setitem__("fips", None)) if variant == "no fips" else data
+
+    base = nyt("2020-12-10")
     frame = pd.read_csv(io.BytesIO(base), dtype={"fips": str})
     late = negative_cases(frame.assign(cases=frame["cases"] + 1000).to_csv(index=False, lineterminator="\r\n")
                           .encode(), [3, 9])
-    newer = nyt_states_slice("2020-12-01", "2020-12-11", states)
-    revised = pd.read_csv(io.BytesIO(newer), dtype={"fips": str})
-    revised.loc[revised["date"].isin(["2020-12-04", "2020-12-09"]) & (revised["state"] == "Ohio"), "cases"] += 7
-    revised = revised.to_csv(index=False).encode()
-    files = [("base.csv", base), ("late.csv", late), ("newer.csv", newer), ("revised.csv", revised)]
-    issued = [datetime(2021, 1, day, 12, tzinfo=timezone.utc) for day in (1, 2, 3, 4)]
+    newer = nyt("2020-12-11")  # every day of the base file again, and one more
+    revised_days = ["2020-12-04", "2020-12-09"]
+    files = [("base.csv", base), ("late.csv", late), ("newer.csv", newer)]
+    if variant == "revised to the late values":
+        files.append(("revised.csv", _with(newer, _raise_ohio(revised_days, 1000))))
+    elif variant == "narrow repeat first":
+        recent = _with(base, lambda frame: frame.drop(frame.index[~frame["date"].isin(["2020-12-04", "2020-12-05"])],
+                                                        inplace=True))
+        files[2:] = [("recent.csv", recent), ("newer.csv", newer), ("newest.csv", _with(newer, _raise_ohio(["2020-12-10"], 7)))]
+    else:
+        files.append(("revised.csv", _with(newer, _raise_ohio(revised_days, 7))))
+    issued = [datetime(2021, 1, day, 12, tzinfo=timezone.utc) for day in range(1, len(files) + 1)]
     rule = DATASETS["us_states"].max_bad_row_share
     with dg.instance_for_test() as instance:
         for (name, data), when in zip(files, issued):
@@ -327,10 +355,10 @@ def test_an_older_file_loaded_after_a_repeat_of_the_values_before_it_and_a_later
             assert ingest(landing, resources, "us_states/late.csv", instance).success
         finally:
             object.__setattr__(DATASETS["us_states"], "max_bad_row_share", rule)
-    assert query("SELECT status FROM covid.ingested_files ORDER BY file_id") == [("loaded",)] * 4
+    assert query("SELECT status FROM covid.ingested_files ORDER BY file_id") == [("loaded",)] * len(files)
 
     current = table(query, f"SELECT {', '.join(COLUMNS)} FROM covid.state_daily ORDER BY state, date", None, COLUMNS)
-    assert_same(current, derived(_latest(base, late, newer, revised)))
+    assert_same(current, derived(_latest(*(data for _, data in files))))
     for n, when in enumerate(issued, start=1):
         assert_same(as_of(query, "state_daily_as_of", when + timedelta(hours=1), COLUMNS),
                     derived(_latest(*(data for _, data in files[:n]))))

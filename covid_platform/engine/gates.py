@@ -453,7 +453,7 @@ def _problems(dataset: Dataset, staged: StagedFile) -> list[Problem]:
         # only digits: what the pattern admits (not null: a null or empty count may be bad)
         good = None if column in dataset.decimals else numbers.plain(dataset, column, value)
         # digits that bigint cannot hold: say so, the kind alone would be a puzzle
-        too_long = sql.SQL("CASE WHEN {v} ~ '^-?[0-9]{{19,}}(\.0*)?$' THEN ': more than 18 digits' ELSE '' END"
+        too_long = sql.SQL(r"CASE WHEN {v} ~ '^-?[0-9]{{19,}}(\.0*)?$' THEN ': more than 18 digits' ELSE '' END"
                            ).format(v=value)
         problems.append(Problem("counts_valid", column, condition, numbers.expected(dataset, column),
                                 note=sql.SQL("''") if column in dataset.decimals else too_long, surely_good=good))

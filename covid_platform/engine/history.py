@@ -264,8 +264,16 @@ FROM (
 WRITE = """
 INSERT INTO {history} ({key}, {values}, file_id, issued_at)
 SELECT {key}, {values}, file_id, valid_from FROM vintages WHERE is_new AND start;
--- rows kept whole while a file before them was in flight, now repeating the version before them
-DELETE FROM {history} AS h USING vintages AS v WHERE NOT v.is_new AND NOT v.start AND {match} AND h.file_id = v.file_id;
+"""
+# After the batch's versions (and the repeats restated after them, `RESTATE`): the rows kept whole while a
+# file before them was in flight, or a later version the batch's now equals, that repeat the version before
+# them in history.
+FOLD = """
+DELETE FROM {history} AS h USING vintages AS v
+WHERE NOT v.is_new AND NOT v.start AND {match} AND h.file_id = v.file_id
+  AND EXISTS (SELECT FROM (SELECT {p_values} FROM {history} AS p WHERE {match_hp} AND p.file_id < h.file_id
+                           ORDER BY p.file_id DESC LIMIT 1) AS p
+              WHERE ({p_values}) IS NOT DISTINCT FROM ({h_values}));
 UPDATE {history} AS h SET issued_at = v.valid_from FROM vintages AS v
 WHERE NOT v.is_new AND v.start AND v.valid_from < v.issued_at AND {match} AND h.file_id = v.file_id;
 """
@@ -285,7 +293,8 @@ CROSS JOIN LATERAL (
     SELECT min(h.file_id) AS file_id FROM {history} AS h WHERE {match_vh} AND h.file_id > v.file_id
 ) AS next_version
 LEFT JOIN LATERAL (
-    SELECT {h_values} FROM {history} AS h WHERE {match_vh} AND h.file_id < v.file_id ORDER BY h.file_id DESC LIMIT 1
+    SELECT {h_values}, h.file_id FROM {history} AS h WHERE {match_vh} AND h.file_id < v.file_id
+    ORDER BY h.file_id DESC LIMIT 1
 ) AS before ON true
 CROSS JOIN LATERAL (
     SELECT min(later.file_id) AS file_id FROM (
@@ -297,7 +306,7 @@ CROSS JOIN LATERAL (
     WHERE later.file_id > v.file_id AND (next_version.file_id IS NULL OR later.file_id < next_version.file_id)
 ) AS w
 JOIN covid.ingested_files AS f ON f.file_id = w.file_id
-WHERE ({restated}) IS DISTINCT FROM ({v_values}) AND (next_version.file_id IS NULL OR before.{first_value} IS NOT NULL);
+WHERE ({restated}) IS DISTINCT FROM ({v_values}) AND (next_version.file_id IS NULL OR before.file_id IS NOT NULL);
 """
 
 REVISIONS = """
@@ -419,22 +428,29 @@ def _sequence(cur, dataset: Dataset, staged: list[sql.Composed], lost: bool) -> 
         match=match("o", "h", dataset.key),
     ))
     cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(history))
-    write = sql.SQL(WRITE).format(history=history, key=column_list(dataset.key), values=column_list(values),
-                                  match=match("v", "h", dataset.key))
+    write = sql.SQL(WRITE).format(history=history, key=column_list(dataset.key), values=column_list(values))
+    fold = sql.SQL(FOLD).format(history=history, match=match("v", "h", dataset.key), match_hp=match("h", "p", dataset.key),
+                                p_values=qualified("p", values), h_values=qualified("h", values))
     if cur.fetchone()[0]:
         with _key_built_after(cur, dataset):
             cur.execute(write)
         return
     cur.execute(write)
-    if not lost:  # no later file kept the batch's rows out: the table holds the batch's latest versions
-        return
+    if lost:  # a later file kept some of the batch's rows out: the table does not hold its latest versions
+        _restate(cur, dataset)
+    cur.execute(fold)
+
+
+def _restate(cur, dataset: Dataset) -> None:
+    history = _history(dataset)
+    values = _values(dataset)
     restated = sql.SQL(", ").join(
         sql.SQL("CASE WHEN next_version.file_id IS NULL THEN t.{c} ELSE before.{c} END").format(c=sql.Identifier(c))
         for c in values)
     cur.execute(sql.SQL(RESTATE).format(
         history=history, key=column_list(dataset.key), values=column_list(values), v_key=qualified("v", dataset.key),
         v_values=qualified("v", values), h_values=qualified("h", values), restated=restated,
-        first_value=sql.Identifier(values[0]), table=sql.Identifier("covid", dataset.table),
+        table=sql.Identifier("covid", dataset.table),
         coverage=coverage_table(dataset), match_vh=match("v", "h", dataset.key), match_vt=match("v", "t", dataset.key),
         region_match_tc=match("t", "c", dataset.region),
     ))

@@ -108,18 +108,23 @@ JOIN {table} AS t ON {key_match_it}
 WHERE t.file_id < i.file_id AND ({i_values}) IS NOT DISTINCT FROM ({t_values}){not_covered};
 """
 
-# A region's coverage within a range the batch now covers is replaced by the batch's, unless it is the region's
-# earliest after a file of the dataset not loaded (quarantined, in flight): should that file be merged, the
-# values it loses to that coverage were repeated from then on (`history.RESTATE`).
+# A region's coverage within a range the batch now covers is replaced by the batch's, unless it is the earliest
+# of its range after a file of the dataset not loaded (quarantined, in flight; the latest such file before it
+# says): should that file be merged, the values it loses to that coverage were repeated from then on
+# (`history.RESTATE`).
 COVERAGE = """
+WITH unloaded AS MATERIALIZED (
+    SELECT file_id FROM covid.ingested_files WHERE dataset = {dataset} AND status NOT IN ('loaded', 'duplicate')
+)
 DELETE FROM {coverage} AS c USING reported AS r
 WHERE {region_match_rc} AND c.file_id < r.file_id AND c.first_date >= r.first_date AND c.last_date <= r.last_date
   AND NOT EXISTS (SELECT FROM partial AS p WHERE {region_match_rp} AND p.file_id = r.file_id)
   AND NOT EXISTS (
-      SELECT FROM covid.ingested_files AS e
-      WHERE e.dataset = {dataset} AND e.status NOT IN ('loaded', 'duplicate') AND e.file_id < c.file_id
-        AND NOT EXISTS (SELECT FROM {coverage} AS c2
-                        WHERE {region_match_cc2} AND c2.file_id > e.file_id AND c2.file_id < c.file_id));
+      SELECT FROM (SELECT max(u.file_id) AS file_id FROM unloaded AS u WHERE u.file_id < c.file_id) AS e
+      WHERE e.file_id IS NOT NULL AND NOT EXISTS (
+          SELECT FROM {coverage} AS c2
+          WHERE {region_match_cc2} AND c2.file_id > e.file_id AND c2.file_id < c.file_id
+            AND c2.first_date <= c.first_date AND c2.last_date >= c.last_date));
 INSERT INTO {coverage} ({region}, file_id, first_date, last_date)
 SELECT {r_region}, r.file_id, r.first_date, r.last_date FROM reported AS r
 WHERE NOT EXISTS (SELECT FROM partial AS p WHERE {region_match_rp} AND p.file_id = r.file_id);

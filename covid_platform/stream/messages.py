@@ -43,7 +43,7 @@ def _object(pairs: list[tuple[str, object]]) -> _Object:
 def parse(dataset: Dataset, payload: bytes) -> list[Row]:
     """The message's rows in `dataset.source_columns` order; raises Unloadable."""
     try:
-        text = payload.decode("utf-8")  # json.loads would also read UTF-16 and UTF-32 bytes
+        text = payload.decode("utf-8-sig")  # a BOM, as a CSV file's; json.loads would also read UTF-16 and 32
     except UnicodeDecodeError as error:
         raise Unloadable(f"not UTF-8 text: {error}") from None
     try:
