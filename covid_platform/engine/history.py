@@ -429,8 +429,6 @@ def _sequence(cur, dataset: Dataset, staged: list[sql.Composed], lost: bool) -> 
     ))
     cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(history))
     write = sql.SQL(WRITE).format(history=history, key=column_list(dataset.key), values=column_list(values))
-    fold = sql.SQL(FOLD).format(history=history, match=match("v", "h", dataset.key), match_hp=match("h", "p", dataset.key),
-                                p_values=qualified("p", values), h_values=qualified("h", values))
     if cur.fetchone()[0]:
         with _key_built_after(cur, dataset):
             cur.execute(write)
@@ -438,7 +436,9 @@ def _sequence(cur, dataset: Dataset, staged: list[sql.Composed], lost: bool) -> 
     cur.execute(write)
     if lost:  # a later file kept some of the batch's rows out: the table does not hold its latest versions
         _restate(cur, dataset)
-    cur.execute(fold)
+    cur.execute(sql.SQL(FOLD).format(history=history, match=match("v", "h", dataset.key),
+                                     match_hp=match("h", "p", dataset.key), p_values=qualified("p", values),
+                                     h_values=qualified("h", values)))
 
 
 def _restate(cur, dataset: Dataset) -> None:

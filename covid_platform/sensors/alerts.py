@@ -6,6 +6,7 @@ Every alert names the dataset, the file's key, the reason and a link to the run 
 """
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -176,19 +177,17 @@ def stream_refusal_alert(context: dg.SensorEvaluationContext, landing: LandingZo
 
 def _alert_refused(landing: LandingZone, notifier: Notifier, folder: str, keys: list[str], waiting: bool) -> None:
     """One alert for these objects of a folder: the messages they hold and their commonest reasons."""
-    reasons: dict[str, int] = {}
+    reasons: Counter[str] = Counter()
     for key in keys:
         try:
             with landing.open(key) as body:
                 for line in _lines(body):
                     try:
-                        reason = str(json.loads(line)["reason"])
+                        reasons[str(json.loads(line)["reason"])] += 1
                     except (ValueError, KeyError, TypeError):
-                        reason = "a line not written as the bridge writes them"
-                    reasons[reason] = reasons.get(reason, 0) + 1
+                        reasons["a line not written as the bridge writes them"] += 1
         except Exception as error:  # gone or unreadable since it was listed: alerted on all the same
-            reason = f"{key} could not be read ({type(error).__name__}: {error})"
-            reasons[reason] = reasons.get(reason, 0) + 1
+            reasons[f"{key} could not be read ({type(error).__name__}: {error})"] += 1
     name = folder.removeprefix(REFUSED).rstrip("/")
     commonest = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
     shown = "; ".join(f"{count} × {reason}" for reason, count in commonest[:REASONS_SHOWN])
@@ -197,7 +196,7 @@ def _alert_refused(landing: LandingZone, notifier: Notifier, folder: str, keys: 
         f"Stream messages refused: {name}" if name != UNROUTED else "Stream messages on no dataset's topic",
         dataset=None if name == UNROUTED else name,
         key=keys[0] if len(keys) == 1 else f"{len(keys)} objects, {keys[0]} … {keys[-1]}",
-        reason=f"{sum(reasons.values())} message(s) refused: {shown}"
+        reason=f"{reasons.total()} message(s) refused: {shown}"
         + (f"; and {others} other reason(s)" if others > 0 else "")
         + ("; more objects are left for the next alert" if waiting else ""),
     )
