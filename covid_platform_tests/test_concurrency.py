@@ -9,6 +9,7 @@ concurrent load produced: any other order would make the comparison depend on a 
 
 import multiprocessing
 import random
+import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import date, timedelta
 from importlib import resources
@@ -16,11 +17,15 @@ from importlib import resources
 import dagster as dg
 import pandas as pd
 from dagster_aws.s3 import S3Resource
+from psycopg2 import sql
 
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
 from covid_platform.cli import SAMPLE as SAMPLE_DROP
+from covid_platform.datasets import DATASETS
 from covid_platform.engine import ledger
+from covid_platform.engine.tables import summary_sql, table_ddl
 from covid_platform.engine.ledger import partition_key
+from covid_platform.resources import warehouse as warehouse_module
 from covid_platform.resources.http_source import HttpSources
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier
@@ -103,6 +108,49 @@ def test_a_file_registered_first_but_merged_last_does_not_overwrite_a_later_file
     ]
     early = read_nyt(first)
     assert_tables_match(query, pd.concat([early[early["date"] < "2020-12-10"], read_nyt(later)], ignore_index=True))
+
+
+def test_a_new_worker_starts_while_a_run_holds_the_ledger(warehouse, database_url, query):
+    """A run worker starting while another run is in a ledger transaction finds the schema in place and runs
+    no DDL: the migration's CREATE INDEX and ALTER TABLE on the ledger used to wait for that run while it
+    waited for them (a deadlock, in CI). After an upgrade (another digest) the migration runs again."""
+    with warehouse.connect() as conn, conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM covid.ingested_files")  # the run's transaction holds the ledger
+        started = threading.Thread(target=_start_worker, args=(database_url,), daemon=True)
+        started.start()
+        started.join(timeout=20)
+        assert not started.is_alive(), "the new worker waited for the run's transaction"
+
+    with warehouse.connect() as conn, conn, conn.cursor() as cur:
+        cur.execute("UPDATE covid.migrated SET digest = 'an older version';"
+                    " DROP FUNCTION covid.ensure_column(text, text, text)")
+    _start_worker(database_url)
+    assert query("SELECT to_regprocedure('covid.ensure_column(text, text, text)') IS NOT NULL") == [(True,)]
+    assert query("SELECT count(*) FROM covid.migrated WHERE digest <> 'an older version'") == [(1,)]
+
+
+def _start_worker(database_url: str) -> None:
+    warehouse_module._migrated.discard(database_url)  # as a new process would
+    with Warehouse(database_url=database_url).connect():
+        pass
+
+
+def test_readers_do_not_wait_for_a_merge_or_a_summary(landing, resources, warehouse, query):
+    """A merge makes sure of its table (columns nullable, added, indexed) and a summary rebuild of its own, in
+    their transactions: where nothing is to change, nothing may lock readers out until they commit."""
+    with dg.instance_for_test() as instance:
+        data = nyt_states_slice("2020-12-01", "2020-12-10", {"Ohio"})
+        assert ingest(landing, resources, drop(landing, "us_states/a.csv", data), instance).success
+    dataset = DATASETS["us_states"]
+    with warehouse.connect() as conn, conn, conn.cursor() as cur:
+        cur.execute(table_ddl(dataset))
+        for name in dataset.summaries:
+            cur.execute(summary_sql(name))
+        with warehouse.connect_read() as reader, reader, reader.cursor() as read:
+            read.execute("SET lock_timeout = '2s'")
+            for table in (dataset.table, *dataset.summaries):
+                read.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("covid", table)))
+                assert read.fetchone()[0] > 0, table
 
 
 def _ingest_in_worker(landing_url: str, s3_endpoint: str, database_url: str, key: str, etag: str) -> str:

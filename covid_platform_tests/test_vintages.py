@@ -237,7 +237,8 @@ def test_a_table_loaded_before_vintages_seeds_its_history(landing, resources, qu
     with dg.instance_for_test() as instance:
         assert ingest(landing, resources, drop(landing, "us_states/old.csv", data), instance).success
         with resources["warehouse"].connect() as conn, conn, conn.cursor() as cur:
-            cur.execute("DROP TABLE covid.state_daily_history; ALTER TABLE covid.ingested_files DROP COLUMN issued_at")
+            cur.execute("DROP TABLE covid.state_daily_history; ALTER TABLE covid.ingested_files DROP COLUMN issued_at;"
+                        " DROP TABLE covid.migrated")
         warehouse_module._migrated.discard(resources["warehouse"].database_url)  # as in a new process
         later = nyt_states_slice("2020-12-11", "2020-12-11", {"Ohio"})
         assert ingest(landing, resources, drop(landing, "us_states/new.csv", later), instance).success

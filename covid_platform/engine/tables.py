@@ -108,7 +108,9 @@ def coverage_table(dataset: Dataset) -> sql.Identifier:
 
 def table_ddl(dataset: Dataset) -> sql.Composed:
     """The clean table and its indexes. A table created before a column was declared nullable loses the
-    constraint (a catalog change, no rewrite)."""
+    constraint (a catalog change, no rewrite), and gains the region columns declared since; each only where
+    needed (covid.ensure_nullable, sql/schema.sql): this runs in every merge, whose readers would otherwise
+    wait for it to commit."""
     table = sql.Identifier("covid", dataset.table)
     create = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, CONSTRAINT {} PRIMARY KEY ({})){}").format(
         table,
@@ -120,12 +122,11 @@ def table_ddl(dataset: Dataset) -> sql.Composed:
         column_list(dataset.key),
         sql.SQL(" PARTITION BY RANGE (date)" if dataset.partition_by_year else ""),
     )
-    relax = [
-        sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(table, sql.Identifier(c.name))
-        for c in columns(dataset) if c.nullable and c.type != "text"
-    ]
+    name = sql.Literal(dataset.table)
+    nullable = [sql.Literal(c.name) for c in columns(dataset) if c.nullable and c.type != "text"]
+    relax = [sql.SQL("SELECT covid.ensure_nullable({}, {})").format(name, sql.SQL(", ").join(nullable))] if nullable else []
     added = [  # columns declared after the table was created (the canonical region)
-        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(table, sql.Identifier(c.name), sql.SQL(c.type))
+        sql.SQL("SELECT covid.ensure_column({}, {}, {})").format(name, sql.Literal(c.name), sql.Literal(c.type))
         for c in columns(dataset) if c.name in dataset.region_columns
     ]
     return sql.SQL("; ").join([create, *relax, *added, *_secondary_indexes(dataset)])

@@ -1,5 +1,6 @@
 """The PostgreSQL warehouse that holds the `covid` schema."""
 
+import hashlib
 import os
 import threading
 from collections.abc import Iterator
@@ -59,20 +60,52 @@ class Warehouse(dg.ConfigurableResource):
             if self.database_url in _migrated:
                 return
             with conn, conn.cursor() as cur:
-                # Several run workers may start at once: one migrates, the others wait.
-                cur.execute("SELECT pg_advisory_xact_lock(hashtext('covid_platform.schema'))")
-                cur.execute(_sql("schema.sql"))
-                regions.load(cur)  # the packaged geography, as this version ships it
-                cur.execute("SAVEPOINT roles")
-                try:
-                    cur.execute(_sql("roles.sql"))
-                except psycopg2.errors.InsufficientPrivilege as error:
-                    # A user without CREATEROLE still loads; only the reader/loader split is missing.
-                    cur.execute("ROLLBACK TO SAVEPOINT roles")
-                    dg.get_dagster_logger("covid_platform.warehouse").warning(
-                        "Roles covid_loader / covid_reader not set up (%s). Create them as an administrator "
-                        "(CREATE ROLE covid_loader NOLOGIN; CREATE ROLE covid_reader NOLOGIN); the platform "
-                        "grants their privileges on its next start.",
-                        error.diag.message_primary,
-                    )
+                # Most starts find this version's schema in place and run no DDL: its locks would conflict with
+                # the runs at work (a worker holding the ledger's rows, waiting on the migration's CREATE INDEX,
+                # while the migration waits on it). Several run workers may start at once: one migrates, the
+                # others wait, then find it done.
+                if not _migrated_here(cur):
+                    cur.execute("SELECT pg_advisory_xact_lock(hashtext('covid_platform.schema'))")
+                    if not _migrated_here(cur):
+                        _run_migration(cur)
             _migrated.add(self.database_url)
+
+
+def _digest() -> str:
+    files = resources.files("covid_platform")
+    return hashlib.sha256(b"".join(
+        files.joinpath(*path).read_bytes() for path in (("sql", "schema.sql"), ("sql", "roles.sql"), regions.REGIONS_CSV)
+    )).hexdigest()
+
+
+def _migrated_here(cur) -> bool:
+    """Whether this version's schema, regions and roles are in place (the roles unless they still do not exist)."""
+    cur.execute("SELECT to_regclass('covid.migrated') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return False
+    cur.execute(
+        "SELECT EXISTS (SELECT FROM covid.migrated WHERE digest = %s AND (roles_granted OR"
+        " (SELECT count(*) FROM pg_roles WHERE rolname IN ('covid_loader', 'covid_reader')) < 2))",
+        (_digest(),),
+    )
+    return cur.fetchone()[0]
+
+
+def _run_migration(cur) -> None:
+    cur.execute(_sql("schema.sql"))
+    regions.load(cur)  # the packaged geography, as this version ships it
+    cur.execute("SAVEPOINT roles")
+    try:
+        cur.execute(_sql("roles.sql"))
+        granted = True
+    except psycopg2.errors.InsufficientPrivilege as error:
+        # A user without CREATEROLE still loads; only the reader/loader split is missing.
+        cur.execute("ROLLBACK TO SAVEPOINT roles")
+        granted = False
+        dg.get_dagster_logger("covid_platform.warehouse").warning(
+            "Roles covid_loader / covid_reader not set up (%s). Create them as an administrator "
+            "(CREATE ROLE covid_loader NOLOGIN; CREATE ROLE covid_reader NOLOGIN); the platform "
+            "grants their privileges on its next start.",
+            error.diag.message_primary,
+        )
+    cur.execute("DELETE FROM covid.migrated; INSERT INTO covid.migrated VALUES (%s, %s)", (_digest(), granted))

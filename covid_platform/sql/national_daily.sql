@@ -21,10 +21,9 @@ CREATE TABLE IF NOT EXISTS covid.national_daily (
     new_deaths_7d double precision,
     states        integer
 );
-ALTER TABLE covid.national_daily ALTER COLUMN cases DROP NOT NULL, ALTER COLUMN deaths DROP NOT NULL,
-    ALTER COLUMN new_cases DROP NOT NULL, ALTER COLUMN new_deaths DROP NOT NULL,
-    ALTER COLUMN new_cases_7d DROP NOT NULL, ALTER COLUMN new_deaths_7d DROP NOT NULL,
-    ADD COLUMN IF NOT EXISTS states integer;  -- tables of older versions
+-- tables of older versions
+SELECT covid.ensure_nullable('national_daily', 'cases', 'deaths', 'new_cases', 'new_deaths', 'new_cases_7d', 'new_deaths_7d');
+SELECT covid.ensure_column('national_daily', 'states', 'integer');
 
 -- The national series from the states' rows: the current ones (NULL), or covid.state_daily as of a time
 -- (vintages: what national_daily would have held then). One definition for both; inlined by PostgreSQL,

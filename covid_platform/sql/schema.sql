@@ -1,5 +1,35 @@
--- The covid schema. Idempotent: run on first connection of every process.
+-- The covid schema. Idempotent: run on first connection of a process, unless covid.migrated says this version
+-- of this file, roles.sql and the packaged regions has already run (resources/warehouse.py). Its DDL takes
+-- locks that conflict with the runs at work: CREATE INDEX blocks the ledger's writers, ALTER TABLE every
+-- reader of its table.
 CREATE SCHEMA IF NOT EXISTS covid;
+CREATE TABLE IF NOT EXISTS covid.migrated (
+    digest        text    NOT NULL,  -- sha256 of schema.sql, roles.sql and regions.csv
+    roles_granted boolean NOT NULL   -- false: roles.sql could not run (no CREATEROLE); run again once they exist
+);
+
+-- A column made nullable, or added, in a table of an older version, only where it is not yet: an ALTER TABLE,
+-- even one with nothing to do, locks its table against readers until the transaction ends.
+CREATE OR REPLACE FUNCTION covid.ensure_nullable(tab text, VARIADIC cols text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    col text;
+BEGIN
+    FOR col IN SELECT attname FROM pg_attribute
+               WHERE attrelid = format('covid.%I', tab)::regclass AND attname = ANY (cols) AND attnotnull LOOP
+        EXECUTE format('ALTER TABLE covid.%I ALTER COLUMN %I DROP NOT NULL', tab, col);
+    END LOOP;
+END
+$$;
+CREATE OR REPLACE FUNCTION covid.ensure_column(tab text, col text, type text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_attribute
+                   WHERE attrelid = format('covid.%I', tab)::regclass AND attname = col AND NOT attisdropped) THEN
+        EXECUTE format('ALTER TABLE covid.%I ADD COLUMN %I %s', tab, col, type);
+    END IF;
+END
+$$;
 -- One unlogged table per file being ingested (covid_staging.file_<file_id>), dropped once merged.
 CREATE SCHEMA IF NOT EXISTS covid_staging;
 
@@ -61,7 +91,7 @@ UNION ALL SELECT 'fips', ltrim(fips, '0'), fips, name FROM covid.regions;
 -- Vintages (engine/history.py). A file's issue time: its object's last-modified time in the landing zone, or
 -- when the ledger first saw it if that version's key was already gone. Ledgers older than the column take
 -- received_at, the nearest time they kept.
-ALTER TABLE covid.ingested_files ADD COLUMN IF NOT EXISTS issued_at timestamptz;
+SELECT covid.ensure_column('ingested_files', 'issued_at', 'timestamptz');
 UPDATE covid.ingested_files SET issued_at = received_at WHERE issued_at IS NULL;
 
 -- One row per file and clean table: the keys it added, revised (a value differs from the version before it

@@ -10,7 +10,7 @@ CREATE TABLE IF NOT EXISTS covid.school_summary (
     cases_last_14d bigint NOT NULL
 );
 
-ALTER TABLE covid.school_summary ALTER COLUMN total_cases DROP NOT NULL;  -- tables of older versions
+SELECT covid.ensure_nullable('school_summary', 'total_cases');  -- tables of older versions
 
 DELETE FROM covid.school_summary;
 

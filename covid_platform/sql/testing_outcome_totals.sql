@@ -6,8 +6,9 @@ CREATE TABLE IF NOT EXISTS covid.testing_outcome_totals (
     results bigint,
     states integer NOT NULL
 );
-ALTER TABLE covid.testing_outcome_totals ALTER COLUMN results DROP NOT NULL,
-    ADD COLUMN IF NOT EXISTS states integer;  -- tables of older versions (0 where no state reported)
+-- tables of older versions (0 where no state reported)
+SELECT covid.ensure_nullable('testing_outcome_totals', 'results');
+SELECT covid.ensure_column('testing_outcome_totals', 'states', 'integer');
 
 DELETE FROM covid.testing_outcome_totals;
 
