@@ -34,7 +34,7 @@ from psycopg2 import sql
 
 from covid_platform.dashboard.queries import QUERIES
 from covid_platform.datasets import US_COUNTIES, US_STATES
-from covid_platform.engine.tables import table_ddl, year_partitions_ddl
+from covid_platform.engine.tables import add_year_partitions, table_ddl
 
 STATE, STATE_CODE = "New York", "NY"
 BUILT = {US_COUNTIES.table, US_STATES.table, *US_STATES.summaries}
@@ -124,8 +124,7 @@ def create_clean_table(cur, dataset) -> None:
     if dataset.partition_by_year:
         cur.execute("SELECT min(date), max(date) FROM bench_county")
         first, last = cur.fetchone()
-        for ddl in year_partitions_ddl(dataset, range(first.year, last.year + 1)):
-            cur.execute(ddl)
+        add_year_partitions(cur, dataset, range(first.year, last.year + 1))
 
 
 def build(cur, rows: int, county_file: Path) -> None:

@@ -22,8 +22,8 @@ from psycopg2 import sql
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
 from covid_platform.cli import SAMPLE as SAMPLE_DROP
 from covid_platform.datasets import DATASETS
-from covid_platform.engine import ledger
-from covid_platform.engine.tables import summary_sql, table_ddl
+from covid_platform.engine import history, ledger
+from covid_platform.engine.tables import add_year_partitions, summary_sql, table_ddl
 from covid_platform.engine.ledger import partition_key
 from covid_platform.resources import warehouse as warehouse_module
 from covid_platform.resources.http_source import HttpSources
@@ -136,21 +136,45 @@ def _start_worker(database_url: str) -> None:
 
 
 def test_readers_do_not_wait_for_a_merge_or_a_summary(landing, resources, warehouse, query):
-    """A merge makes sure of its table (columns nullable, added, indexed) and a summary rebuild of its own, in
-    their transactions: where nothing is to change, nothing may lock readers out until they commit."""
+    """A merge makes sure of its table (columns nullable, added, indexed; a partition for a new year; its
+    functions) and a summary rebuild of its own, in their transactions: none of it may lock readers out until
+    they commit, nor drop a function a reader may have looked up (it fails "cache lookup failed")."""
     with dg.instance_for_test() as instance:
         data = nyt_states_slice("2020-12-01", "2020-12-10", {"Ohio"})
         assert ingest(landing, resources, drop(landing, "us_states/a.csv", data), instance).success
-    dataset = DATASETS["us_states"]
+        counties = county_rows("2020-04-01", "2020-04-05", {"Delaware"})
+        assert ingest(landing, resources, drop(landing, "us_counties/a.csv", counties), instance).success
+    states, counties = DATASETS["us_states"], DATASETS["us_counties"]
+    functions = "SELECT to_regprocedure('covid.state_daily_as_of(timestamptz)')::oid, " \
+                "to_regprocedure('covid.national_daily_as_of(timestamptz)')::oid"
+    before = query(functions)
     with warehouse.connect() as conn, conn, conn.cursor() as cur:
-        cur.execute(table_ddl(dataset))
-        for name in dataset.summaries:
+        cur.execute(table_ddl(states))
+        history.functions_ddl(cur, states)
+        for name in states.summaries:
             cur.execute(summary_sql(name))
+        add_year_partitions(cur, counties, range(2020, 2022))
         with warehouse.connect_read() as reader, reader, reader.cursor() as read:
             read.execute("SET lock_timeout = '2s'")
-            for table in (dataset.table, *dataset.summaries):
+            for table in (states.table, *states.summaries, counties.table):
                 read.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("covid", table)))
                 assert read.fetchone()[0] > 0, table
+    assert query(functions) == before
+    assert query("SELECT count(*) FROM pg_inherits WHERE inhparent = 'covid.county_daily'::regclass") == [(2,)]
+
+
+def test_a_function_whose_result_changed_is_made_again(warehouse, query):
+    """An older version's `<table>_as_of` with other columns: CREATE OR REPLACE cannot change its result."""
+    states = DATASETS["us_states"]
+    with warehouse.connect() as conn, conn, conn.cursor() as cur:
+        cur.execute(table_ddl(states))
+        history.ddl(cur, states)
+        cur.execute("DROP FUNCTION covid.state_daily_as_of(timestamptz);"
+                    " CREATE FUNCTION covid.state_daily_as_of(timestamptz) RETURNS TABLE (state text)"
+                    " LANGUAGE sql AS 'SELECT NULL::text'")
+        history.functions_ddl(cur, states)
+    result = query("SELECT pg_get_function_result('covid.state_daily_as_of(timestamptz)'::regprocedure)")[0][0]
+    assert result.startswith("TABLE(state text, fips text, date date, cases bigint"), result
 
 
 def _ingest_in_worker(landing_url: str, s3_endpoint: str, database_url: str, key: str, etag: str) -> str:

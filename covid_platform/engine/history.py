@@ -19,6 +19,7 @@ Three refinements keep that exact when the ledger's order and the issue times di
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import psycopg2.errors
 from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
@@ -96,13 +97,21 @@ def ddl(cur, dataset: Dataset) -> None:
 
 
 def functions_ddl(cur, dataset: Dataset) -> None:
-    """`covid.<table>_as_of(T)` and `covid.<table>_backfill_profile()`, dropped first: a column's type may have
-    changed since they were made, and CREATE OR REPLACE cannot change a function's result type."""
-    as_of = sql.Identifier("covid", as_of_name(dataset.table))
-    backfill = sql.Identifier("covid", backfill_name(dataset))
-    cur.execute(sql.SQL("DROP FUNCTION IF EXISTS {}(timestamptz); DROP FUNCTION IF EXISTS {}()").format(as_of, backfill))
-    cur.execute(_as_of_function(dataset, as_of))
-    cur.execute(_backfill_function(dataset, backfill))
+    """`covid.<table>_as_of(T)` and `covid.<table>_backfill_profile()`, replaced in place: a query that looked
+    one up meanwhile still finds it (a dropped one fails it, "cache lookup failed for function"). Dropped
+    first only where a column's type changed since it was made: CREATE OR REPLACE cannot change a result type."""
+    for function, arguments, create in (
+        (sql.Identifier("covid", as_of_name(dataset.table)), sql.SQL("timestamptz"), _as_of_function),
+        (sql.Identifier("covid", backfill_name(dataset)), sql.SQL(""), _backfill_function),
+    ):
+        cur.execute("SAVEPOINT replace_function")
+        try:
+            cur.execute(create(dataset, function))
+        except psycopg2.errors.InvalidFunctionDefinition:  # cannot change return type of existing function
+            cur.execute("ROLLBACK TO SAVEPOINT replace_function")
+            cur.execute(sql.SQL("DROP FUNCTION {}({})").format(function, arguments))
+            cur.execute(create(dataset, function))
+        cur.execute("RELEASE SAVEPOINT replace_function")
 
 
 def drop_functions(cur, dataset: Dataset) -> None:
@@ -113,7 +122,7 @@ def drop_functions(cur, dataset: Dataset) -> None:
 # SQL-language, STABLE, one SELECT: PostgreSQL inlines it into the caller's query, so a filter on the region
 # columns reaches the history's key index (one state's series reads that state's versions only).
 AS_OF = """
-CREATE FUNCTION {function}(as_of timestamptz) RETURNS TABLE ({result}) LANGUAGE sql STABLE AS $as_of$
+CREATE OR REPLACE FUNCTION {function}(as_of timestamptz) RETURNS TABLE ({result}) LANGUAGE sql STABLE AS $as_of$
 SELECT {columns} FROM ({derived}) AS as_of_table
 $as_of$;
 COMMENT ON FUNCTION {function}(timestamptz) IS {comment}
@@ -149,7 +158,7 @@ def _as_of_function(dataset: Dataset, function: sql.Identifier) -> sql.Composed:
 # while that version is the final one. Counted by events (+1 where such a version starts to be seen, -1
 # where it stops) summed over k, rather than one row per (value, k).
 BACKFILL = """
-CREATE FUNCTION {function}() RETURNS TABLE (k integer, column_name text, reported bigint, at_final bigint,
+CREATE OR REPLACE FUNCTION {function}() RETURNS TABLE (k integer, column_name text, reported bigint, at_final bigint,
                                              share double precision) LANGUAGE sql STABLE AS $backfill$
 WITH versions AS (
     SELECT {key}, h.file_id, greatest(0, (h.issued_at AT TIME ZONE 'UTC')::date - h.date) AS lag, v.column_name, v.value

@@ -24,6 +24,7 @@ from covid_platform.engine import history, ledger, staging
 from covid_platform.engine.derived import derived_select, has_windows
 from covid_platform.engine.staging import staged_rows
 from covid_platform.engine.tables import (
+    add_year_partitions,
     base_columns,
     build_indexes_ddl,
     column_list,
@@ -34,7 +35,6 @@ from covid_platform.engine.tables import (
     match,
     qualified,
     table_ddl,
-    year_partitions_ddl,
 )
 
 # Several files at once: the latest file's row wins each key. One file's keys are already unique (the
@@ -310,8 +310,7 @@ def merge_files(cur, dataset: Dataset, file_ids: list[int]) -> Merged:
     first_date = min(first for _, first, _ in reported.values())
     last_date = max(last for _, _, last in reported.values())
     if dataset.partition_by_year:
-        for ddl in year_partitions_ddl(dataset, range(first_date.year, last_date.year + 1)):
-            cur.execute(ddl)
+        add_year_partitions(cur, dataset, range(first_date.year, last_date.year + 1))
     rows_in_files = sum(keys for keys, _, _ in reported.values())
     cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(table))
     first_load = cur.fetchone()[0]

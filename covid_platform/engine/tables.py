@@ -168,17 +168,20 @@ def build_indexes_ddl(dataset: Dataset) -> sql.Composed:
     ])
 
 
-def year_partitions_ddl(dataset: Dataset, years: range) -> list[sql.Composed]:
-    """A partition of the clean table for each year (created as the years arrive)."""
-    return [
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
-            sql.Identifier("covid", f"{dataset.table}_{year}"),
-            sql.Identifier("covid", dataset.table),
-            sql.Literal(f"{year}-01-01"),
-            sql.Literal(f"{year + 1}-01-01"),
-        )
-        for year in years
-    ]
+def add_year_partitions(cur, dataset: Dataset, years: range) -> None:
+    """A partition of the clean table for each year, as the years arrive. Made apart, then attached: CREATE
+    TABLE … PARTITION OF would lock the table against its readers until the merge commits, ATTACH PARTITION
+    takes a lock they pass."""
+    table = sql.Identifier("covid", dataset.table)
+    for year in years:
+        name = f"{dataset.table}_{year}"
+        cur.execute("SELECT to_regclass(%s)", (f"covid.{name}",))
+        if cur.fetchone()[0] is None:
+            cur.execute(sql.SQL(
+                "CREATE TABLE {partition} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS); "
+                "ALTER TABLE {table} ATTACH PARTITION {partition} FOR VALUES FROM ({first}) TO ({end})"
+            ).format(partition=sql.Identifier("covid", name), table=table,
+                     first=sql.Literal(f"{year}-01-01"), end=sql.Literal(f"{year + 1}-01-01")))
 
 
 @cache

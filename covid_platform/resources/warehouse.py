@@ -108,4 +108,7 @@ def _run_migration(cur) -> None:
             "grants their privileges on its next start.",
             error.diag.message_primary,
         )
-    cur.execute("DELETE FROM covid.migrated; INSERT INTO covid.migrated VALUES (%s, %s)", (_digest(), granted))
+    # one row per version: a version started again after another (a rollback, two versions deployed side by
+    # side) finds its own and does not migrate at every start
+    cur.execute("INSERT INTO covid.migrated (digest, roles_granted) VALUES (%s, %s) ON CONFLICT (digest) DO UPDATE"
+                " SET roles_granted = EXCLUDED.roles_granted, migrated_at = now()", (_digest(), granted))

@@ -27,9 +27,18 @@ SELECT covid.ensure_column('national_daily', 'states', 'integer');
 
 -- The national series from the states' rows: the current ones (NULL), or covid.state_daily as of a time
 -- (vintages: what national_daily would have held then). One definition for both; inlined by PostgreSQL,
--- so the branch not taken costs nothing.
-DROP FUNCTION IF EXISTS covid.national_daily_as_of(timestamptz);
-CREATE FUNCTION covid.national_daily_as_of(as_of timestamptz)
+-- so the branch not taken costs nothing. Replaced in place (a query that looked it up meanwhile still finds
+-- it); dropped first only where an older version's result differs (CREATE OR REPLACE cannot change it).
+DO $$
+BEGIN
+    IF pg_get_function_result(to_regprocedure('covid.national_daily_as_of(timestamptz)')) <> 'TABLE(date date, '
+       'cases bigint, deaths bigint, new_cases bigint, new_deaths bigint, new_cases_7d double precision, '
+       'new_deaths_7d double precision, states integer)' THEN
+        DROP FUNCTION covid.national_daily_as_of(timestamptz);
+    END IF;
+END
+$$;
+CREATE OR REPLACE FUNCTION covid.national_daily_as_of(as_of timestamptz)
 RETURNS TABLE (date date, cases bigint, deaths bigint, new_cases bigint, new_deaths bigint,
                new_cases_7d double precision, new_deaths_7d double precision, states integer)
 LANGUAGE sql STABLE AS $national$

@@ -1,11 +1,12 @@
 -- The covid schema. Idempotent: run on first connection of a process, unless covid.migrated says this version
--- of this file, roles.sql and the packaged regions has already run (resources/warehouse.py). Its DDL takes
--- locks that conflict with the runs at work: CREATE INDEX blocks the ledger's writers, ALTER TABLE every
--- reader of its table.
+-- of this file, roles.sql and the packaged regions has already run (resources/warehouse.py): DDL takes locks
+-- that conflict with the runs at work, even where it has nothing to do (ALTER TABLE locks out every reader
+-- of its table, CREATE INDEX its writers).
 CREATE SCHEMA IF NOT EXISTS covid;
 CREATE TABLE IF NOT EXISTS covid.migrated (
-    digest        text    NOT NULL,  -- sha256 of schema.sql, roles.sql and regions.csv
-    roles_granted boolean NOT NULL   -- false: roles.sql could not run (no CREATEROLE); run again once they exist
+    digest        text        PRIMARY KEY,  -- sha256 of schema.sql, roles.sql and regions.csv: one row per version
+    roles_granted boolean     NOT NULL,     -- false: roles.sql could not run (no CREATEROLE); run again once they exist
+    migrated_at   timestamptz NOT NULL DEFAULT now()
 );
 
 -- A column made nullable, or added, in a table of an older version, only where it is not yet: an ALTER TABLE,
@@ -53,7 +54,13 @@ CREATE TABLE IF NOT EXISTS covid.ingested_files (
     processed_at  timestamptz,
     run_id        text
 );
-CREATE INDEX IF NOT EXISTS ingested_files_content ON covid.ingested_files (dataset, sha256);
+DO $$
+BEGIN  -- not CREATE INDEX IF NOT EXISTS: it locks the ledger's writers out before it finds the index
+    IF to_regclass('covid.ingested_files_content') IS NULL THEN
+        CREATE INDEX ingested_files_content ON covid.ingested_files (dataset, sha256);
+    END IF;
+END
+$$;
 
 -- Rows set aside from files that loaded: too few to quarantine the file (see max_bad_row_share).
 CREATE TABLE IF NOT EXISTS covid.rejected_rows (
