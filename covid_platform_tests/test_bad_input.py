@@ -142,6 +142,18 @@ BAD_FILES = {
         truncated(BASE), "csv_readable",
         ("line 10", "the file is truncated", "no line end", "fewer fields than the header's 5"),
     ),
+    # lines ending in a bare CR (classic Mac OS, some Excel exports): one line for COPY and csv
+    "bare_cr_line_ends": Bad(
+        BASE.replace(b"\r\n", b"\r"), "csv_readable",
+        ("line 1", "carriage return (CR) ends the header without a line feed", "expected LF or CRLF"),
+    ),
+    "bare_cr_line_ends_long": Bad(  # no line feed in the header's byte limit: the same reason
+        BASE.replace(b"\r\n", b"\r") * 400, "csv_readable", ("line 1", "bare CR", "expected LF or CRLF"),
+    ),
+    "header_quote_left_open": Bad(
+        b'"date,state,fips,cases,deaths\r\n' + join_lines(split_lines(BASE)[1:]), "csv_readable",
+        ("line 1", "a double quote opened in the header is not closed on its line"),
+    ),
     "unclosed_quote_at_end": Bad(
         BASE + b'2021-01-07,"Ohio,39', "csv_readable", ("the file is truncated", "an unclosed quote"),
     ),

@@ -23,7 +23,7 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
-from covid_platform.engine import ledger
+from covid_platform.engine import intake, ledger
 from covid_platform.resources.landing import LandingZone
 from covid_platform_tests.helpers import county_rows, drop, ingest, nyt_states_slice, tick, tick_until_quiet
 from covid_platform_tests.oracles import (
@@ -419,6 +419,30 @@ def test_a_key_deleted_after_listing_fails_its_run_and_the_ledger_says_why(
     assert again == []  # not requested again, and not forgotten: the ledger row and the failed run remain
     assert s3_client.list_objects_v2(Bucket=bucket, Prefix="drops/_archive/").get("KeyCount") == 0
     assert query("SELECT to_regclass('covid.state_daily')") == [(None,)]
+
+
+def test_a_step_failing_for_a_reason_no_gate_names_keeps_it_in_the_ledger(landing, resources, query, monkeypatch):
+    """A fault or a bug while the file is read (here an error injected where the raw step gates the archived
+    copy) fails the run, and the ledger says why: the file is listed with the quarantined ones, not in flight
+    for ever. Run again once mended, it loads and the reason goes."""
+    key = drop(landing, "us_states/crash.csv", STATES_FILE)
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("injected while gating")
+
+    with dg.instance_for_test() as instance:
+        with monkeypatch.context() as patch:
+            patch.setattr(intake, "gate_archived", failing)
+            run = ingest(landing, resources, key, instance)
+        assert not run.success
+        reason = "the raw step failed: RuntimeError: injected while gating"
+        assert query("SELECT status, reason FROM covid.ingested_files") == [("received", reason)]
+        with resources["warehouse"].connect() as conn, conn.cursor() as cur:
+            cur.execute(ledger.STATUS_BY_DATASET)
+            assert [(row[0], row[5]) for row in cur.fetchall()] == [("us_states", 0)]  # (dataset, in_progress)
+
+        assert ingest(landing, resources, key, instance).success
+    assert query("SELECT status, reason FROM covid.ingested_files") == [("loaded", None)]
 
 
 def texas_cases_plus(data: bytes, extra: int) -> bytes:

@@ -74,7 +74,13 @@ def build_raw_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 context.log.info(f"{obj_key} was already {entry.status} (file {entry.file_id}); nothing to redo")
                 yield from _earlier_verdict(entry)
                 return
-            yield from _ingest(context, conn, landing, dataset, entry)
+            try:
+                yield from _ingest(context, conn, landing, dataset, entry)
+            except dg.Failure:  # its reason is in the ledger already
+                raise
+            except Exception as error:
+                ledger.note_failure(conn, entry.file_id, f"the raw step failed: {type(error).__name__}: {error}")
+                raise
 
     return raw
 

@@ -125,6 +125,20 @@ def set_fields(cur: psycopg2.extensions.cursor, file_id: int, **fields) -> None:
     )
 
 
+def note_failure(conn: psycopg2.extensions.connection, file_id: int, reason: str) -> None:
+    """A file still `received` whose step failed for a reason no gate names (a fault, a bug) keeps that reason:
+    listed with the quarantined files, not in flight for ever; the next attempt that settles it clears it.
+    Best effort: the connection may be what failed."""
+    try:
+        if not conn.closed:
+            conn.rollback()
+        with transaction(conn) as cur:
+            cur.execute("UPDATE covid.ingested_files SET reason = %s, processed_at = now() "
+                        "WHERE file_id = %s AND status = %s", (reason, file_id, Status.RECEIVED))
+    except psycopg2.Error:
+        pass
+
+
 def loaded_with_same_content(conn, dataset: str, sha256: str, file_id: int) -> tuple[int, str] | None:
     """The dataset's previous file in ledger order (quarantined files and duplicates left out), when it has
     these exact bytes and was (or is being) loaded: loading them again would change nothing. Bytes loaded

@@ -22,6 +22,8 @@ MAX_HEADER_BYTES = 64 * 1024
 CHUNK = 1 << 20
 BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
+BARE_CR = ("line 1: a carriage return (CR) ends the header without a line feed (LF): the file's lines end in a "
+           "bare CR, as classic Mac OS wrote them; expected LF or CRLF line ends (save it with Unix or Windows line ends)")
 BLANK_LINE = re.compile(rb"(?<=\n)\r?\n")  # a line end right after a line end
 # A staging table's line numbers, as an editor shows them (the header is line 1), in the order COPY reads the
 # rows; drawn 100,000 at a time (one backend draws them all, in order: no gap), not each from the sequence.
@@ -176,7 +178,8 @@ class CheckedText:
                 break
             self._buffer += chunk
             if len(self._buffer) > MAX_HEADER_BYTES:
-                raise FileRejected(f"line 1: no line end in the first {MAX_HEADER_BYTES} bytes; not a CSV header")
+                raise FileRejected(BARE_CR if b"\r" in self._buffer else
+                                   f"line 1: no line end in the first {MAX_HEADER_BYTES} bytes; not a CSV header")
         line, sep, rest = self._buffer.partition(b"\n")
         self._buffer = rest
         return line + sep
@@ -363,8 +366,16 @@ def drop(cur, file_id: int, typed: bool = True) -> None:
 
 def parse_header(line: bytes) -> list[str]:
     """The header's field names (the reader has already checked that the bytes are UTF-8 text)."""
-    text = line.removeprefix(BOM).decode("utf-8")
-    fields = next(csv.reader([text.rstrip("\r\n")]), [])
+    text = line.removeprefix(BOM).decode("utf-8").rstrip("\r\n")
+    if "\r" in text:
+        raise FileRejected(BARE_CR)
+    try:
+        fields = next(csv.reader([text], strict=True), [])
+    except csv.Error as error:
+        if "unexpected end of data" in str(error):  # a quote left open: the name quoted past the line's end
+            raise FileRejected("line 1: a double quote opened in the header is not closed on its line; expected "
+                               "the column names separated by commas, each quoted name closed") from error
+        fields = next(csv.reader([text]), [])  # text after a closing quote ("state" ,cases): read as pandas does
     return [field.strip() for field in fields]
 
 
