@@ -644,7 +644,7 @@ def with_empty_lines(data: bytes, empty: str, crlf: bool) -> bytes:
 
 @pytest.mark.parametrize("text_path", [False, True], ids=["typed", "text"])
 @pytest.mark.parametrize("crlf", [True, False], ids=["crlf", "lf"])
-@pytest.mark.parametrize("empty", ["", ",,,,"], ids=["blank", "commas"])
+@pytest.mark.parametrize("empty", ["", ",,,,", "   "], ids=["blank", "commas", "spaces"])
 def test_lines_without_a_value_are_no_rows(empty, crlf, text_path, landing, resources, query):
     # as pandas and Python's csv skip a blank line, and a spreadsheet writes commas below its data
     base = set_field(BASE, 4, "date", " 2021-01-04") if text_path else BASE  # a date COPY cannot type
@@ -671,14 +671,18 @@ class ByteByByte(io.BytesIO):
 
 @pytest.mark.parametrize("source", ["whole", "byte_by_byte", "gzip_byte_by_byte"])
 @pytest.mark.parametrize("size", [1, 2, 3, 1 << 20])
-def test_a_blank_line_becomes_empty_fields_unless_a_quoted_field_holds_it(size, source):
-    body = b'a,b,c\r\n1,"x\r\n\r\ny",2\r\n\r\n3,4,5\n\n'
+@pytest.mark.parametrize("body, read", [
+    (b'a,b,c\r\n1,"x\r\n\r\ny",2\r\n\r\n3,4,5\n\n', b'1,"x\r\n\r\ny",2\r\n,,\r\n3,4,5\n,,\n'),
+    # spaces and tabs alone are blank too, the last line's even without a line end; a field's are kept
+    (b'a,b,c\r\n1,"x\r\n  \r\ny",2\r\n  \r\n 3,4,5 \n\t\n \t',
+     b'1,"x\r\n  \r\ny",2\r\n,,  \r\n 3,4,5 \n,,\t\n,, \t'),
+], ids=["blank", "spaces"])
+def test_a_blank_line_becomes_empty_fields_unless_a_quoted_field_holds_it(body, read, size, source):
     raw = gzip.compress(body) if source.startswith("gzip") else body
     reader = CheckedText(io.BytesIO(raw) if source == "whole" else ByteByByte(raw))
     assert reader.readline() == b"a,b,c\r\n"
     reader.fill_blank_lines(3)
-    read = b"".join(iter(lambda: reader.read(size), b""))  # in chunks of `size` bytes
-    assert read == b'1,"x\r\n\r\ny",2\r\n,,\r\n3,4,5\n,,\n'
+    assert b"".join(iter(lambda: reader.read(size), b"")) == read  # in chunks of `size` bytes
 
 
 # --- non-blocking warning ---------------------------------------------------------------------------

@@ -24,7 +24,8 @@ BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
 BARE_CR = ("line 1: a carriage return (CR) ends the header without a line feed (LF): the file's lines end in a "
            "bare CR, as classic Mac OS wrote them; expected LF or CRLF line ends (save it with Unix or Windows line ends)")
-BLANK_LINE = re.compile(rb"(?<=\n)\r?\n")  # a line end right after a line end
+# a line of spaces and tabs at most, ended (or the file's last, unended): right after a line end
+BLANK_LINE = re.compile(rb"(?<=\n)(?:[ \t]*\r?\n|[ \t]+\r?\Z)")
 # A staging table's line numbers, as an editor shows them (the header is line 1), in the order COPY reads the
 # rows; drawn 100,000 at a time (one backend draws them all, in order: no gap), not each from the sequence.
 LINE = sql.SQL("line bigint GENERATED ALWAYS AS IDENTITY (START WITH 2 CACHE 100000)")
@@ -146,8 +147,12 @@ class CheckedText:
             if self._filler is None:
                 return chunk
             chunk, self._held = self._held + chunk, b""
-            if chunk.endswith(b"\r") and not self.at_end:
-                chunk, self._held = chunk[:-1], b"\r"
+            if not self.at_end:  # held until the next chunk says whether a blank line or a CRLF ends there
+                start = chunk.rfind(b"\n") + 1
+                if (start or self._previous == b"\n") and not chunk[start:].strip(b" \t\r"):
+                    chunk, self._held = chunk[:start], chunk[start:]
+                elif chunk.endswith(b"\r"):
+                    chunk, self._held = chunk[:-1], b"\r"
             if chunk or self.at_end:  # an empty chunk ends COPY: only at the end
                 return self._fill(chunk)
 
@@ -155,8 +160,8 @@ class CheckedText:
         """The chunk with each blank line outside a quoted field given the filler's empty fields (a quote
         character's count says whether a position is inside a quoted field: "" inside one counts twice)."""
         pieces, copied, counted, quotes = [], 0, 0, self._quoted
-        at_line_start = self._previous == b"\n" and chunk[:1] in (b"\n", b"\r")
-        if at_line_start or b"\n\n" in chunk or b"\n\r\n" in chunk:
+        at_line_start = self._previous == b"\n" and chunk[:1] in (b"\n", b"\r", b" ", b"\t")
+        if at_line_start or any(pair in chunk for pair in (b"\n\n", b"\n\r", b"\n ", b"\n\t")):
             for blank in BLANK_LINE.finditer(self._previous + chunk, 1):
                 at = blank.start() - 1  # in chunk
                 quotes += chunk.count(b'"', counted, at)
