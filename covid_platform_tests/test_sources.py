@@ -235,12 +235,16 @@ def test_jhu_april_file_sets_its_recovered_row_aside_and_loads_the_states(landin
     assert_same(jhu_state_daily(query), expected)
 
 
-def test_jhu_file_name_without_a_date_is_quarantined(landing, resources, query):
-    key = drop(landing, "jhu_daily_us/latest.csv", JHU_DAILY / "12-10-2020.csv")
+@pytest.mark.parametrize("name, said", [
+    ("latest", "does not hold the date this dataset expects (like 12-31-2020)"),  # and a name it would accept
+    ("02-30-2021", "is written like 12-31-2020 but names no day (day is out of range for month)"),
+])
+def test_jhu_file_name_without_a_date_is_quarantined(name, said, landing, resources, query):
+    key = drop(landing, f"jhu_daily_us/{name}.csv", JHU_DAILY / "12-10-2020.csv")
     with dg.instance_for_test() as instance:
         result = ingest(landing, resources, key, instance)
     assert not result.success
     ((ledger_key, status, reason),) = ledger(query)
     assert (ledger_key, status) == (key, "quarantined")
-    assert "latest" in reason and "12-31-2020" in reason, reason  # the name, and a name it would accept
+    assert f"file name {name!r} {said}" in reason, reason
     assert query("SELECT to_regclass('covid.jhu_state_daily')") == [(None,)]  # the merge never ran

@@ -26,8 +26,9 @@ BARE_CR = ("line 1: a carriage return (CR) ends the header without a line feed (
            "bare CR, as classic Mac OS wrote them; expected LF or CRLF line ends (save it with Unix or Windows line ends)")
 # a line of spaces and tabs at most, ended (or the file's last, unended): right after a line end
 BLANK_LINE = re.compile(rb"(?<=\n)(?:[ \t]*\r?\n|[ \t]+\r?\Z)")
-# A staging table's line numbers, as an editor shows them (the header is line 1), in the order COPY reads the
-# rows; drawn 100,000 at a time (one backend draws them all, in order: no gap), not each from the sequence.
+# A staging table's line numbers: the records' (the header is line 1; a quoted field over several lines is in
+# one), in the order COPY reads the rows; drawn 100,000 at a time (one backend draws them all, in order: no
+# gap), not each from the sequence.
 LINE = sql.SQL("line bigint GENERATED ALWAYS AS IDENTITY (START WITH 2 CACHE 100000)")
 
 
@@ -390,7 +391,9 @@ def date_from_file_name(key: str, fmt: str) -> str:
         return datetime.strptime(stem, fmt).date().isoformat()
     except ValueError as error:
         example = date(2020, 12, 31).strftime(fmt)
-        raise FileRejected(f"file name {stem!r} does not hold the date this dataset expects (like {example})") from error
+        if "does not match format" in str(error) or "unconverted data" in str(error):
+            raise FileRejected(f"file name {stem!r} does not hold the date this dataset expects (like {example})") from error
+        raise FileRejected(f"file name {stem!r} is written like {example} but names no day ({error})") from error
 
 
 # A wide file's header field that looks like a date: only digits and date separators, six digits or more. The
