@@ -324,6 +324,9 @@ UNUSUAL = {
     # a column the dataset does not read may repeat
     "repeated_extra_column": ("us_states/unusual.csv", lambda data: with_column(
         with_column(data, "source", lambda fields: "nyt"), "SOURCE", lambda fields: "")),
+    # a quote left open in the last, ignored, field of the header: it takes no other name (read as pandas does)
+    "open_quote_in_an_ignored_last_name": ("us_states/unusual.csv", lambda data: with_column(
+        data, '"notes', lambda fields: "x")),
     "gzip": ("us_states/2021-01-06.csv.gz", gzip.compress),
     "key_with_spaces_and_unicode": ("us_states/Données de l'État/São Paulo 2021 (v2).csv", lambda data: data),
     "key_with_dot_dot": ("us_states/../../etc/passwd.csv", lambda data: data),
@@ -644,7 +647,7 @@ def with_empty_lines(data: bytes, empty: str, crlf: bool) -> bytes:
 
 @pytest.mark.parametrize("text_path", [False, True], ids=["typed", "text"])
 @pytest.mark.parametrize("crlf", [True, False], ids=["crlf", "lf"])
-@pytest.mark.parametrize("empty", ["", ",,,,", "   "], ids=["blank", "commas", "spaces"])
+@pytest.mark.parametrize("empty", ["", ",,,,", "   ", " \t "], ids=["blank", "commas", "spaces", "tab"])
 def test_lines_without_a_value_are_no_rows(empty, crlf, text_path, landing, resources, query):
     # as pandas and Python's csv skip a blank line, and a spreadsheet writes commas below its data
     base = set_field(BASE, 4, "date", " 2021-01-04") if text_path else BASE  # a date COPY cannot type
@@ -676,7 +679,10 @@ class ByteByByte(io.BytesIO):
     # spaces and tabs alone are blank too, the last line's even without a line end; a field's are kept
     (b'a,b,c\r\n1,"x\r\n  \r\ny",2\r\n  \r\n 3,4,5 \n\t\n \t',
      b'1,"x\r\n  \r\ny",2\r\n,,  \r\n 3,4,5 \n,,\t\n,, \t'),
-], ids=["blank", "spaces"])
+    # a few at most: a longer run is a field (held back whole, it would grow without bound)
+    (b"a,b,c\r\n" + b" " * 256 + b"\n" + b" " * 257 + b"\n" + b" " * 300,
+     b",," + b" " * 256 + b"\n" + b" " * 257 + b"\n" + b" " * 300),
+], ids=["blank", "spaces", "long"])
 def test_a_blank_line_becomes_empty_fields_unless_a_quoted_field_holds_it(body, read, size, source):
     raw = gzip.compress(body) if source.startswith("gzip") else body
     reader = CheckedText(io.BytesIO(raw) if source == "whole" else ByteByByte(raw))

@@ -22,6 +22,7 @@ import psycopg2
 import pytest
 from dagster_aws.s3 import S3Resource
 
+from covid_platform.assets.policies import RETRY
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG
 from covid_platform.engine import intake, ledger
 from covid_platform.resources.landing import LandingZone
@@ -426,8 +427,10 @@ def test_a_step_failing_for_a_reason_no_gate_names_keeps_it_in_the_ledger(landin
     copy) fails the run, and the ledger says why: the file is listed with the quarantined ones, not in flight
     for ever. Run again once mended, it loads and the reason goes."""
     key = drop(landing, "us_states/crash.csv", STATES_FILE)
+    seen = []  # the ledger's (status, reason) as each attempt starts gating
 
     def failing(*args, **kwargs):
+        seen.extend(query("SELECT status, reason FROM covid.ingested_files"))
         raise RuntimeError("injected while gating")
 
     with dg.instance_for_test() as instance:
@@ -435,6 +438,8 @@ def test_a_step_failing_for_a_reason_no_gate_names_keeps_it_in_the_ledger(landin
             patch.setattr(intake, "gate_archived", failing)
             run = ingest(landing, resources, key, instance)
         assert not run.success
+        # an attempt the step's RetryPolicy retries is still in flight: only the last one says why it failed
+        assert seen == [("received", None)] * (RETRY.max_retries + 1)
         reason = "the raw step failed: RuntimeError: injected while gating"
         assert query("SELECT status, reason FROM covid.ingested_files") == [("received", reason)]
         with resources["warehouse"].connect() as conn, conn.cursor() as cur:

@@ -79,7 +79,9 @@ def build_raw_asset(dataset: Dataset) -> dg.AssetsDefinition:
             except dg.Failure:  # its reason is in the ledger already
                 raise
             except Exception as error:
-                ledger.note_failure(conn, entry.file_id, f"the raw step failed: {type(error).__name__}: {error}")
+                if context.retry_number >= RETRY.max_retries:  # the last attempt: nothing retries it now
+                    ledger.note_failure(conn, entry.file_id, f"the raw step failed: {type(error).__name__}: {error}",
+                                        context.log)
                 raise
 
     return raw

@@ -125,9 +125,9 @@ def set_fields(cur: psycopg2.extensions.cursor, file_id: int, **fields) -> None:
     )
 
 
-def note_failure(conn: psycopg2.extensions.connection, file_id: int, reason: str) -> None:
+def note_failure(conn: psycopg2.extensions.connection, file_id: int, reason: str, log) -> None:
     """A file still `received` whose step failed for a reason no gate names (a fault, a bug) keeps that reason:
-    listed with the quarantined files, not in flight for ever; the next attempt that settles it clears it.
+    listed with the quarantined files, not in flight for ever; a run that settles it later clears it.
     Best effort: the connection may be what failed."""
     try:
         if not conn.closed:
@@ -135,8 +135,8 @@ def note_failure(conn: psycopg2.extensions.connection, file_id: int, reason: str
         with transaction(conn) as cur:
             cur.execute("UPDATE covid.ingested_files SET reason = %s, processed_at = now() "
                         "WHERE file_id = %s AND status = %s", (reason, file_id, Status.RECEIVED))
-    except psycopg2.Error:
-        pass
+    except psycopg2.Error as error:
+        log.warning(f"File {file_id}'s failure not recorded in the ledger ({error}): {reason}")
 
 
 def loaded_with_same_content(conn, dataset: str, sha256: str, file_id: int) -> tuple[int, str] | None:

@@ -24,8 +24,10 @@ BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
 BARE_CR = ("line 1: a carriage return (CR) ends the header without a line feed (LF): the file's lines end in a "
            "bare CR, as classic Mac OS wrote them; expected LF or CRLF line ends (save it with Unix or Windows line ends)")
-# a line of spaces and tabs at most, ended (or the file's last, unended): right after a line end
-BLANK_LINE = re.compile(rb"(?<=\n)(?:[ \t]*\r?\n|[ \t]+\r?\Z)")
+# a line of spaces and tabs at most (a few: a reader holds them back until it sees what ends them), ended or
+# the file's last: right after a line end
+BLANK_SPACES = 256
+BLANK_LINE = re.compile(rb"(?<=\n)(?:[ \t]{0,%d}\r?\n|[ \t]{1,%d}\r?\Z)" % (BLANK_SPACES, BLANK_SPACES))
 # A staging table's line numbers: the records' (the header is line 1; a quoted field over several lines is in
 # one), in the order COPY reads the rows; drawn 100,000 at a time (one backend draws them all, in order: no
 # gap), not each from the sequence.
@@ -150,7 +152,8 @@ class CheckedText:
             chunk, self._held = self._held + chunk, b""
             if not self.at_end:  # held until the next chunk says whether a blank line or a CRLF ends there
                 start = chunk.rfind(b"\n") + 1
-                if (start or self._previous == b"\n") and not chunk[start:].strip(b" \t\r"):
+                if ((start or self._previous == b"\n") and len(chunk) - start <= BLANK_SPACES + 1
+                        and not chunk[start:].strip(b" \t\r")):
                     chunk, self._held = chunk[:start], chunk[start:]
                 elif chunk.endswith(b"\r"):
                     chunk, self._held = chunk[:-1], b"\r"
@@ -375,13 +378,10 @@ def parse_header(line: bytes) -> list[str]:
     text = line.removeprefix(BOM).decode("utf-8").rstrip("\r\n")
     if "\r" in text:
         raise FileRejected(BARE_CR)
-    try:
-        fields = next(csv.reader([text], strict=True), [])
-    except csv.Error as error:
-        if "unexpected end of data" in str(error):  # a quote left open: the name quoted past the line's end
-            raise FileRejected("line 1: a double quote opened in the header is not closed on its line; expected "
-                               "the column names separated by commas, each quoted name closed") from error
-        fields = next(csv.reader([text]), [])  # text after a closing quote ("state" ,cases): read as pandas does
+    fields = next(csv.reader([text]), [])  # text after a closing quote ("state" ,cases) kept, as pandas does
+    if fields and "," in fields[-1] and text.count('"') % 2:  # a quote left open took the names after it
+        raise FileRejected("line 1: a double quote opened in the header is not closed on its line; expected "
+                           "the column names separated by commas, each quoted name closed")
     return [field.strip() for field in fields]
 
 
@@ -507,7 +507,8 @@ def stage(
 def empty_row(fields: list[str]) -> sql.Composable:
     """True for a row without a value in any of its `fields`: a blank line (`CheckedText.fill_blank_lines`),
     or a line of commas as a spreadsheet writes below its data. It holds nothing to load or to reject."""
-    return sql.SQL(" AND ").join(sql.SQL("coalesce(btrim({}), '') = ''").format(sql.Identifier(f)) for f in fields)
+    return sql.SQL(" AND ").join(sql.SQL("coalesce(btrim({}, E' \\t'), '') = ''").format(sql.Identifier(f))
+                                 for f in fields)
 
 
 def remove_empty_rows(cur, staged: StagedFile, table: sql.Composable, which: sql.Composable) -> None:

@@ -73,25 +73,25 @@ class Warehouse(dg.ConfigurableResource):
 
 def _digest() -> str:
     files = resources.files("covid_platform")
-    return hashlib.sha256(b"".join(
-        files.joinpath(*path).read_bytes() for path in (("sql", "schema.sql"), ("sql", "roles.sql"), regions.REGIONS_CSV)
-    )).hexdigest()
+    paths = (("sql", "schema.sql"), ("sql", "roles.sql"), regions.REGIONS_CSV)
+    return hashlib.sha256(b"".join(files.joinpath(*path).read_bytes() for path in paths)).hexdigest()
 
 
 def _migrated_here(cur) -> bool:
-    """Whether this version's schema, regions and roles are in place (the roles unless they still do not exist)."""
+    """Whether this version's schema, regions and roles are in place: the roles' privileges unless they could
+    not be granted and no role has been created since."""
     cur.execute("SELECT to_regclass('covid.migrated') IS NOT NULL")
     if not cur.fetchone()[0]:
         return False
-    cur.execute(
-        "SELECT EXISTS (SELECT FROM covid.migrated WHERE digest = %s AND (roles_granted OR"
-        " (SELECT count(*) FROM pg_roles WHERE rolname IN ('covid_loader', 'covid_reader')) < 2))",
-        (_digest(),),
-    )
+    cur.execute("SELECT EXISTS (SELECT FROM covid.migrated WHERE digest = %s AND (roles_granted OR"
+                " (SELECT count(*) FROM pg_roles WHERE rolname IN ('covid_loader', 'covid_reader')) <= roles_found))",
+                (_digest(),))
     return cur.fetchone()[0]
 
 
 def _run_migration(cur) -> None:
+    cur.execute("SELECT count(*) FROM pg_roles WHERE rolname IN ('covid_loader', 'covid_reader')")
+    (roles_found,) = cur.fetchone()
     cur.execute(_sql("schema.sql"))
     regions.load(cur)  # the packaged geography, as this version ships it
     cur.execute("SAVEPOINT roles")
@@ -110,5 +110,6 @@ def _run_migration(cur) -> None:
         )
     # one row per version: a version started again after another (a rollback, two versions deployed side by
     # side) finds its own and does not migrate at every start
-    cur.execute("INSERT INTO covid.migrated (digest, roles_granted) VALUES (%s, %s) ON CONFLICT (digest) DO UPDATE"
-                " SET roles_granted = EXCLUDED.roles_granted, migrated_at = now()", (_digest(), granted))
+    cur.execute("INSERT INTO covid.migrated (digest, roles_granted, roles_found) VALUES (%s, %s, %s)"
+                " ON CONFLICT (digest) DO UPDATE SET roles_granted = EXCLUDED.roles_granted,"
+                " roles_found = EXCLUDED.roles_found, migrated_at = now()", (_digest(), granted, roles_found))
