@@ -27,6 +27,7 @@ BARE_CR = ("line 1: a carriage return (CR) ends the header without a line feed (
 # a line of spaces and tabs at most (a few: a reader holds them back until it sees what ends them), ended or
 # the file's last: right after a line end
 BLANK_SPACES = 256
+MAYBE_BLANK = re.compile(rb"\n[\n\r \t]")  # where a blank line may start: one scan of a chunk, most find none
 BLANK_LINE = re.compile(rb"(?<=\n)(?:[ \t]{0,%d}\r?\n|[ \t]{1,%d}\r?\Z)" % (BLANK_SPACES, BLANK_SPACES))
 # A staging table's line numbers: the records' (the header is line 1; a quoted field over several lines is in
 # one), in the order COPY reads the rows; drawn 100,000 at a time (one backend draws them all, in order: no
@@ -165,7 +166,7 @@ class CheckedText:
         character's count says whether a position is inside a quoted field: "" inside one counts twice)."""
         pieces, copied, counted, quotes = [], 0, 0, self._quoted
         at_line_start = self._previous == b"\n" and chunk[:1] in (b"\n", b"\r", b" ", b"\t")
-        if at_line_start or any(pair in chunk for pair in (b"\n\n", b"\n\r", b"\n ", b"\n\t")):
+        if at_line_start or MAYBE_BLANK.search(chunk):
             for blank in BLANK_LINE.finditer(self._previous + chunk, 1):
                 at = blank.start() - 1  # in chunk
                 quotes += chunk.count(b'"', counted, at)
