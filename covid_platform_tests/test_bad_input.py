@@ -474,6 +474,8 @@ def test_a_row_repeated_exactly_beside_bad_rows_loads_once(landing, resources, q
 SPELLINGS = {  # line 4's key written another way that the gates read alike
     "date_as_socrata_writes_a_day": ("date", lambda value: value + "T00:00:00.000"),
     "state_with_a_space_after_it": ("state", lambda value: value + " "),  # the gates trim it
+    "state_in_capitals": ("state", str.upper),  # covid.regions knows it whatever its case: stored as it writes it
+    "state_in_capitals_with_a_space": ("state", lambda value: value.upper() + " "),
 }
 
 

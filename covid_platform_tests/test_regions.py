@@ -29,6 +29,7 @@ from covid_platform.datasets import COMPARISON_TOLERANCE, Dataset
 from covid_platform.engine import regions
 from covid_platform.engine.ledger import partition_key
 from covid_platform_tests.helpers import REPO, TEST_DATA, data_file, drop, ingest, nyt_states_slice
+from covid_platform_tests.oracles import assert_tables_match, read_nyt
 
 # FIPS codes as the Census Bureau publishes them, written here independently of covid.regions
 CENSUS_FIPS = {"NY": "36", "WA": "53", "OR": "41", "FL": "12", "AS": "60", "MP": "69", "PR": "72"}
@@ -153,6 +154,27 @@ def cdc_file(rows: list[dict]) -> bytes:
                          "" if row["new_death"] is None else row["new_death"], "", "03/26/2021 04:16:55 PM",
                          "Agree", "Agree"])
     return out.getvalue().encode()
+
+
+@pytest.mark.parametrize("text_path", [False, True], ids=["typed", "text"])
+def test_a_region_written_in_another_case_is_the_region_as_covid_regions_writes_it(text_path, landing, resources,
+                                                                                 query):
+    """'TEXAS' names Texas (names are matched whatever their case), so it is stored as 'Texas': one key, not
+    a second state beside Texas counted twice in the national totals. A later file writing 'Texas' revises it."""
+    first = read_nyt(nyt_states_slice("2021-01-01", "2021-01-10", {"Texas", "Ohio"}))
+    later = read_nyt(nyt_states_slice("2021-01-08", "2021-01-12", {"Texas", "Ohio"}))
+    later["cases"] += 7  # every value revised: which file won is visible
+    written = first.assign(state=first["state"].str.upper(), date=first["date"].dt.strftime("%Y-%m-%d"))
+    if text_path:  # a date COPY cannot type: the file is read as text
+        written.loc[0, "date"] = " " + written.loc[0, "date"]
+    with dg.instance_for_test() as instance:
+        for key, frame in (("us_states/capitals.csv", written), ("us_states/later.csv", later)):
+            body = frame.to_csv(index=False, date_format="%Y-%m-%d").encode()
+            assert ingest(landing, resources, drop(landing, key, body), instance).success
+    expected = pd.concat([first[first["date"] < "2021-01-08"], later], ignore_index=True)
+    assert_tables_match(query, expected)
+    assert query("SELECT DISTINCT state, state_name FROM covid.state_daily ORDER BY 1") == [
+        ("Ohio", "Ohio"), ("Texas", "Texas")]
 
 
 def test_a_cdc_file_loads_with_its_dates_signs_and_nyc_apart(landing, resources, query):

@@ -249,7 +249,14 @@ def _remove_empty(cur, staged: StagedFile, file_id: int) -> bool:
 def _written_key(dataset: Dataset) -> sql.Composable:
     """A hash of a typed row's key as written (two keys hashing alike only cost a closer look: the detailed
     gates, which find nothing wrong)."""
-    return key_hash([sql.Identifier(c) for c in dataset.region], seed=sql.SQL("date - DATE '2000-01-01'"))
+    return key_hash([_region_key(dataset, c, sql.Identifier(c)) for c in dataset.region],
+                    seed=sql.SQL("date - DATE '2000-01-01'"))
+
+
+def _region_key(dataset: Dataset, column: str, value: sql.Composable) -> sql.Composable:
+    """A region column's value as a key compares it: a region as covid.regions knows it ('TEXAS' is 'Texas',
+    stored so: `regions.canonical_value`), any other column as written."""
+    return regions.key(dataset, value) if column in dataset.region_names else value
 
 
 def _stage_unadmitted(cur, dataset: Dataset, staged: StagedFile, file_id: int, repeated: bool) -> StagedFile:
@@ -267,12 +274,13 @@ def _stage_unadmitted(cur, dataset: Dataset, staged: StagedFile, file_id: int, r
                                 for c, n in named.items())
     trimmed = sql.SQL("btrim({})").format(sql.Identifier(named["_date"]))
     read = sql.SQL(", ").join([
-        *(sql.SQL("btrim({})").format(sql.Identifier(named[c])) for c in dataset.region),
+        *(_region_key(dataset, c, sql.SQL("btrim({})").format(sql.Identifier(named[c]))) for c in dataset.region),
         sql.SQL("CASE WHEN {} THEN {} END").format(dates.date_ok(dataset.date_format, trimmed),
                                                  dates.date_value(dataset.date_format, trimmed)),
     ])
     parts = dict(text=text.table, typed=typed, fields=fields, read=read, k=_written_key(dataset),
-                 key=sql.SQL(", ").join(sql.Identifier(c) for c in (*dataset.region, "date")))
+                 key=sql.SQL(", ").join([*(_region_key(dataset, c, sql.Identifier(c)) for c in dataset.region),
+                                         sql.Identifier("date")]))
     cur.execute("SET LOCAL work_mem = '200MB'")  # and no JIT, as `_typed_checks` set it
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(text.table))
     cur.execute(sql.SQL(
@@ -493,7 +501,7 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
         # A key's date is the day it names (two spellings of one day are one key: '3/1/2021', '03/01/2021').
         # (a text naming no day is never one: '2021-03-01' in a file of %m/%d/%Y is no key of 03/01/2021's)
         day = sql.SQL("coalesce(g._day::text, 'not a day: ' || s.date)")
-        key = [day if c == "date" else sql.Identifier("s", c) for c in dataset.key]
+        key = [day if c == "date" else _region_key(dataset, c, sql.Identifier("s", c)) for c in dataset.key]
         hash = key_hash([sql.SQL("coalesce({}, '')").format(c) for c in key])
         rows_with_day = sql.SQL("({}) AS s LEFT JOIN good_dates AS g ON g._text = s.date").format(rows)
         cur.execute(sql.SQL("CREATE TEMP TABLE repeated ON COMMIT DROP AS "

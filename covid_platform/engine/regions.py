@@ -59,6 +59,18 @@ def key(dataset: Dataset, value: sql.Composable) -> sql.Composable:
     return sql.SQL(KEYS[_named(dataset)[1]]).format(value)
 
 
+def canonical_value(dataset: Dataset, source: str, mapped: str) -> sql.Composable:
+    """The region column's value of a row of `source` as covid.regions writes it, where `mapped` (an alias of
+    `canonical_join`'s columns) names a region: 'Texas' for 'TEXAS', 'NY' for 'ny', '06' for '6'. The key a
+    clean table stores: one region, one spelling, whatever a file wrote."""
+    column, naming = _named(dataset)
+    value = sql.Identifier(source, column)
+    spelled = {"name": sql.Identifier(mapped, "state_name"), "code": sql.SQL("upper({})").format(value),
+               "fips": sql.Identifier(mapped, "state_fips")}[naming]
+    return sql.SQL("CASE WHEN {} IS NULL THEN {} ELSE {} END").format(
+        sql.Identifier(mapped, "state_fips"), value, spelled)
+
+
 def canonical_join(dataset: Dataset, source: str) -> sql.Composable:
     """A LEFT JOIN giving each row of `source` (an alias) the columns state_fips and state_name (null for a
     value that names no region; the gates set such rows aside first). Its other columns are named so that no

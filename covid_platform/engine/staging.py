@@ -353,7 +353,9 @@ def staged_rows(dataset: Dataset, file_id: int) -> sql.Composed:
     counts = (*dataset.counts, *dataset.values)
     columns = [
         sql.SQL("s.{c}::{t} AS {c}").format(c=sql.Identifier(c), t=sql.SQL(numbers.sql_type(dataset, c)))
-        if c in counts else sql.Identifier("m" if c in dataset.region_columns else "s", c)
+        if c in counts else
+        sql.SQL("{} AS {}").format(regions.canonical_value(dataset, "s", "m"), sql.Identifier(c))
+        if c in dataset.region_names else sql.Identifier("m" if c in dataset.region_columns else "s", c)
         for c in base_columns(dataset)
     ]  # the counts of `copy_typed` are text (those of `create_typed` are typed already: no cast)
     columns.append(sql.SQL("{}::bigint AS file_id").format(sql.Literal(file_id)))
