@@ -32,9 +32,10 @@ def _loaded(url: str) -> bool:
         return cur.fetchone()[0] > 0
 
 
-def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path):
+def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path, webhook):
     """Started as a script's background job (`covid-platform dev &` in a shell without job control: SIGINT
-    ignored, which children inherit), and stopped by a SIGTERM."""
+    ignored, which children inherit), and stopped by a SIGTERM. A run the printed commands launch that fails
+    is alerted on, as one launched from the UI is."""
     env = {name: value for name, value in os.environ.items() if name not in PLATFORM_ENV}
     env["COVID_SENSOR_INTERVAL_SECONDS"] = "2"
     log_path = tmp_path / "dev.log"
@@ -74,6 +75,16 @@ def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path):
             cur.execute("SELECT pipeline_name, status FROM runs WHERE pipeline_name NOT LIKE 'ingest_%' ORDER BY id")
             runs = cur.fetchall()
         assert ("replay_us_states", "SUCCESS") in runs and ("__ASSET_JOB", "SUCCESS") in runs
+
+        closed = f"http://127.0.0.1:{_free_port()}/us-states.csv"  # nothing listens there
+        failed = subprocess.run(
+            [os.path.join(bin_dir, "dagster"), "asset", "materialize", "-m", "covid_platform.definitions",
+             "--select", "us_states_pull"], cwd=REPO, env={**shell, "US_STATES_URL": closed},
+            capture_output=True, text=True, timeout=300)
+        assert failed.returncode != 0
+        alert = wait_for(dev, lambda: next((body["text"] for body in webhook if closed in body["text"]), None),
+                         120, "the failed run's alert", log_path)
+        assert "Run failed: us_states" in alert, alert
     finally:
         ended = stop_dev(dev)
     assert ended == "stopped", log_path.read_text()[-3000:]

@@ -54,13 +54,28 @@ def _run_dataset(context: dg.RunFailureSensorContext) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+def _ours(context: dg.RunFailureSensorContext) -> bool:
+    """Whether the failed run is of this platform's assets or jobs, not of another code location's."""
+    run, repository = context.dagster_run, context.repository_def
+    if repository is None:
+        return True
+    if run.asset_selection:
+        return any(repository.asset_graph.has(key) for key in run.asset_selection)
+    return repository.has_job(run.job_name)
+
+
 @dg.run_failure_sensor(
     name="ingestion_failure_alert",
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Alerts once per failed run; for a quarantined file the alert carries the gate's reason.",
+    # a run launched from a shell (`dg launch`, `dagster asset materialize -m …`) comes from no code location
+    # of the workspace: watched too, then told apart by its job and assets (`_ours`)
+    monitor_all_code_locations=True,
 )
 def ingestion_failure_alert(context: dg.RunFailureSensorContext, notifier: Notifier, warehouse: Warehouse):
     run = context.dagster_run
+    if not _ours(context):
+        return
     errors = [
         event.event_specific_data.error.message.strip()
         for event in context.get_step_failure_events()
