@@ -52,6 +52,8 @@ def parse(dataset: Dataset, payload: bytes) -> list[Row]:
         raise Unloadable(f"not JSON: {error}") from None
     if not isinstance(document, list):
         return [_row(dataset, document, "")]
+    if not document:  # refused rather than dropped without a word: every message is loaded or says why not
+        raise Unloadable("an empty JSON array: no rows")
     return [_row(dataset, item, f"element {i}: ") for i, item in enumerate(document)]
 
 
