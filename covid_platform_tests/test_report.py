@@ -255,8 +255,8 @@ def test_only_changed_figures_publish_and_the_report_says_what_changed(landing, 
                                         ("2021-01-19", "new cases", "new_cases"))
         ]
         assert national.loc["2021-01-18", "cases"] == before.loc["2021-01-18", "cases"] + 1000
-        assert notices[-1]["text"].split("\n")[3] == (
-            "changes: 5 new dates (2021-01-21 to 2021-01-25); 3 revised values on 2 earlier dates")
+        assert notices[-1]["text"].split("\n")[3] == ("changes: 5 new dates (2021-01-21 to 2021-01-25); "
+                                                       "3 revised values on 2 dates the previous report had")
 
         # A revision without a new date: the same day's page is replaced, earlier days' are not.
         assert ingest(landing, resources, drop(landing, "us_states/c.csv", one_row), instance).success

@@ -46,7 +46,7 @@ class Changes:
             parts.append(f"{_count(self.new_dates, 'new date')} ({span})")
         if self.revisions:
             parts.append(f"{_count(self.revisions, 'revised value')} on "
-                         f"{_count({r.date for r in self.revisions}, 'earlier date')}")
+                         f"{_count({r.date for r in self.revisions}, 'date')} the previous report had")
         if self.removed_dates:
             parts.append(f"{_count(self.removed_dates, 'date')} no longer in the data")
         if self.testing_newer or self.testing_revised:
