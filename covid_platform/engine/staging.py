@@ -23,15 +23,16 @@ CHUNK = 1 << 20
 BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
 BARE_CR = ("line 1: a carriage return (CR) ends the header without a line feed (LF): the file's lines end in a "
-           "bare CR, as classic Mac OS wrote them; expected LF or CRLF line ends (save it with Unix or Windows line ends)")
+           "bare CR, as classic Mac OS wrote them; expected LF or CRLF line ends (save it with Unix or Windows "
+           "line ends)")
 # a line of spaces and tabs at most (a few: a reader holds them back until it sees what ends them), ended or
 # the file's last: right after a line end
 BLANK_SPACES = 256
 MAYBE_BLANK = re.compile(rb"\n[\n\r \t]")  # where a blank line may start: one scan of a chunk, most find none
 BLANK_LINE = re.compile(rb"(?<=\n)(?:[ \t]{0,%d}\r?\n|[ \t]{1,%d}\r?\Z)" % (BLANK_SPACES, BLANK_SPACES))
-# A staging table's line numbers: the records' (the header is line 1; a quoted field over several lines is in
-# one), in the order COPY reads the rows; drawn 100,000 at a time (one backend draws them all, in order: no
-# gap), not each from the sequence.
+# A staging table's line numbers, counted in records (the header is line 1; a record whose quoted field spans
+# several lines is one), in the order COPY reads the rows; drawn 100,000 at a time (one backend draws them
+# all, in order: no gap), not each from the sequence.
 LINE = sql.SQL("line bigint GENERATED ALWAYS AS IDENTITY (START WITH 2 CACHE 100000)")
 
 

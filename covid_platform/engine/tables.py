@@ -123,13 +123,13 @@ def table_ddl(dataset: Dataset) -> sql.Composed:
         sql.SQL(" PARTITION BY RANGE (date)" if dataset.partition_by_year else ""),
     )
     name = sql.Literal(dataset.table)
-    nullable = [sql.Literal(c.name) for c in columns(dataset) if c.nullable and c.type != "text"]
-    relax = [sql.SQL("SELECT covid.ensure_nullable({}, {})").format(name, sql.SQL(", ").join(nullable))] if nullable else []
+    nullable = [c.name for c in columns(dataset) if c.nullable and c.type != "text"]
+    relax = sql.SQL("SELECT covid.ensure_nullable({}, VARIADIC {}::text[])").format(name, sql.Literal(nullable))
     added = [  # columns declared after the table was created (the canonical region)
         sql.SQL("SELECT covid.ensure_column({}, {}, {})").format(name, sql.Literal(c.name), sql.Literal(c.type))
         for c in columns(dataset) if c.name in dataset.region_columns
     ]
-    return sql.SQL("; ").join([create, *relax, *added, *_secondary_indexes(dataset)])
+    return sql.SQL("; ").join([create, relax, *added, *_secondary_indexes(dataset)])
 
 
 def _primary_key(dataset: Dataset) -> sql.Identifier:
