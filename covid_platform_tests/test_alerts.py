@@ -5,6 +5,7 @@ import asyncio
 import json
 import time
 import uuid
+from types import SimpleNamespace
 
 import boto3
 import dagster as dg
@@ -15,6 +16,7 @@ from dagster._daemon.freshness import FreshnessDaemon
 
 from covid_platform.definitions import defs
 from covid_platform.resources.notifier import Notifier, sns_subject
+from covid_platform.sensors import alerts as alert_sensors
 from covid_platform.sensors.alerts import freshness_alert, ingestion_failure_alert
 from covid_platform_tests.conftest import UI
 from covid_platform_tests.helpers import drop, ingest, nyt_states_slice
@@ -239,3 +241,23 @@ def test_stale_table_alerts_once_per_fail_window(landing, resources, alerts):
         again = alerts()
         assert len(again) == 2
         assert all("key: us_states/feb.csv" in alert for alert in again)
+
+
+def test_the_failure_alert_keeps_to_this_platforms_runs():
+    """It watches every code location's runs (a shell's `dagster asset materialize -m …` comes from none): a
+    run of this platform's assets, checks or jobs is its own; another location's asset job is not, even one
+    of checks alone (its asset selection empty)."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    repository = defs.get_repository_def()
+    elsewhere = dg.AssetKey("elsewhere")
+
+    def ours(**run) -> bool:
+        context = SimpleNamespace(dagster_run=DagsterRun(**run), repository_def=repository)
+        return alert_sensors._ours(context)
+
+    assert ours(job_name="__ASSET_JOB", asset_selection={dg.AssetKey("us_states_pull")})
+    assert ours(job_name="replay_us_states")
+    assert not ours(job_name="__ASSET_JOB", asset_selection={elsewhere})
+    assert not ours(job_name="__ASSET_JOB", asset_check_selection={dg.AssetCheckKey(elsewhere, "valid")})
+    assert not ours(job_name="some_other_job")

@@ -4,6 +4,7 @@ gives each staged row its canonical region (state_fips, state_name) by the way i
 import csv
 import difflib
 import io
+import re
 from importlib import resources
 
 from psycopg2 import sql
@@ -59,10 +60,21 @@ def key(dataset: Dataset, value: sql.Composable) -> sql.Composable:
     return sql.SQL(KEYS[_named(dataset)[1]]).format(value)
 
 
+def key_text(dataset: Dataset, value: str) -> str:
+    """`key` in Python, for a value not in PostgreSQL yet (a stream message's, `stream.messages.key_of`)."""
+    naming = _named(dataset)[1]
+    if naming == "name":
+        return value.lower()
+    if naming == "code":
+        return value.upper()
+    return re.sub(r"\.0*$", "", value).lstrip("0")
+
+
 def canonical_value(dataset: Dataset, source: str, mapped: str) -> sql.Composable:
     """The region column's value of a row of `source` as covid.regions writes it, where `mapped` (an alias of
     `canonical_join`'s columns) names a region: 'Texas' for 'TEXAS', 'NY' for 'ny', '06' for '6'. The key a
-    clean table stores: one region, one spelling, whatever a file wrote."""
+    clean table stores: one region, one spelling whatever the case a file wrote it in (an agency's other code,
+    CDC's FSM for USPS's FM, stays a code of its own, as the gates compare them)."""
     column, naming = _named(dataset)
     value = sql.Identifier(source, column)
     spelled = {"name": sql.Identifier(mapped, "state_name"), "code": sql.SQL("upper({})").format(value),

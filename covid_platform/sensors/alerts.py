@@ -59,8 +59,9 @@ def _ours(context: dg.RunFailureSensorContext) -> bool:
     run, repository = context.dagster_run, context.repository_def
     if repository is None:
         return True
-    if run.asset_selection:
-        return any(repository.asset_graph.has(key) for key in run.asset_selection)
+    keys = {*(run.asset_selection or ()), *(check.asset_key for check in run.asset_check_selection or ())}
+    if keys:  # an asset job's run (`__ASSET_JOB` is every code location's): by its assets and checks
+        return any(repository.asset_graph.has(key) for key in keys)
     return repository.has_job(run.job_name)
 
 

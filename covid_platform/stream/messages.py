@@ -8,6 +8,7 @@ import json
 from collections import Counter
 
 from covid_platform.datasets import Dataset
+from covid_platform.engine import regions
 from covid_platform.engine.gates import MAX_FIELD_CHARS
 
 Row = tuple[str, ...]
@@ -96,5 +97,8 @@ def _field_problem(text: str) -> str | None:
 
 
 def key_of(dataset: Dataset, row: Row) -> Row:
-    """The row's key as the keys_unique gate compares it (trimmed text)."""
-    return tuple(row[dataset.source_columns.index(column)].strip() for column in dataset.key)
+    """The row's key as the keys_unique gate compares it: trimmed text, the region as covid.regions knows it
+    (a correction writing 'TEXAS' replaces the row of 'Texas')."""
+    key = [row[dataset.source_columns.index(column)].strip() for column in dataset.key]
+    return tuple(regions.key_text(dataset, value) if column in dataset.region_names else value
+                 for column, value in zip(dataset.key, key))
