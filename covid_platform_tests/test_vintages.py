@@ -7,6 +7,7 @@ two files' bytes.
 """
 
 import io
+import os
 import random
 import time
 from datetime import datetime, timedelta, timezone
@@ -14,9 +15,12 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pandas as pd
 import pytest
+from dagster_aws.s3 import S3Resource
 
 from covid_platform.datasets import DATASETS
+from covid_platform.engine import intake
 from covid_platform.resources import warehouse as warehouse_module
+from covid_platform.resources.landing import LandingZone
 from covid_platform_tests.helpers import drop, ingest, negative_cases, nyt_states_slice, run_replay
 from covid_platform_tests.oracles import national_totals, with_differences, with_rolling_7d
 
@@ -388,3 +392,17 @@ def test_past_vintages_carry_their_publishers_issue_time(landing, resources, que
     assert as_of(query, "state_daily_as_of", issued[0] - timedelta(hours=1), COLUMNS).empty
     assert_same(as_of(query, "state_daily_as_of", issued[0] + timedelta(hours=1), COLUMNS), derived(first))
     assert_same(as_of(query, "state_daily_as_of", issued[1] + timedelta(hours=1), COLUMNS), derived(second))
+
+
+def test_a_folder_file_modified_in_the_future_is_issued_now(tmp_path):
+    """A folder zone's issue time is the file's modification time; one to come (a clock ahead, `touch -d`)
+    would hide its rows from every vintage until then: it is issued when the platform first sees it."""
+    (tmp_path / "us_states").mkdir()
+    path = tmp_path / "us_states" / "ahead.csv"
+    path.write_bytes(nyt_states_slice("2021-01-01", "2021-01-02", {"Ohio"}))
+    ahead = datetime(2030, 1, 1, tzinfo=timezone.utc).timestamp()
+    os.utime(path, (ahead, ahead))
+    zone = LandingZone(url=tmp_path.as_uri(), s3=S3Resource())
+    before = datetime.now(timezone.utc)
+    issued = intake.issued_at(zone, "us_states/ahead.csv", zone.describe("us_states/ahead.csv").etag)
+    assert before <= issued <= datetime.now(timezone.utc)

@@ -5,7 +5,7 @@ The raw assets run it for each dropped file, a replay for each archived one."""
 import hashlib
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 import botocore.exceptions
 from psycopg2 import sql
@@ -50,20 +50,26 @@ def issued_at(landing: LandingZone, obj_key: str, etag: str, log=None) -> dateti
         return None
     if current.etag != etag:
         return None
+    modified, now = current.last_modified, datetime.now(timezone.utc)
+    if modified > now:  # a folder's file modified "later" (a clock ahead, `touch -d`): no vintage ahead of now
+        if log:
+            log.warning(f"{obj_key}: its last-modified time {modified.isoformat()} is in the future; its issue "
+                        "time is now")
+        modified = now
     if current.issued is None:
-        return current.last_modified
+        return modified
     try:
         issued = issue_time(current.issued)
     except ValueError:
         problem = "is not an ISO 8601 time (2021-03-17 or 2021-03-17T12:00:00Z)"
     else:
-        if issued <= current.last_modified:
+        if issued <= modified:
             return issued
-        problem = f"is later than the object's last-modified time, {current.last_modified.isoformat()}"
+        problem = f"is later than the object's last-modified time, {modified.isoformat()}"
     if log:
         log.warning(f"{obj_key}: its metadata {ISSUED_AT}={current.issued!r} {problem}; its issue time is "
                     "its last-modified time")
-    return current.last_modified
+    return modified
 
 
 def archive(conn, landing: LandingZone, entry: ledger.LedgerEntry) -> str:
