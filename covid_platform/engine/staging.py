@@ -351,14 +351,7 @@ def create_typed(cur, dataset: Dataset, staged: StagedFile, file_id: int) -> Non
 def staged_rows(dataset: Dataset, file_id: int) -> sql.Composed:
     """The typed rows of one gated file (`copy_typed` or `create_typed`), with the canonical region if the
     dataset declares one (`create_region_map`)."""
-    counts = (*dataset.counts, *dataset.values)
-    columns = [
-        sql.SQL("s.{c}::{t} AS {c}").format(c=sql.Identifier(c), t=sql.SQL(numbers.sql_type(dataset, c)))
-        if c in counts else
-        sql.SQL("{} AS {}").format(regions.canonical_value(dataset, "s", "m"), sql.Identifier(c))
-        if c in dataset.region_names else sql.Identifier("m" if c in dataset.region_columns else "s", c)
-        for c in base_columns(dataset)
-    ]  # the counts of `copy_typed` are text (those of `create_typed` are typed already: no cast)
+    columns = [_staged_column(dataset, c) for c in base_columns(dataset)]
     columns.append(sql.SQL("{}::bigint AS file_id").format(sql.Literal(file_id)))
     rows = sql.SQL("SELECT {} FROM {} AS s").format(sql.SQL(", ").join(columns), staging_table(file_id))
     if not dataset.region_names:
@@ -366,6 +359,17 @@ def staged_rows(dataset: Dataset, file_id: int) -> sql.Composed:
     (column,) = dataset.region_names
     return rows + sql.SQL(" LEFT JOIN {} AS m ON m.{c} = s.{c}").format(region_map(file_id),
                                                                        c=sql.Identifier(column))
+
+
+def _staged_column(dataset: Dataset, column: str) -> sql.Composable:
+    """A column of `staged_rows`: a count cast (those of `copy_typed` are text; those of `create_typed` typed
+    already, no cast), the region as covid.regions writes it, the canonical region's columns from the map."""
+    c = sql.Identifier(column)
+    if column in (*dataset.counts, *dataset.values):
+        return sql.SQL("s.{c}::{t} AS {c}").format(c=c, t=sql.SQL(numbers.sql_type(dataset, column)))
+    if column in dataset.region_names:
+        return sql.SQL("{} AS {}").format(regions.canonical_value(dataset, "s", "m"), c)
+    return sql.Identifier("m" if column in dataset.region_columns else "s", column)
 
 
 def drop(cur, file_id: int, typed: bool = True) -> None:

@@ -5,6 +5,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from importlib import resources
 
 import dagster as dg
@@ -71,7 +72,9 @@ class Warehouse(dg.ConfigurableResource):
             _migrated.add(self.database_url)
 
 
+@cache
 def _digest() -> str:
+    """This version's schema, roles and regions, read once per process."""
     files = resources.files("covid_platform")
     paths = (("sql", "schema.sql"), ("sql", "roles.sql"), regions.REGIONS_CSV)
     return hashlib.sha256(b"".join(files.joinpath(*path).read_bytes() for path in paths)).hexdigest()

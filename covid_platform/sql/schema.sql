@@ -5,7 +5,7 @@
 CREATE SCHEMA IF NOT EXISTS covid;
 CREATE TABLE IF NOT EXISTS covid.migrated (
     digest        text        PRIMARY KEY,  -- sha256 of schema.sql, roles.sql and regions.csv: one row per version
-    roles_granted boolean     NOT NULL,     -- false: roles.sql could not run (no CREATEROLE); run again once they exist,
+    roles_granted boolean     NOT NULL,     -- false: roles.sql could not run (no CREATEROLE); run again once they exist
     roles_found   integer     NOT NULL,     -- of covid_loader and covid_reader, how many existed then
     migrated_at   timestamptz NOT NULL DEFAULT now()
 );
