@@ -279,12 +279,14 @@ def _stage_unadmitted(cur, dataset: Dataset, staged: StagedFile, file_id: int, r
     fields = sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.Identifier(c), sql.Identifier(n))
                                 for c, n in named.items())
     trimmed = sql.SQL("btrim({})").format(sql.Identifier(named["_date"]))
+    read_date = sql.SQL("CASE WHEN {} THEN {} END").format(dates.date_ok(dataset.date_format, trimmed),
+                                                           dates.date_value(dataset.date_format, trimmed))
     read = sql.SQL(", ").join([
         *(_region_key(dataset, c, sql.SQL("btrim({})").format(sql.Identifier(named[c]))) for c in dataset.region),
-        sql.SQL("CASE WHEN {} THEN {} END").format(dates.date_ok(dataset.date_format, trimmed),
-                                                 dates.date_value(dataset.date_format, trimmed)),
+        read_date,
     ])
-    parts = dict(text=text.table, typed=typed, fields=fields, read=read, k=_written_key(cur, dataset, file_id),
+    parts = dict(text=text.table, typed=typed, fields=fields, read=read, read_date=read_date,
+                 k=_written_key(cur, dataset, file_id),
                  key=sql.SQL(", ").join([*(_region_key(dataset, c, sql.Identifier(c)) for c in dataset.region),
                                          sql.Identifier("date")]))
     cur.execute("SET LOCAL work_mem = '200MB'")  # and no JIT, as `_typed_checks` set it
@@ -301,8 +303,11 @@ def _stage_unadmitted(cur, dataset: Dataset, staged: StagedFile, file_id: int, r
         cur.execute("SET LOCAL enable_hashagg TO DEFAULT")
     cur.execute(sql.SQL(
         "ANALYZE {text}; "
+        # the dates first: a plain comparison leaves few rows for the key's (a region's key is lower() of
+        # every row: 1.88M rows with 2 set aside, 0.84 s against …)
         "INSERT INTO {text} SELECT line, {fields}, ctid FROM {typed} "
-        "WHERE ({key}) IN (SELECT {read} FROM {text}) AND line NOT IN (SELECT line FROM {text}); "
+        "WHERE date = ANY(ARRAY(SELECT {read_date} FROM {text})) "
+        "AND ({key}) IN (SELECT {read} FROM {text}) AND line NOT IN (SELECT line FROM {text}); "
         "DROP TABLE IF EXISTS pg_temp.gated; "
         "CREATE TEMP TABLE gated ON COMMIT DROP AS SELECT line, row_at FROM {text}; "
         "SELECT count(*) FROM gated").format(**parts))
