@@ -26,15 +26,18 @@ OUTCOMES = ["Negative", "Positive", "Inconclusive"]
 
 def generated_rows(seed: int = 7) -> list[list[str]]:
     """Seeded rows in the healthdata.gov layout: per state and outcome, daily new and cumulative results,
-    with a few days missing (gaps) so calendar windows differ from row windows."""
+    with a few days missing (gaps) so calendar windows differ from row windows, a day no state reported, and
+    an outcome one state never reported (Washington's inconclusive results)."""
     rng = random.Random(seed)
     rows = []
     for state, name, fips, region in STATES:
         for outcome in OUTCOMES:
+            if (state, outcome) == ("WA", "Inconclusive"):
+                continue
             total = 0
             for day in range(40):
-                if rng.random() < 0.1:
-                    continue  # a day the state did not report
+                if rng.random() < 0.1 or day == 20:
+                    continue  # a day the state (or, on day 20, every state) did not report
                 new = rng.randint(0, 500 if outcome == "Negative" else 80)
                 total += new
                 when = (date(2021, 1, 1) + timedelta(days=day)).isoformat() + "T00:00:00.000"
@@ -87,8 +90,9 @@ def expected_tables(rows: list[list[str]]) -> dict[str, pd.DataFrame]:
         frame[column] = frame[column].astype("int64")
     outcome_totals = (frame.groupby("overall_outcome", as_index=False)["new_results_reported"].sum()
                       .rename(columns={"new_results_reported": "results"}))
+    # an outcome a state never reported is not reported (NaN), not 0
     by_state = frame.pivot_table(index="state", columns="overall_outcome", values="new_results_reported",
-                                 aggfunc="sum", fill_value=0)
+                                 aggfunc="sum")
     state_results = pd.DataFrame({
         "state": by_state.index,
         "positive": by_state["Positive"].values,
@@ -97,7 +101,8 @@ def expected_tables(rows: list[list[str]]) -> dict[str, pd.DataFrame]:
     })
     state_results["positivity"] = state_results["positive"] / (state_results["positive"] + state_results["negative"])
     national = frame.groupby("date")["new_results_reported"].sum()
-    calendar = national.asfreq("D", fill_value=0).rolling(7, min_periods=1).sum() / 7
+    # the mean over the days with reports among the 7 (a day with none is not 0)
+    calendar = national.asfreq("D").rolling(7, min_periods=1).mean()
     smoothed = pd.DataFrame({"date": national.index, "new_results_7d": calendar.loc[national.index].values})
     latest = frame[frame["date"] == frame.groupby("state")["date"].transform("max")]
     state_totals = (latest.groupby(["state", "date"], as_index=False)["total_results_reported"].sum()

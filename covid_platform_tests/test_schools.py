@@ -29,9 +29,10 @@ def summary(long: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "school_id": school_id,
             "school": group.sort_values("date")["school"].iloc[-1],
-            "total_cases": group["new_cases"].sum(),
-            "cases_last_7d": group.loc[group["date"] > latest - pd.Timedelta(days=7), "new_cases"].sum(),
-            "cases_last_14d": group.loc[group["date"] > latest - pd.Timedelta(days=14), "new_cases"].sum(),
+            # a school that reported none of the cells summed has no sum (not 0)
+            "total_cases": group["new_cases"].sum(min_count=1),
+            "cases_last_7d": group.loc[group["date"] > latest - pd.Timedelta(days=7), "new_cases"].sum(min_count=1),
+            "cases_last_14d": group.loc[group["date"] > latest - pd.Timedelta(days=14), "new_cases"].sum(min_count=1),
         })
     return pd.DataFrame(rows)
 
@@ -62,6 +63,21 @@ def test_wide_file_is_unpivoted_and_summarised(landing, resources, query):
     (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "wide_total_matches"]
     assert check.passed == disagree.empty
     assert check.metadata["rows_disagreeing"].value == len(disagree)
+
+
+def test_a_school_that_reported_none_of_a_window_has_no_sum(landing, resources, query):
+    """An empty cell is a date the school did not report: a window of empty cells has no sum, not 0, and
+    such a school is listed after those with cases."""
+    body = (b"CPS_School_ID,School,20210104,20210111,20210118,gTotal\n"
+            b"100,Alpha,1,2,3,6\n200,Beta,4,,,4\n300,Gamma,,,,0\n")
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "cps_schools/a.csv", body), instance).success
+    source = pd.read_csv(io.BytesIO(body), dtype={"CPS_School_ID": str})
+    columns = ["school_id", "school", "total_cases", "cases_last_7d", "cases_last_14d"]
+    actual = frame_of(query, f"SELECT {', '.join(columns)} FROM covid.school_summary ORDER BY school_id", columns)
+    pd.testing.assert_frame_equal(actual, summary(long_form(source))[columns], check_dtype=False)
+    assert query("SELECT school_id, total_cases, cases_last_7d, cases_last_14d FROM covid.school_summary "
+                 "WHERE school_id <> '100' ORDER BY school_id") == [("200", 4, None, None), ("300", None, None, None)]
 
 
 def test_a_later_file_replaces_the_dates_it_holds(landing, resources, query):

@@ -98,7 +98,7 @@ QUERIES: dict[str, Query] = {
     """),
     "school_summary": _query(CPS_SCHOOLS.summary("school_summary"), """
         SELECT school_id, school, total_cases, cases_last_7d, cases_last_14d
-        FROM {table} ORDER BY total_cases DESC, school_id
+        FROM {table} ORDER BY total_cases DESC NULLS LAST, school_id
     """),
     # CPS reports once a week; the week starts on Monday (date_trunc)
     "school_weeks": _query(CPS_SCHOOLS.table, """

@@ -12,7 +12,7 @@ if frame.empty:
 
 st.caption(
     f"United States, {view.day(frame['date'].iloc[0])} to {view.day(frame['date'].iloc[-1])}: the sums over the "
-    "states reporting each day. The charts start a week after the first date, whose new cases and deaths are "
+    "states, each with its latest reported value. The charts start a week after the first date, whose new cases and deaths are "
     "all those reported up to it."
 )
 view.latest_figures(frame)

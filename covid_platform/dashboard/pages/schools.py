@@ -20,7 +20,8 @@ weeks = weeks.rename(columns={"week": "date"})  # the charts' x axis
 
 st.caption(f"Cases reported by Chicago Public Schools, {view.day(weeks['date'].min())} to "
            f"{view.day(weeks['date'].max())}, by week (weeks start on Monday).")
-all_schools = weeks.groupby("date", as_index=False)["new_cases"].sum()
+# a week no school reported stays empty (not 0)
+all_schools = weeks.groupby("date", as_index=False)["new_cases"].sum(min_count=1)
 view.chart(charts.over_time(all_schools, "new_cases", "Cases per week, all schools (people)",
                                   "people per week", ",.0f"))
 
