@@ -184,10 +184,10 @@ def tick_until_quiet(instance, landing, cursor, max_ticks: int = 10):
     raise AssertionError(f"the sensor still requested runs after {max_ticks} ticks: {counts}")
 
 
-def run_replay(resources, instance) -> dg.ExecuteInProcessResult:
-    """The job `replay_us_states` as the Launchpad launches it (its config included), on the test's resources."""
-    definitions = dg.Definitions(assets=ASSETS, jobs=[build_replay_job(DATASETS["us_states"])], resources=resources)
-    return definitions.resolve_job_def("replay_us_states").execute_in_process(instance=instance)
+def run_replay(resources, instance, dataset: str = "us_states") -> dg.ExecuteInProcessResult:
+    """The job `replay_<dataset>` as the Launchpad launches it (its config included), on the test's resources."""
+    definitions = dg.Definitions(assets=ASSETS, jobs=[build_replay_job(DATASETS[dataset])], resources=resources)
+    return definitions.resolve_job_def(f"replay_{dataset}").execute_in_process(instance=instance)
 
 
 def as_user(url: str, user: str) -> str:

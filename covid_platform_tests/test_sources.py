@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covid_platform_tests.helpers import TEST_DATA, covidtracking_slice, drop, ingest, spring_row
+from covid_platform_tests.helpers import TEST_DATA, covidtracking_slice, drop, ingest, run_replay, spring_row
 from covid_platform_tests.oracles import (
     DAILY_COLUMNS,
     expected_testing_daily,
@@ -181,6 +181,23 @@ def test_jhu_daily_files_loaded_one_by_one_out_of_order(landing, resources, quer
     # "2722016.0" in the file is the whole number 2722016.
     assert query("SELECT total_test_results FROM covid.jhu_state_daily WHERE state = 'Alabama' "
                  "AND date = '2020-12-01'") == [(2722016,)]
+
+
+def test_jhu_a_days_snapshot_posted_again_as_the_next_days_is_that_days_rows(landing, resources, query):
+    """The same bytes under another day's name are that day's rows (the date is the file name's): loaded, not
+    a duplicate of the first, at a drop and at a replay; under the same day's name again, a duplicate."""
+    first = JHU_DAILY / "12-01-2020.csv"
+    with dg.instance_for_test() as instance:
+        for key in ("jhu_daily_us/12-01-2020.csv", "jhu_daily_us/12-02-2020.csv", "jhu_daily_us/again/12-02-2020.csv"):
+            assert ingest(landing, resources, drop(landing, key, first), instance).success
+        statuses = [status for _, status, _ in ledger(query)]
+        assert statuses == ["loaded", "loaded", "duplicate"]
+        expected = pd.concat([read_jhu("12-01-2020"), read_jhu("12-01-2020").assign(date=pd.Timestamp("2020-12-02"))])
+        expected = with_differences(expected, {"confirmed": "new_confirmed", "deaths": "new_deaths"})[JHU_COLUMNS]
+        assert_same(jhu_state_daily(query), expected)
+        assert run_replay(resources, instance, "jhu_daily_us").success
+    assert [status for _, status, _ in ledger(query)] == statuses
+    assert_same(jhu_state_daily(query), expected)
 
 
 def test_jhu_older_header_names_load_the_same_values(landing, resources, query):

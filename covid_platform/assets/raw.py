@@ -119,7 +119,8 @@ def _ingest(context, conn, landing: LandingZone, dataset: Dataset, entry: ledger
     archive_key = archive(conn, landing, entry)
     gated = intake.gate_archived(conn, landing, dataset, file_id, obj_key, archive_key)
     ledger.update(conn, file_id, sha256=gated.sha256, bytes=gated.bytes, rows=gated.rows)
-    duplicate_of = None if gated.failed else ledger.loaded_with_same_content(conn, dataset.name, gated.sha256, file_id)
+    duplicate_of = None if gated.failed else intake.same_rows(
+        dataset, obj_key, ledger.loaded_with_same_content(conn, dataset.name, gated.sha256, file_id))
     status, reason = intake.settle(landing, gated, obj_key, etag, archive_key, duplicate_of)
     staged = status == Status.STAGED
     warnings = intake.warnings(conn, dataset, file_id, gated.staged) if staged else []

@@ -14,7 +14,14 @@ from covid_platform.datasets import Dataset
 from covid_platform.engine import ledger
 from covid_platform.engine.gates import GateResult, copy_checked, evaluate, reason_of
 from covid_platform.engine.ledger import Status
-from covid_platform.engine.staging import CheckedText, FileRejected, StagedFile, copies_typed, stage
+from covid_platform.engine.staging import (
+    CheckedText,
+    FileRejected,
+    StagedFile,
+    copies_typed,
+    date_from_file_name,
+    stage,
+)
 from covid_platform.resources.landing import ISSUED_AT, LandingZone, ObjectChanged, issue_time
 
 S3_KEY_BYTES = 1024
@@ -141,6 +148,16 @@ def gate_archived(conn, landing: LandingZone, dataset: Dataset, file_id: int, ob
             gates = [GateResult("csv_readable", False, str(rejected))]
         reader.drain()
     return Gated(staged, gates, reader.hexdigest, reader.bytes)
+
+
+def same_rows(dataset: Dataset, key: str, same_bytes: tuple[int, str] | None) -> tuple[int, str] | None:
+    """`same_bytes` (the file id and key of a loaded file with these bytes): a duplicate, unless the dataset
+    dates its rows by the file name and the two names give different days (a publisher posting yesterday's
+    snapshot again as today's: today's rows, to load)."""
+    fmt = dataset.date_in_file_name
+    if same_bytes and fmt and date_from_file_name(same_bytes[1], fmt) != date_from_file_name(key, fmt):
+        return None
+    return same_bytes
 
 
 def settle(landing: LandingZone, gated: Gated, obj_key: str, etag: str, archive_key: str,

@@ -13,7 +13,7 @@ from psycopg2 import sql
 
 from covid_platform.datasets import Dataset, unrouted_reason
 from covid_platform.engine import history, ledger, merge, staging
-from covid_platform.engine.intake import gate_archived, settle
+from covid_platform.engine.intake import gate_archived, same_rows, settle
 from covid_platform.engine.ledger import Status
 from covid_platform.engine.tables import coverage_name, table_ddl
 from covid_platform.resources.landing import LandingZone
@@ -99,7 +99,8 @@ def _regate(conn: psycopg2.extensions.connection, landing: LandingZone, dataset:
             continue
         ledger.forget_rejected_rows(conn, file_id)  # the rows set aside are today's gates' (none if quarantined)
         gated = gate_archived(conn, landing, dataset, file_id, key, archive_key)
-        duplicate_of = previous[1] if previous and not gated.failed and previous[0] == gated.sha256 else None
+        duplicate_of = same_rows(dataset, key, previous[1]) \
+            if previous and not gated.failed and previous[0] == gated.sha256 else None
         status, reason = settle(landing, gated, key, etag, archive_key, duplicate_of)
         with conn, conn.cursor() as cur:
             staging.drop(cur, file_id, typed=status != Status.STAGED)
