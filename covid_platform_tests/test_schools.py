@@ -80,6 +80,35 @@ def test_a_school_that_reported_none_of_a_window_has_no_sum(landing, resources, 
                  "WHERE school_id <> '100' ORDER BY school_id") == [("200", 4, None, None), ("300", None, None, None)]
 
 
+@pytest.mark.parametrize("case", ["id_twice", "ids_empty"])
+def test_a_wide_file_with_a_school_on_two_lines_is_gated_not_crashed(case, landing, resources, query):
+    """A wide line holds a key per date cell: a school id on two lines (or empty on two) repeats every date of
+    it. Each line is named once, with its first repeated key; the 2 lines of 100 are past the 1% a file may
+    set aside, so the file is quarantined with that reason (not a crash of the raw step)."""
+    lines = CPS.read_bytes().splitlines(keepends=True)
+    addams = lines[2].split(b",")  # line 3, school 609772
+    assert addams[3] == b"609772"
+    if case == "id_twice":
+        changed = addams[:7] + [b"5", b"6"] + addams[9:]  # the same id, its first two dates' cases otherwise
+        body = b"".join(lines) + b",".join(changed)
+        said = "key (school_id='609772', date='2020-03-07') appears on lines 3 and 102 with different values"
+    else:
+        for n in (2, 3):
+            fields = lines[n].split(b",")
+            lines[n] = b",".join(fields[:3] + [b""] + fields[4:])
+        body = b"".join(lines)
+        said = ("line 3, column 'school_id': expected a value (key columns cannot be empty), got an empty field "
+                "(1 more like it); key (school_id=NULL, date='2020-03-07') appears on lines 3 and 4 with different values")
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, "cps_schools/twice.csv", body), instance)
+    assert not result.success
+    ((status, reason),) = query("SELECT status, reason FROM covid.ingested_files")
+    assert status == "quarantined", reason
+    assert said in reason, reason
+    rows = len(body.splitlines()) - 1  # the header is no row
+    assert reason.startswith(f"2 of {rows} rows "), reason
+
+
 def test_a_later_file_replaces_the_dates_it_holds(landing, resources, query):
     source = pd.read_csv(CPS, dtype={"CPS_School_ID": str})
     later = source.copy()

@@ -535,20 +535,26 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
                 WHERE {any_bad} GROUP BY line;
                 ALTER TABLE rejects ADD PRIMARY KEY (line);
 
-                -- two rows with one key and different values: neither can be trusted
+                -- two rows with one key and different values: neither can be trusted; a line once, with its
+                -- first such key (a wide file's line holds a key per date cell: a school's id on two lines
+                -- repeats each of its dates)
                 INSERT INTO rejects (line, reasons)
-                SELECT unnest(lines), array_fill(NULL::text, ARRAY[{n}]) || (
-                    'key (' || key_text || ') appears on lines '
-                    || CASE WHEN cardinality(lines) > 5
-                            THEN array_to_string(lines[1:5], ', ') || ' and ' || cardinality(lines) - 5 || ' more'
-                            ELSE array_to_string(lines[1:cardinality(lines) - 1], ', ') || ' and '
-                                 || lines[cardinality(lines)] END
-                    || ' with different values')
-                FROM repeats WHERE conflict
+                SELECT line, array_fill(NULL::text, ARRAY[{n}]) || (array_agg(message ORDER BY key_text))[1]
+                FROM (
+                    SELECT unnest(lines) AS line, key_text, 'key (' || key_text || ') appears on lines '
+                        || CASE WHEN cardinality(lines) > 5
+                                THEN array_to_string(lines[1:5], ', ') || ' and ' || cardinality(lines) - 5 || ' more'
+                                ELSE array_to_string(lines[1:cardinality(lines) - 1], ', ') || ' and '
+                                     || lines[cardinality(lines)] END
+                        || ' with different values' AS message
+                    FROM repeats WHERE conflict
+                ) AS conflicts
+                GROUP BY line
                 ON CONFLICT (line) DO UPDATE SET reasons = rejects.reasons[1:{n}] || EXCLUDED.reasons[{n1}];
                 """
             ).format(
-                messages=sql.SQL(", ").join(sql.SQL("string_agg({}, '; ')").format(m) for m in messages),
+                # DISTINCT: a wide line's empty key is one problem, not one per date cell
+                messages=sql.SQL(", ").join(sql.SQL("string_agg(DISTINCT {}, '; ')").format(m) for m in messages),
                 rows=rows,
                 any_bad=sql.SQL(" OR ").join(
                     # evaluated left to right: the cheap condition first, for each row
