@@ -196,6 +196,8 @@ def drop(path: Path, dataset: str, name: str | None, state_dir: Path, issued_at:
     name = name or path.name
     if name in ("", ".", "..") or "/" in name or "\\" in name:
         sys.exit(f"--name {name!r}: an object name under {dataset}/, without / (e.g. us-states.csv)")
+    if name.startswith("."):  # a folder zone's files being written: never listed, so never read
+        sys.exit(f"--name {name!r}: a name starting with '.' is not read in a landing folder; give another")
     if not path.is_file():
         sys.exit(f"No file {path}")
     url = os.environ.get("LANDING_URL")

@@ -112,7 +112,8 @@ def test_the_printed_commands_activate_the_virtual_environment_first(tmp_path, m
 def test_drop_puts_a_file_in_devs_zone_and_refuses_what_nothing_would_read(tmp_path, monkeypatch):
     """`covid-platform drop` writes under `<state dir>/landing/<dataset>/`, and refuses, with the reason and no
     file written, a folder with no landing zone (nothing would read it), a name that leaves the dataset's
-    folder, and a file that is not there."""
+    folder, a name the folder zone does not list (its own files being written start with '.'), and a file
+    that is not there."""
     monkeypatch.delenv("LANDING_URL", raising=False)
     monkeypatch.chdir(tmp_path)
     source = tmp_path / "states.csv"
@@ -121,6 +122,7 @@ def test_drop_puts_a_file_in_devs_zone_and_refuses_what_nothing_would_read(tmp_p
         "no landing zone": ([str(source), "us_states"], "No landing zone in"),
         "a name with a path": ([str(source), "us_states", "--name", "../../escape.csv"], "without /"),
         "no such file": ([str(tmp_path / "gone.csv"), "us_states"], "No file"),
+        "a hidden name": ([str(source), "us_states", "--name", ".day.csv"], "starting with '.' is not read"),
     }
     for args, says in refused.values():
         with pytest.raises(SystemExit, match=says):
