@@ -362,8 +362,10 @@ assert len(split_lines(BIG)) == 3246
 ROW_DEFECTS = {
     # name: (gate, {line: (column, value)}, lines rejected, reason fragment)
     "impossible_date": ("dates_valid", {100: ("date", "2021-02-30")}, [100],
-                        "column 'date': expected a date written YYYY-MM-DD, got '2021-02-30'"),
-    "february_29_of_a_common_year": ("dates_valid", {150: ("date", "2021-02-29")}, [150], "got '2021-02-29'"),
+                        "column 'date': expected a date written YYYY-MM-DD, got '2021-02-30': written so, but no "
+                        "such day"),
+    "february_29_of_a_common_year": ("dates_valid", {150: ("date", "2021-02-29")}, [150],
+                                     "got '2021-02-29': written so, but no such day"),
     "year_before_1000": ("dates_valid", {250: ("date", "0999-01-01")}, [250], "got '0999-01-01'"),
     "count_with_a_plus_sign": ("counts_valid", {420: ("cases", "+5")}, [420], "got '+5'"),
     # as on the JHU county file's line of the "Wuhan Evacuee" state
@@ -412,6 +414,8 @@ def test_bad_row_is_set_aside_and_the_rest_loads(name, landing, resources, query
     for row_key, line, reason, raw_line in rejected:
         assert row_key == key
         assert reason_has in reason, reason
+        # a date of the right shape that names no day says so, not another
+        assert ("no such day" in reason) == ("no such day" in reason_has), reason
         assert raw_line == split_lines(data)[line - 1]  # the line as it was in the file
     warning = checks(result)[gate]
     assert (warning.passed, warning.severity) == (False, dg.AssetCheckSeverity.WARN)

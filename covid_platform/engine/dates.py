@@ -97,6 +97,14 @@ def date_ok(fmt: str | None, v: sql.Composable) -> sql.Composable:
     ).format(v=v, regex=sql.Literal(pattern(fmt)[0]), **f)
 
 
+def no_such_day(fmt: str | None, v: sql.Composable) -> sql.Composable:
+    """For a text that is not a date: ': written so, but no such day' where it has the format's shape
+    ('2021-02-30', '13/01/2021' in %m/%d/%Y), else ''."""
+    shape = pattern(fmt)[0] if fmt else r"^[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}(T00:00:00(\.0+)?)?$"
+    return sql.SQL("CASE WHEN {v} ~ {shape} THEN ': written so, but no such day' ELSE '' END").format(
+        v=v, shape=sql.Literal(shape))
+
+
 def date_value(fmt: str | None, v: sql.Composable) -> sql.Composable:
     """The date the text `v` names, null where it names none."""
     if not fmt:

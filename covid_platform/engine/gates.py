@@ -458,7 +458,8 @@ def _problems(dataset: Dataset, staged: StagedFile) -> list[Problem]:
                                 note=regions.nearest_note(dataset, "s")))
     good_date = sql.SQL("{} IN (SELECT _text FROM good_dates)").format(date)  # `_find_good_dates`
     problems.append(Problem("dates_valid", "date", sql.SQL("NOT ({})").format(date_ok),
-                            dates.expected(dataset.date_format), surely_good=good_date))
+                            dates.expected(dataset.date_format), surely_good=good_date,
+                            note=dates.no_such_day(dataset.date_format, date)))
     problems.append(
         Problem("dates_valid", "date", sql.SQL("CASE WHEN {} THEN {} > current_date ELSE false END")
                 .format(date_ok, dates.date_value(dataset.date_format, date)), "a date that is not in the future",
