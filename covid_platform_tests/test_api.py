@@ -272,6 +272,15 @@ def test_a_filter_value_in_another_case_names_the_tables_value(api):
     assert (answer.status_code, answer.json()["rows"]) == (200, [])
 
 
+def test_an_unencoded_plus_in_a_time_is_named(api):
+    """A zone's '+' written as is in a URL reads as a space: the answer says so, and the encoded one is read."""
+    answer = requests.get(f"{api}/v1/tables/state_daily?as_of=2021-03-18T00:00:00+02:00", timeout=30)
+    assert (answer.status_code, answer.json()["parameter"]) == (400, "as_of")
+    assert "'2021-03-18T00:00:00 02:00'" in answer.json()["detail"] and "%2B" in answer.json()["detail"]
+    assert "%2B" not in get(api, "/v1/tables/state_daily", as_of="yesterday").json()["detail"]
+    assert requests.get(f"{api}/v1/tables/state_daily?as_of=2021-03-18T00:00:00%2B02:00", timeout=30).ok
+
+
 def test_a_cursor_of_another_table_is_refused(api):
     cursor = get(api, "/v1/tables/national_daily", limit=1).json()["next_cursor"]
     answer = get(api, "/v1/tables/state_daily", cursor=cursor)
