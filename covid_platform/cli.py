@@ -137,6 +137,10 @@ def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -
                 stop()
         except KeyboardInterrupt:
             stop()
+    try:  # what `dagster dev` left running in its group (a code server it started, seen past its heartbeat)
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # nothing left
     for service in services:
         service.terminate()  # the bridge writes what it holds, then acknowledges it
     for service in services:

@@ -299,7 +299,9 @@ def test_datasets_describe_tables_columns_and_freshness(api):
     assert list(columns) == [*STATE_COLUMNS, "file_id", "state_fips", "state_name"]
     assert (columns["deaths"]["nullable"], columns["cases"]["nullable"], columns["new_deaths_7d"]["nullable"]) == (
         True, False, True)
-    assert columns["new_cases"]["description"].startswith("Daily difference: null where cases is")
+    # cases is never empty here, deaths may be
+    assert columns["new_cases"]["description"].startswith("Daily difference: cases minus cases on the region's")
+    assert columns["new_deaths"]["description"].startswith("Daily difference: null where deaths is; otherwise")
     assert (national["name"], national["kind"], national["key"], national["built"]) == (
         "national_daily", "summary", ["date"], True)
     assert national["description"].startswith("covid.national_daily: one row per date")

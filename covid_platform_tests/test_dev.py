@@ -8,7 +8,9 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -86,9 +88,32 @@ def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path, webhook):
                          120, "the failed run's alert", log_path)
         assert "Run failed: us_states" in alert, alert
     finally:
-        ended = stop_dev(dev)
+        dev.send_signal(signal.SIGTERM)  # to it alone, as `kill` does
+        try:
+            dev.wait(60)
+            ended = "stopped"
+        except subprocess.TimeoutExpired:
+            ended = stop_dev(dev)
     assert ended == "stopped", log_path.read_text()[-3000:]
+    # nothing it started is left running (a code server once outlived `dagster dev`)
+    deadline = time.monotonic() + 20
+    while (left := _in_session(dev.pid)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, left
     assert "will not be used" not in log_path.read_text()  # no dagster.yaml in the working directory
+
+
+def _in_session(session: int) -> list[str]:
+    """The command lines of the processes of a session (Linux's /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command's name, which may hold spaces
+            if int(fields[3]) == session:  # state, ppid, pgrp, session
+                found.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return found
 
 
 @pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="not run from a virtual environment")

@@ -83,8 +83,9 @@ def _column(dataset: Dataset, name: str) -> Column:
         return Column(name, kind, empty, f"{what} for the day, as reported." + sign + note)
     if name in source:
         x = source[name]
+        where = f"null where {x} is; otherwise " if empty else ""
         return Column(name, kind, empty, (
-            f"Daily difference: null where {x} is; otherwise {x} minus {x} on the region's latest earlier date "
+            f"Daily difference: {where}{x} minus {x} on the region's latest earlier date "
             f"where {x} is not empty ({x} itself when there is none); negative values (revisions) are kept."))
     if name in dataset.rolling_columns:
         x = name.removesuffix("_7d")
