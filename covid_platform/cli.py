@@ -200,8 +200,6 @@ def drop(path: Path, dataset: str, name: str | None, state_dir: Path, issued_at:
     name = name or path.name
     if name in ("", ".", "..") or "/" in name or "\\" in name:
         sys.exit(f"--name {name!r}: an object name under {dataset}/, without / (e.g. us-states.csv)")
-    if name.startswith("."):  # a folder zone's files being written: never listed, so never read
-        sys.exit(f"--name {name!r}: a name starting with '.' is not read in a landing folder; give another")
     if not path.is_file():
         sys.exit(f"No file {path}")
     url = os.environ.get("LANDING_URL")
@@ -211,6 +209,9 @@ def drop(path: Path, dataset: str, name: str | None, state_dir: Path, issued_at:
             sys.exit(f"No landing zone in {landing.resolve()}: run this in the folder where `covid-platform dev` "
                      "runs (or give its --state-dir), or set LANDING_URL (dev prints its export line)")
         url = landing.resolve().as_uri()
+    if name.startswith(".") and url.startswith("file:"):  # a folder zone's files being written: never listed
+        sys.exit(f"{dataset}/{name}: a name starting with '.' is not read in a landing folder; give another "
+                 "with --name")
     with open(path, "rb") as body:
         LandingZone(url=url, s3=S3Resource()).put(f"{dataset}/{name}", body, issued_at=issued_at)
     issued = f", issued at {issued_at.isoformat()}" if issued_at else ""

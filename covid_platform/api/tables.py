@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 from dataclasses import dataclass
 
 import psycopg2.errors
@@ -56,7 +57,7 @@ def parse_as_of(value: str | None) -> dt.datetime | None:
     except ValueError:
         # a zone's '+' left unencoded in the URL arrives as a space
         hint = "; a '+' in a URL's query reads as a space: write it %2B, or give the time in UTC with Z" \
-            if " " in value.strip() else ""
+            if re.search(r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? [0-9]{2}(:?[0-9]{2})?$", value.strip()) else ""
         raise BadParameter("as_of", f"not an ISO 8601 time (e.g. 2021-03-18T00:00:00Z): {value[:40]!r}{hint}")
     return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 

@@ -303,10 +303,11 @@ def _stage_unadmitted(cur, dataset: Dataset, staged: StagedFile, file_id: int, r
         cur.execute("SET LOCAL enable_hashagg TO DEFAULT")
     cur.execute(sql.SQL(
         "ANALYZE {text}; "
-        # the dates first: a plain comparison leaves few rows for the key's, which takes lower() of a region
-        # (1.88M county rows with 2 set aside: 0.84 s → 0.55 s, the latter on a busier machine)
+        # the dates first, by a hash of the distinct ones (an array would be read through for each row): few
+        # rows are left for the key's, which takes lower() of a region (1.88M county rows with 2 set aside:
+        # 0.84 s → 0.55 s, the latter on a busier machine)
         "INSERT INTO {text} SELECT line, {fields}, ctid FROM {typed} "
-        "WHERE date = ANY(ARRAY(SELECT {read_date} FROM {text})) "
+        "WHERE date IN (SELECT DISTINCT {read_date} FROM {text}) "
         "AND ({key}) IN (SELECT {read} FROM {text}) AND line NOT IN (SELECT line FROM {text}); "
         "DROP TABLE IF EXISTS pg_temp.gated; "
         "CREATE TEMP TABLE gated ON COMMIT DROP AS SELECT line, row_at FROM {text}; "
