@@ -93,8 +93,8 @@ def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path, webhook):
             dev.wait(60)
             ended = "stopped"
         except subprocess.TimeoutExpired:
-            ended = stop_dev(dev)
-    assert ended == "stopped", log_path.read_text()[-3000:]
+            ended = f"still running 60 s after a SIGTERM, then {stop_dev(dev)}"
+    assert ended == "stopped", f"{ended}: {log_path.read_text()[-3000:]}"
     # nothing it started is left running (a code server once outlived `dagster dev`)
     deadline = time.monotonic() + 20
     while (left := _in_session(dev.pid)) and time.monotonic() < deadline:
