@@ -55,9 +55,10 @@ def parse_as_of(value: str | None) -> dt.datetime | None:
     try:
         when = dt.datetime.fromisoformat(value.strip())
     except ValueError:
-        # a zone's '+' left unencoded in the URL arrives as a space
+        # a zone's '+' left unencoded in the URL arrives as a space: a time, a space, an offset's digits
+        offset_as_space = re.search(r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? [0-9]{2}(:?[0-9]{2})?$", value.strip())
         hint = "; a '+' in a URL's query reads as a space: write it %2B, or give the time in UTC with Z" \
-            if re.search(r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? [0-9]{2}(:?[0-9]{2})?$", value.strip()) else ""
+            if offset_as_space else ""
         raise BadParameter("as_of", f"not an ISO 8601 time (e.g. 2021-03-18T00:00:00Z): {value[:40]!r}{hint}")
     return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 

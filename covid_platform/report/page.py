@@ -295,7 +295,8 @@ def render(figures: Figures, changes: Changes, day: str, built_at: dt.datetime, 
 <p class="lead">{f"Data to {_e(day)}" if figures.national or figures.testing else "No data loaded yet"};
 built {_e(built_at.strftime('%Y-%m-%d %H:%M'))} UTC.
 New cases and deaths are the daily differences of the cumulative counts summed over the states, each with
-its latest reported value (The New York Times, <code>covid.{_e(NATIONAL)}</code>); a revision can make them negative.</p>
+its latest reported value (The New York Times, <code>covid.{_e(NATIONAL)}</code>); a revision can make them
+negative.</p>
 
 <h2>National: latest date</h2>
 {_headline(figures)}

@@ -12,8 +12,8 @@ if frame.empty:
 
 st.caption(
     f"United States, {view.day(frame['date'].iloc[0])} to {view.day(frame['date'].iloc[-1])}: the sums over the "
-    "states, each with its latest reported value. The charts start a week after the first date, whose new cases and deaths are "
-    "all those reported up to it."
+    "states, each with its latest reported value. The charts start a week after the first date, whose new cases "
+    "and deaths are all those reported up to it."
 )
 view.latest_figures(frame)
 
