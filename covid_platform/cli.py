@@ -89,11 +89,7 @@ def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -
         print(f"Landing queue: {env['LANDING_QUEUE_URL']}")
     print(connection_help(env), flush=True)
 
-    dataset, name = SAMPLE
-    sample = resources.files("covid_platform.sample_data").joinpath(f"{dataset}.csv")
-    with sample.open("rb") as body:
-        LandingZone(url=env["LANDING_URL"], s3=S3Resource()).put(f"{dataset}/{name}", body)
-    print(f"Dropped the sample file as {dataset}/{name}; open http://127.0.0.1:{port} to watch it load")
+    _drop_sample(LandingZone(url=env["LANDING_URL"], s3=S3Resource()), port)
     # A shell without job control starts a background job (`covid-platform dev &` in a script) with SIGINT
     # ignored, which children inherit: `dagster dev` would ignore the SIGINT that stops it. Here and in the
     # children, it is what it is in a terminal.
@@ -178,6 +174,19 @@ def connection_help(env: dict[str, str]) -> str:
     ])
 
 
+def _drop_sample(zone: LandingZone, port: int) -> None:
+    """The sample file into the zone on the first start only: dropped again, it would be the zone's latest
+    file and win its keys back from every file loaded since (a user's revisions of those dates)."""
+    dataset, name = SAMPLE
+    key = f"{dataset}/{name}"
+    if zone.list_after("", 1, within=key.rsplit("/", 1)[0] + "/"):
+        print(f"The sample file is in the landing zone already ({key}): not dropped again")
+        return
+    with resources.files("covid_platform.sample_data").joinpath(f"{dataset}.csv").open("rb") as body:
+        zone.put(key, body)
+    print(f"Dropped the sample file as {key}; open http://127.0.0.1:{port} to watch it load")
+
+
 def _issue_time(text: str) -> datetime:
     """`--issued-at`: an ISO 8601 time (a date alone is its midnight; without a zone, UTC), not in the
     future."""
@@ -198,8 +207,9 @@ def drop(path: Path, dataset: str, name: str | None, state_dir: Path, issued_at:
     if dataset not in DATASETS:
         sys.exit(f"Unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
     name = name or path.name
-    if name in ("", ".", "..") or "/" in name or "\\" in name:
-        sys.exit(f"--name {name!r}: an object name under {dataset}/, without / (e.g. us-states.csv)")
+    if "\\" in name or any(part in ("", ".", "..") for part in name.split("/")):
+        sys.exit(f"--name {name!r}: an object name under {dataset}/, in folders of its own if you like "
+                 "(e.g. us-states.csv, daily/us-states.csv), without '.', '..' or empty parts")
     if not path.is_file():
         sys.exit(f"No file {path}")
     url = os.environ.get("LANDING_URL")
@@ -209,7 +219,7 @@ def drop(path: Path, dataset: str, name: str | None, state_dir: Path, issued_at:
             sys.exit(f"No landing zone in {landing.resolve()}: run this in the folder where `covid-platform dev` "
                      "runs (or give its --state-dir), or set LANDING_URL (dev prints its export line)")
         url = landing.resolve().as_uri()
-    if name.startswith(".") and url.startswith("file:"):  # a folder zone's files being written: never listed
+    if name.rsplit("/", 1)[-1].startswith(".") and url.startswith("file:"):  # a folder zone's files being written: never listed
         sys.exit(f"{dataset}/{name}: a name starting with '.' is not read in a landing folder; give another "
                  "with --name")
     with open(path, "rb") as body:

@@ -145,9 +145,10 @@ def test_drop_puts_a_file_in_devs_zone_and_refuses_what_nothing_would_read(tmp_p
     source.write_bytes(b"date,state,fips,cases,deaths\r\n")
     refused = {
         "no landing zone": ([str(source), "us_states"], "No landing zone in"),
-        "a name with a path": ([str(source), "us_states", "--name", "../../escape.csv"], "without /"),
+        "a name that leaves the folder": ([str(source), "us_states", "--name", "../../escape.csv"], "'..'"),
+        "an empty part": ([str(source), "us_states", "--name", "daily//day.csv"], "empty parts"),
         "no such file": ([str(tmp_path / "gone.csv"), "us_states"], "No file"),
-        "a hidden name": ([str(source), "us_states", "--name", ".day.csv"], "starting with '.' is not read"),
+        "a hidden name": ([str(source), "us_states", "--name", "daily/.day.csv"], "starting with '.' is not read"),
     }
     for args, says in refused.values():
         with pytest.raises(SystemExit, match=says):
@@ -156,6 +157,10 @@ def test_drop_puts_a_file_in_devs_zone_and_refuses_what_nothing_would_read(tmp_p
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == [source]
     assert cli.main(["drop", str(source), "us_states", "--name", "day.csv", "--state-dir", "state"]) == 0
     assert (tmp_path / "state" / "landing" / "us_states" / "day.csv").read_bytes() == source.read_bytes()
+    # in a folder of its own under the dataset's, as the sample file is (any name under it is the dataset's)
+    assert cli.main(["drop", str(source), "us_states", "--name", "daily/day.csv", "--state-dir", "state"]) == 0
+    zone = LandingZone(url=(tmp_path / "state" / "landing").as_uri(), s3=S3Resource())
+    assert [o.key for o in zone.list_after("", 10, within="us_states/daily/")] == ["us_states/daily/day.csv"]
 
     # a past vintage: its issue time is the file's last-modified time in a folder zone; an unreadable or
     # future time is refused before anything is written
@@ -166,7 +171,6 @@ def test_drop_puts_a_file_in_devs_zone_and_refuses_what_nothing_would_read(tmp_p
     assert not (tmp_path / "state" / "landing" / "us_states" / "old.csv").exists()
     assert cli.main(["drop", str(source), "us_states", "--name", "old.csv", "--state-dir", "state",
                      "--issued-at", "2021-03-17T12:00:00Z"]) == 0
-    zone = LandingZone(url=(tmp_path / "state" / "landing").as_uri(), s3=S3Resource())
     first = zone.describe("us_states/old.csv")
     assert first.last_modified == datetime(2021, 3, 17, 12, tzinfo=timezone.utc)
     # a corrected file of the same size issued at the same time is another version (another ETag)
@@ -176,3 +180,16 @@ def test_drop_puts_a_file_in_devs_zone_and_refuses_what_nothing_would_read(tmp_p
     second = zone.describe("us_states/old.csv")
     assert (second.size, second.etag != first.etag) == (first.size, True)
     assert second.last_modified - first.last_modified == timedelta(microseconds=1)
+
+
+def test_the_sample_file_is_dropped_on_the_first_start_only(tmp_path, capsys):
+    """Dropped again at a later start, the sample would be the zone's latest file and win its dates back from
+    what was loaded since (a user's revision of one of them, here)."""
+    zone = LandingZone(url=(tmp_path / "landing").as_uri(), s3=S3Resource())
+    cli._drop_sample(zone, 3000)
+    (first,) = zone.list_after("", 10)
+    assert first.key == "/".join(cli.SAMPLE)
+    time.sleep(0.01)  # a put now would change the file's modification time
+    cli._drop_sample(zone, 3000)
+    assert zone.list_after("", 10) == [first]
+    assert "not dropped again" in capsys.readouterr().out
