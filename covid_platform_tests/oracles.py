@@ -101,6 +101,17 @@ def expected_testing_daily(frame: pd.DataFrame) -> pd.DataFrame:
 # --- files read as frames ---------------------------------------------------------------------------------
 
 
+def expected_state_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per state: its latest date, each count's latest non-empty value (groupby's last() skips NaN), and the
+    positivity of the latest date reporting both outcomes with a sum above 0."""
+    ordered = frame.sort_values(["state", "date"])
+    latest = ordered.groupby("state")[["date", "positive", "negative", "total_tests"]].last()
+    both = ordered[ordered["positive"] + ordered["negative"] > 0].groupby("state").tail(1).set_index("state")
+    latest["positivity"] = both["positive"] / (both["positive"] + both["negative"])
+    latest["positivity_date"] = both["date"]
+    return latest.reset_index()
+
+
 def read_nyt(data: bytes) -> pd.DataFrame:
     return pd.read_csv(io.BytesIO(data), dtype={"fips": str}, parse_dates=["date"])
 

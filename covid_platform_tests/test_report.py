@@ -30,6 +30,7 @@ from covid_platform_tests.helpers import (
     spring_row,
 )
 from covid_platform_tests.oracles import (
+    expected_state_summary,
     expected_testing_daily,
     read_covidtracking,
     national_totals,
@@ -324,6 +325,10 @@ def test_test_positivity_and_the_screenshot(landing, resources, notices, tmp_pat
     assert caveats == {state: ALL_POSITIVE if value >= 1 else ""
                        for state, value in zip(latest["state"], latest["positivity_7d"])}
     assert caveats["PR"] == ALL_POSITIVE and list(caveats.values()).count("") >= 5
+    # to date: of each state's latest date reporting both outcomes (Puerto Rico's of 05-05)
+    to_date = expected_state_summary(read_covidtracking(testing)).set_index("state")["positivity"]
+    assert {state: cells[3] for state, cells in zip(latest["state"], shown)} == {
+        state: "–" if pd.isna(to_date[state]) else f"{to_date[state]:.1%}" for state in latest["state"]}
     status = {cells[0]: cells for cells in rows(section(page, "Data status"))}
     assert status["us_states"][2] == "2" and status["us_states"][6] == "1"
     assert status["covidtracking"][2] == "1"

@@ -14,6 +14,7 @@ import pytest
 from covid_platform_tests.helpers import TEST_DATA, covidtracking_slice, drop, ingest, run_replay, spring_row
 from covid_platform_tests.oracles import (
     DAILY_COLUMNS,
+    expected_state_summary,
     expected_testing_daily,
     read_covidtracking,
     with_differences,
@@ -23,10 +24,10 @@ JHU_DAILY = TEST_DATA / "jhu_daily_us"
 
 
 def frame_of(query, statement: str, columns: list[str]) -> pd.DataFrame:
-    """Rows of a SELECT as a frame: dates as datetimes, other non-text columns as floats (NULL → NaN)."""
+    """Rows of a SELECT as a frame: dates (columns named *date) as datetimes, other non-text columns as floats (NULL → NaN)."""
     frame = pd.DataFrame(query(statement), columns=columns)
     for column in columns:
-        if column == "date":
+        if column.endswith("date"):
             frame[column] = pd.to_datetime(frame[column])
         elif column not in ("state", "outcome"):
             frame[column] = pd.to_numeric(frame[column]).astype("float64")
@@ -34,8 +35,10 @@ def frame_of(query, statement: str, columns: list[str]) -> pd.DataFrame:
 
 
 def assert_same(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
-    numeric = [c for c in expected.columns if c not in ("state", "date", "outcome")]
+    dates = [c for c in expected.columns if c.endswith("date")]
+    numeric = [c for c in expected.columns if c not in ("state", "outcome", *dates)]
     expected = expected.astype({c: "float64" for c in numeric}).reset_index(drop=True)
+    expected, actual = (f.astype({c: "datetime64[ns]" for c in dates}) for f in (expected, actual))
     pd.testing.assert_frame_equal(actual, expected, check_dtype=False, check_exact=False, rtol=1e-9)
 
 
@@ -44,13 +47,6 @@ def ledger(query) -> list[tuple]:
 
 
 # --- covidtracking ------------------------------------------------------------------------------------
-
-
-def expected_state_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    latest = frame.sort_values(["state", "date"]).groupby("state").tail(1).reset_index(drop=True)
-    latest = latest[["state", "date", "positive", "negative", "total_tests"]].copy()
-    latest["positivity"] = latest["positive"] / (latest["positive"] + latest["negative"]).replace(0, np.nan)
-    return latest
 
 
 def clean_testing_daily(query) -> pd.DataFrame:
@@ -79,23 +75,30 @@ def test_covidtracking_daily_and_summaries(landing, resources, query):
     assert across.any(), "a difference that reaches back past an empty value"
     assert_same(clean_testing_daily(query), expected)
 
-    summary_columns = ["state", "date", "positive", "negative", "total_tests", "positivity"]
+    summary_columns = ["state", "date", "positive", "negative", "total_tests", "positivity", "positivity_date"]
     summary = frame_of(
         query, f"SELECT {', '.join(summary_columns)} FROM covid.testing_state_summary ORDER BY state",
         summary_columns,
     )
     expected_summary = expected_state_summary(frame)
-    assert expected_summary["positivity"].isna().sum() == 2, "AL (0 / 0) and PR (no negatives) have none"
+    # PR's latest row has no negatives (none since May): its last reported value counts, and its positivity
+    # is that of its last date with both; AL's only dates with both sum to 0, so it has none.
+    last_rows = frame.sort_values("date").groupby("state").tail(1).set_index("state")
+    assert np.isnan(last_rows.loc["PR", "negative"]) and last_rows["negative"].isna().sum() == 1
+    pr = expected_summary.set_index("state").loc["PR"]
+    assert pr["negative"] > 0 and pr["positivity_date"] < pr["date"]
+    assert expected_summary.set_index("state")["positivity"].isna().to_dict() == {
+        state: state == "AL" for state in expected_summary["state"]}
     assert_same(summary, expected_summary)
 
     totals = frame_of(query, "SELECT outcome, results, states FROM covid.testing_outcome_totals ORDER BY outcome",
                       ["outcome", "results", "states"])
-    expected_totals = pd.DataFrame(  # over the states that report each: PR reports no negatives
+    expected_totals = pd.DataFrame(  # over the states that reported each, with its latest value
         {"outcome": ["negative", "positive"],
          "results": [expected_summary["negative"].sum(), expected_summary["positive"].sum()],
          "states": [expected_summary["negative"].count(), expected_summary["positive"].count()]}
     )
-    assert expected_totals["states"].tolist() == [len(expected_summary) - 1, len(expected_summary)]
+    assert expected_totals["states"].tolist() == [len(expected_summary), len(expected_summary)]
     assert_same(totals, expected_totals)
 
 

@@ -1,5 +1,5 @@
 -- covid.testing_outcome_totals: two rows, positive and negative results summed over
--- covid.testing_state_summary (each state's latest cumulative counts), over the states that report them:
+-- covid.testing_state_summary (each state's latest reported cumulative counts), over the states that report them:
 -- `states` says how many do; `results` is empty (not reported) where none does, never 0.
 CREATE TABLE IF NOT EXISTS covid.testing_outcome_totals (
     outcome text PRIMARY KEY,
