@@ -104,6 +104,9 @@ class Dataset:
     row's date, divided; null when the denominator's sum is 0 or null."""
     attributes: tuple[str, ...] = ()
     """Descriptive text columns that may be empty (e.g. fips)."""
+    zero_pad: Mapping[str, int] = field(default_factory=dict)
+    """attribute → its width in digits: a value of fewer digits and nothing else is stored with leading zeros
+    to that width (a spreadsheet's re-save writes FIPS `01` as `1`); any other value is stored as written."""
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """column → other header names it has had (headers match case-insensitively)."""
     nullable: tuple[str, ...] = ()
@@ -223,6 +226,11 @@ class Dataset:
         for column, pair in self.ratios_7d.items():
             if len(pair) != 2 or any(part not in self.new.values() for part in pair):
                 fail("ratios_7d", f"{column!r} needs two difference columns from {list(self.new.values())}")
+        for column, width in self.zero_pad.items():
+            if column not in self.attributes:
+                fail("zero_pad", f"{column!r} is not one of the attributes {self.attributes}")
+            if not isinstance(width, int) or not 1 < width <= 20:
+                fail("zero_pad", f"{column!r}: {width!r} is not a width of 2 to 20 digits")
         for column in self.aliases:
             if column not in self.source_columns:
                 fail("aliases", f"{column!r} is not a column of the files ({', '.join(self.source_columns)})")
@@ -328,6 +336,7 @@ US_STATES = Dataset(
     region=("state",),
     region_names={"state": "name"},
     attributes=("fips",),
+    zero_pad={"fips": 2},
     counts=("cases", "deaths"),
     measures={"cases": "cases", "deaths": "deaths"},
     # NYT: "deaths" is left empty where a jurisdiction does not report them (its README, for Puerto Rico);
@@ -349,6 +358,7 @@ US_COUNTIES = Dataset(
     # the county's state (its FIPS is the first two digits of the county's, where the county has one)
     region_names={"state": "name"},
     attributes=("fips",),
+    zero_pad={"fips": 5},
     counts=("cases", "deaths"),
     # NYT publishes no deaths for Puerto Rico's municipios, on purpose (its README): 2.4% of the rows of
     # us-counties-recent.csv have an empty "deaths".

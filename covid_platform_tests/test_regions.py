@@ -28,7 +28,7 @@ from covid_platform.assets.raw import ETAG_TAG, KEY_TAG, files_partitions
 from covid_platform.datasets import COMPARISON_TOLERANCE, Dataset
 from covid_platform.engine import regions
 from covid_platform.engine.ledger import partition_key
-from covid_platform_tests.helpers import REPO, TEST_DATA, data_file, drop, ingest, nyt_states_slice
+from covid_platform_tests.helpers import REPO, TEST_DATA, county_rows, data_file, drop, ingest, nyt_states_slice
 from covid_platform_tests.oracles import assert_tables_match, read_nyt
 
 # FIPS codes as the Census Bureau publishes them, written here independently of covid.regions
@@ -108,6 +108,38 @@ def test_a_region_that_names_nothing_is_a_bad_row_naming_the_nearest(landing, re
     assert data.splitlines()[line - 1].split(b",")[1] == b"Nwe York"
     assert query("SELECT count(*) FROM covid.state_daily WHERE state_fips IS NULL OR state_name <> state") == [(0,)]
     assert query("SELECT count(*) FROM covid.state_daily") == [(len(data.splitlines()) - 2,)]
+
+
+def test_a_fips_whose_leading_zeros_a_spreadsheet_dropped_is_stored_with_them(landing, resources, query):
+    """Re-saved by a spreadsheet, Alabama's FIPS 01 is 1 and Hartford County's 09003 is 9003 (here on odd
+    days only, so each region has both): stored as the publisher's files write them, one code per region, and
+    the publisher's own file after it changes nothing. A code with other characters is kept as written."""
+    originals = {"us_states": nyt_states_slice("2020-12-01", "2020-12-10", {"Alabama", "California", "New York"}),
+                 "us_counties": county_rows("2020-04-01", "2020-04-10", {"Connecticut"})}
+
+    def resaved(data: bytes) -> bytes:
+        frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+        odd = frame["date"].str[-1].astype(int) % 2 == 1
+        frame.loc[odd, "fips"] = frame.loc[odd, "fips"].str.lstrip("0")
+        frame.loc[frame["state"] == "New York", "fips"] = "36x"  # not only digits
+        return frame.to_csv(index=False).encode()
+
+    with dg.instance_for_test() as instance:
+        for dataset, data in originals.items():
+            assert ingest(landing, resources, drop(landing, f"{dataset}/resaved.csv", resaved(data)), instance).success
+    for dataset, table, region in (("us_states", "state_daily", "state"), ("us_counties", "county_daily", "county")):
+        expected = pd.read_csv(io.BytesIO(originals[dataset]), dtype=str, keep_default_na=False)
+        stripped = expected["fips"].str.startswith("0").sum()
+        assert stripped >= 10, f"{dataset}: codes with a leading zero to lose"
+        expected.loc[expected["state"] == "New York", "fips"] = "36x"
+        expected = sorted(zip(expected[region], expected["date"], [fips or None for fips in expected["fips"]]))
+        stored = query(f"SELECT {region}, date::text, fips FROM covid.{table}")
+        assert sorted(stored, key=lambda row: (row[0], row[1])) == expected, dataset
+    history = query("SELECT count(*) FROM covid.state_daily_history")
+    with dg.instance_for_test() as instance:
+        publisher = originals["us_states"].replace(b",New York,36,", b",New York,36x,")
+        assert ingest(landing, resources, drop(landing, "us_states/published.csv", publisher), instance).success
+    assert query("SELECT count(*) FROM covid.state_daily_history") == history, "no value changed"
 
 
 # --- CDC's layout: postal codes, MM/DD/YYYY, signed daily values, NYC apart -----------------------------

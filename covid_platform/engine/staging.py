@@ -363,12 +363,16 @@ def staged_rows(dataset: Dataset, file_id: int) -> sql.Composed:
 
 def _staged_column(dataset: Dataset, column: str) -> sql.Composable:
     """A column of `staged_rows`: a count cast (those of `copy_typed` are text; those of `create_typed` typed
-    already, no cast), the region as covid.regions writes it, the canonical region's columns from the map."""
+    already, no cast), the region as covid.regions writes it, the canonical region's columns from the map,
+    an attribute with its leading zeros (`zero_pad`)."""
     c = sql.Identifier(column)
     if column in (*dataset.counts, *dataset.values):
         return sql.SQL("s.{c}::{t} AS {c}").format(c=c, t=sql.SQL(numbers.sql_type(dataset, column)))
     if column in dataset.region_names:
         return sql.SQL("{} AS {}").format(regions.canonical_value(dataset, "s", "m"), c)
+    if column in dataset.zero_pad:  # length() first: the pattern is tested on the short values only
+        return sql.SQL("CASE WHEN length(s.{c}) < {n} AND s.{c} ~ '^[0-9]+$' THEN lpad(s.{c}, {n}, '0') "
+                       "ELSE s.{c} END AS {c}").format(c=c, n=sql.Literal(dataset.zero_pad[column]))
     return sql.Identifier("m" if column in dataset.region_columns else "s", column)
 
 
