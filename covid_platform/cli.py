@@ -80,10 +80,9 @@ def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -
         print(f"Embedded PostgreSQL running in {state_dir / 'pgdata'}")
     env.setdefault("DAGSTER_PG_URL", sqlalchemy_url(env["DATABASE_URL"]))
     env.setdefault("LANDING_URL", (state_dir / "landing").resolve().as_uri())
+    own_home = not env.get("DAGSTER_HOME")
     env.setdefault("DAGSTER_HOME", str((state_dir / "dagster_home").resolve()))
-    home = Path(env["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_bytes(INSTANCE_YAML.read_bytes())
+    _instance_file(Path(env["DAGSTER_HOME"]), own_home)
     print(f"Landing zone: {env['LANDING_URL']}")
     if env.get("LANDING_QUEUE_URL"):  # read by the landing sensor (README: Landing queue)
         print(f"Landing queue: {env['LANDING_QUEUE_URL']}")
@@ -174,13 +173,25 @@ def connection_help(env: dict[str, str]) -> str:
     ])
 
 
+def _instance_file(home: Path, own_home: bool) -> None:
+    """The platform's dagster.yaml into DAGSTER_HOME: always into dev's own (a new version's settings), into
+    one you chose only where it has none: yours is kept."""
+    home.mkdir(parents=True, exist_ok=True)
+    instance = home / "dagster.yaml"
+    if not own_home and instance.exists() and instance.read_bytes() != INSTANCE_YAML.read_bytes():
+        print(f"Dagster instance: {instance} (yours, kept; the platform's is {INSTANCE_YAML})")
+        return
+    instance.write_bytes(INSTANCE_YAML.read_bytes())
+
+
 def _drop_sample(zone: LandingZone, port: int) -> None:
-    """The sample file into the zone on the first start only: dropped again, it would be the zone's latest
-    file and win its keys back from every file loaded since (a user's revisions of those dates)."""
+    """The sample file into an empty zone only (dev's first start on it): dropped again, it would be the
+    zone's latest file and win its keys back from every file loaded since (a user's revisions of those
+    dates); nor does a zone holding a user's files get it."""
     dataset, name = SAMPLE
     key = f"{dataset}/{name}"
-    if zone.list_after("", 1, within=key.rsplit("/", 1)[0] + "/"):
-        print(f"The sample file is in the landing zone already ({key}): not dropped again")
+    if zone.list_after("", 1):
+        print(f"The landing zone holds files already: the sample file ({key}) is not dropped")
         return
     with resources.files("covid_platform.sample_data").joinpath(f"{dataset}.csv").open("rb") as body:
         zone.put(key, body)

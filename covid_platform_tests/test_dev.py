@@ -2,6 +2,7 @@
 a psql line for its database and the exports that point Dagster's own CLI at its instance, and those lines
 work as printed; it starts without dagster's warning about a dagster.yaml it would not use."""
 
+import io
 import os
 import re
 import shlex
@@ -182,9 +183,9 @@ def test_drop_puts_a_file_in_devs_zone_and_refuses_what_nothing_would_read(tmp_p
     assert second.last_modified - first.last_modified == timedelta(microseconds=1)
 
 
-def test_the_sample_file_is_dropped_on_the_first_start_only(tmp_path, capsys):
+def test_the_sample_file_is_dropped_into_an_empty_zone_only(tmp_path, capsys):
     """Dropped again at a later start, the sample would be the zone's latest file and win its dates back from
-    what was loaded since (a user's revision of one of them, here)."""
+    what was loaded since; a zone holding a user's files does not get it either."""
     zone = LandingZone(url=(tmp_path / "landing").as_uri(), s3=S3Resource())
     cli._drop_sample(zone, 3000)
     (first,) = zone.list_after("", 10)
@@ -192,4 +193,26 @@ def test_the_sample_file_is_dropped_on_the_first_start_only(tmp_path, capsys):
     time.sleep(0.01)  # a put now would change the file's modification time
     cli._drop_sample(zone, 3000)
     assert zone.list_after("", 10) == [first]
-    assert "not dropped again" in capsys.readouterr().out
+    used = LandingZone(url=(tmp_path / "used").as_uri(), s3=S3Resource())
+    used.put("us_counties/recent.csv", io.BytesIO(b"date,county,state,fips,cases,deaths\n"))
+    cli._drop_sample(used, 3000)
+    assert [o.key for o in used.list_after("", 10)] == ["us_counties/recent.csv"]
+    assert capsys.readouterr().out.count("is not dropped") == 2
+
+
+def test_an_instance_file_of_a_chosen_dagster_home_is_kept(tmp_path):
+    """dev writes the platform's dagster.yaml into its own DAGSTER_HOME at every start, and into one you chose
+    only where it has none."""
+    platform = cli.INSTANCE_YAML.read_bytes()
+    yours = tmp_path / "yours"
+    yours.mkdir()
+    (yours / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    cli._instance_file(yours, own_home=False)
+    assert (yours / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
+    cli._instance_file(tmp_path / "empty", own_home=False)
+    assert (tmp_path / "empty" / "dagster.yaml").read_bytes() == platform
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "dagster.yaml").write_text("an older version's\n")
+    cli._instance_file(own, own_home=True)
+    assert (own / "dagster.yaml").read_bytes() == platform
