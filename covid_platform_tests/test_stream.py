@@ -96,14 +96,15 @@ def test_a_message_becomes_rows_in_the_files_columns_or_a_reason():
 # --- brokers, publisher, bridge ----------------------------------------------------------------------
 
 
-def publish(broker, payloads: list[bytes | str], topic: str = TOPIC) -> None:
-    """QoS 1, every message acknowledged by the broker before this returns."""
+def publish(broker, payloads: list[bytes | str], topic: str = TOPIC, retain: bool = False) -> None:
+    """QoS 1, every message acknowledged by the broker before this returns; `retain`: the broker keeps the last
+    one as the topic's retained message (an empty one clears it)."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
     client.max_inflight_messages_set(200)
     client.connect(*broker)
     client.loop_start()
     try:
-        for info in [client.publish(topic, payload, qos=1) for payload in payloads]:
+        for info in [client.publish(topic, payload, qos=1, retain=retain) for payload in payloads]:
             info.wait_for_publish(60)
     finally:
         client.disconnect()
@@ -526,6 +527,29 @@ def test_a_key_sent_twice_in_a_batch_keeps_the_later_message_and_a_redelivery_ch
     ingest_all(landing, resources, keys)
     assert query("SELECT count(*) FROM covid.rejected_rows") == [(0,)], "no conflicting rows within a batch"
     assert_state_daily(query, data)
+
+
+def test_a_retained_message_is_taken_once_not_again_at_each_reconnect(shared_broker, bridges):
+    """A publisher's retained message (the broker sends it to every new subscription) is taken when it is
+    published; at the bridge's restart it is not sent again, where it would win over the correction published
+    after it. Nor does a retained message published before the bridge subscribed come in."""
+    topic = f"covid/us_states/retained-{uuid.uuid4().hex[:8]}"
+    old, correction, marker = (json.dumps({"date": "2021-03-01", "state": state, "fips": "39", "cases": cases}).encode()
+                               for state, cases in (("Ohio", 100), ("Ohio", 101), ("Iowa", 5)))
+    publish(shared_broker, [old], f"{topic}/before", retain=True)
+    try:
+        bridge = bridges(shared_broker, "--batch-seconds", "1")
+        publish(shared_broker, [old], topic, retain=True)
+        publish(shared_broker, [correction], topic)
+        bridge.wait_for(lambda s: s["messages_batched"] == 2 and not s["pending"], "both messages written")
+        bridge.kill()
+        again = bridges(shared_broker, "--batch-seconds", "1", bridge_id=bridge.id)
+        publish(shared_broker, [marker], topic)
+        status = again.wait_for(lambda s: s["objects_written"] and not s["pending"], "the marker written")
+        assert status["messages_batched"] == 1, "the retained message came in again"
+    finally:
+        for retained in (topic, f"{topic}/before"):
+            publish(shared_broker, [b""], retained, retain=True)
 
 
 def test_messages_held_for_a_stopped_bridge_survive_a_broker_restart(tmp_path, bridges, s3_client, bucket):

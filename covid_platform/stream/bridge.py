@@ -90,7 +90,11 @@ class Bridge:
         session = "resumed" if flags.session_present else "new (nothing was kept for this bridge id)"
         log.info(f"connected to {self.broker.host}:{self.broker.port} as {self.settings.bridge_id}; "
                  f"session {session}")
-        client.subscribe([(d.stream, SubscribeOptions(qos=1)) for d in self.datasets])
+        # Each message is taken once, as it is published: never the broker's retained copy of a topic's last
+        # message, which it would send again at each subscription, this one of every reconnect included, and
+        # which would then win over the corrections published after it.
+        client.subscribe([(d.stream, SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND))
+                          for d in self.datasets])
         with self._lock:
             self._connected = True
 
