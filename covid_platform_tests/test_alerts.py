@@ -14,6 +14,7 @@ from dagster._core.loader import LoadingContextForTest
 from dagster._core.test_utils import freeze_time
 from dagster._daemon.freshness import FreshnessDaemon
 
+from covid_platform.compat import WILL_RETRY_TAG
 from covid_platform.definitions import defs
 from covid_platform.resources.notifier import Notifier, sns_subject
 from covid_platform.sensors import alerts as alert_sensors
@@ -129,7 +130,7 @@ def run_failure_alert(instance, result, resources):
     with dg.build_run_status_sensor_context(
         sensor_name="ingestion_failure_alert",
         dagster_instance=instance,
-        dagster_run=result.dagster_run,
+        dagster_run=instance.get_run_by_id(result.run_id),  # with the tags added since it ended
         dagster_event=result.get_run_failure_event(),
         resources=resources,
     ) as context:
@@ -166,6 +167,13 @@ def test_failed_run_alerts(landing, resources, alerts, bucket, s3_client):
     assert "key: us_states/gone.csv" in lines
     assert f"no longer has ETag {etag}: it was overwritten or deleted after it was listed" in alert
     assert f"run: {UI}/runs/{result.run_id}" in lines
+
+    # a run Dagster's run retries will launch again (its worker crashed) says so
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, key, instance, etag=etag)
+        instance.add_run_tags(result.run_id, {WILL_RETRY_TAG: "true"})
+        run_failure_alert(instance, result, resources)
+    assert alerts()[-1].split("\n")[0] == "*Run failed, will be retried: us_states/gone.csv*"
 
 
 def evaluate_freshness(instance, at: float) -> None:

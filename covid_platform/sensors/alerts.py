@@ -14,7 +14,7 @@ import dagster as dg
 
 from covid_platform.assets.policies import DATASET_TAG
 from covid_platform.assets.raw import KEY_TAG
-from covid_platform.compat import FreshnessState, get_current_timestamp
+from covid_platform.compat import WILL_RETRY_TAG, FreshnessState, get_current_timestamp
 from covid_platform.datasets import route
 from covid_platform.engine import ledger
 from covid_platform.engine.ledger import Status
@@ -91,8 +91,10 @@ def ingestion_failure_alert(context: dg.RunFailureSensorContext, notifier: Notif
             if entry and entry.status == Status.QUARANTINED:
                 reason = ledger.reason(conn, entry.file_id)
     dataset = _run_dataset(context)
+    # Dagster's run retries (dagster.yaml) tag a failed run they will launch again: a worker that crashed
+    retried = ", will be retried" if run.tags.get(WILL_RETRY_TAG) == "true" else ""
     notifier.send(
-        f"File quarantined: {key}" if reason else f"Run failed: {key or dataset or run.job_name}",
+        f"File quarantined: {key}" if reason else f"Run failed{retried}: {key or dataset or run.job_name}",
         dataset=dataset,
         key=key,
         reason=reason or "; ".join(errors) or context.failure_event.message,
