@@ -89,6 +89,7 @@ def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -
     print(connection_help(env), flush=True)
 
     _drop_sample(LandingZone(url=env["LANDING_URL"], s3=S3Resource()), port)
+    _fail_runs_left_running(_instance(env))
     # A shell without job control starts a background job (`covid-platform dev &` in a script) with SIGINT
     # ignored, which children inherit: `dagster dev` would ignore the SIGINT that stops it. Here and in the
     # children, it is what it is in a terminal.
@@ -182,6 +183,42 @@ def _instance_file(home: Path, own_home: bool) -> None:
         print(f"Dagster instance: {instance} (yours, kept; the platform's is {INSTANCE_YAML})")
         return
     instance.write_bytes(INSTANCE_YAML.read_bytes())
+
+
+def _instance(env: dict[str, str]):
+    """The Dagster instance `dagster dev` will run on (its DAGSTER_HOME and storage)."""
+    import dagster as dg  # here: the other commands start without it
+
+    for name in ("DAGSTER_HOME", "DAGSTER_PG_URL"):
+        os.environ[name] = env[name]
+    return dg.DagsterInstance.get()
+
+
+def _fail_runs_left_running(instance) -> None:
+    """Fail the runs a stopped `dev` left started whose worker process is gone (killed with it): Dagster's
+    default launcher cannot tell, so they would hold their run slots for good, and their files would never
+    load; failed, Dagster's run retries launch them again. A run whose worker still runs is left alone."""
+    import dagster as dg
+
+    unfinished = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING])
+    for run in instance.get_runs(filters=unfinished):
+        pids = [int(event.dagster_event.engine_event_data.metadata["pid"].value)  # "Started process for run"
+                for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+                if "pid" in event.dagster_event.engine_event_data.metadata]
+        if pids and not _alive(pids[-1]):
+            instance.report_run_failed(run, f"its worker (pid {pids[-1]}) is gone: `covid-platform dev` was "
+                                            "stopped while it ran")
+            print(f"Run {run.run_id} ({run.job_name}) was left running by a stopped dev: failed, to be retried")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _drop_sample(zone: LandingZone, port: int) -> None:

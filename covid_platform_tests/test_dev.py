@@ -13,8 +13,12 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import dagster as dg
 import psycopg2
 import pytest
+from dagster._core.events import EngineEventData
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+from dagster._core.utils import make_new_run_id
 from dagster_aws.s3 import S3Resource
 
 from covid_platform import cli
@@ -216,3 +220,23 @@ def test_an_instance_file_of_a_chosen_dagster_home_is_kept(tmp_path):
     (own / "dagster.yaml").write_text("an older version's\n")
     cli._instance_file(own, own_home=True)
     assert (own / "dagster.yaml").read_bytes() == platform
+
+
+def test_a_run_left_started_by_a_stopped_dev_is_failed_when_its_worker_is_gone(capsys):
+    """`dev` stopped by a SIGKILL leaves its runs STARTED, each holding one of the 4 run slots for good (the
+    default launcher cannot see its worker die): at the next start, a run whose worker process is gone is
+    failed, for Dagster's run retries to launch again; one whose worker still runs is left alone."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with dg.instance_for_test() as instance:
+        runs = {}
+        for name, pid in (("gone", gone.pid), ("running", os.getpid())):
+            run = instance.add_run(DagsterRun(job_name=f"ingest_{name}", run_id=make_new_run_id(),
+                                              status=DagsterRunStatus.STARTED))
+            instance.report_engine_event(f"Started process for run (pid: {pid}).", run,
+                                         EngineEventData.in_process(pid))
+            runs[name] = run.run_id
+        cli._fail_runs_left_running(instance)
+        assert {name: instance.get_run_by_id(run_id).status for name, run_id in runs.items()} == {
+            "gone": DagsterRunStatus.FAILURE, "running": DagsterRunStatus.STARTED}
+    assert f"Run {runs['gone']} (ingest_gone) was left running" in capsys.readouterr().out
