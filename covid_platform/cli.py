@@ -267,7 +267,8 @@ def drop(path: Path, dataset: str, name: str | None, state_dir: Path, issued_at:
             sys.exit(f"No landing zone in {landing.resolve()}: run this in the folder where `covid-platform dev` "
                      "runs (or give its --state-dir), or set LANDING_URL (dev prints its export line)")
         url = landing.resolve().as_uri()
-    if name.rsplit("/", 1)[-1].startswith(".") and url.startswith("file:"):  # a folder zone's files being written: never listed
+    # a folder zone's files being written start with '.': never listed
+    if name.rsplit("/", 1)[-1].startswith(".") and url.startswith("file:"):
         sys.exit(f"{dataset}/{name}: a name starting with '.' is not read in a landing folder; give another "
                  "with --name")
     with open(path, "rb") as body:

@@ -25,7 +25,7 @@ import pytest
 from covid_platform.assets.comparison import CHECK
 from covid_platform.assets.factory import build_dataset_assets
 from covid_platform.assets.raw import ETAG_TAG, KEY_TAG, files_partitions
-from covid_platform.datasets import COMPARISON_TOLERANCE, Dataset
+from covid_platform.datasets import COMPARISON_TOLERANCE, US_STATES, Dataset, DatasetError
 from covid_platform.engine import regions
 from covid_platform.engine.ledger import partition_key
 from covid_platform_tests.helpers import REPO, TEST_DATA, county_rows, data_file, drop, ingest, nyt_states_slice
@@ -140,6 +140,12 @@ def test_a_fips_whose_leading_zeros_a_spreadsheet_dropped_is_stored_with_them(la
         publisher = originals["us_states"].replace(b",New York,36,", b",New York,36x,")
         assert ingest(landing, resources, drop(landing, "us_states/published.csv", publisher), instance).success
     assert query("SELECT count(*) FROM covid.state_daily_history") == history, "no value changed"
+
+
+def test_zero_pad_is_declared_for_an_attribute_with_a_width():
+    for zero_pad, says in (({"cases": 2}, "'cases' is not one of the attributes"), ({"fips": 1}, "not a width")):
+        with pytest.raises(DatasetError, match=f"dataset 'us_states', field 'zero_pad': .*{says}"):
+            dataclasses.replace(US_STATES, zero_pad=zero_pad)
 
 
 # --- CDC's layout: postal codes, MM/DD/YYYY, signed daily values, NYC apart -----------------------------

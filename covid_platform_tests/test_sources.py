@@ -24,7 +24,8 @@ JHU_DAILY = TEST_DATA / "jhu_daily_us"
 
 
 def frame_of(query, statement: str, columns: list[str]) -> pd.DataFrame:
-    """Rows of a SELECT as a frame: dates (columns named *date) as datetimes, other non-text columns as floats (NULL → NaN)."""
+    """Rows of a SELECT as a frame: dates (columns named *date) as datetimes, other non-text columns as floats
+    (NULL → NaN)."""
     frame = pd.DataFrame(query(statement), columns=columns)
     for column in columns:
         if column.endswith("date"):

@@ -243,8 +243,8 @@ def _testing(figures: Figures) -> str:
                ("caveat", False)]
     return (f'<p class="note">Positive tests as a share of tests over the 7 days to each state\'s latest '
             f"date (latest: {_e(latest)}); {_plural(figures.testing, 'state')} with testing data, the "
-            f"{len(shown)} highest shown. To date: positive / (positive + negative) on the latest date reporting both "
-            f"(<code>covid.{_e(TESTING_SUMMARY)}</code>).</p>" + _table(headers, rows))
+            f"{len(shown)} highest shown. To date: positive / (positive + negative) on the latest date "
+            f"reporting both (<code>covid.{_e(TESTING_SUMMARY)}</code>).</p>" + _table(headers, rows))
 
 
 def _status(figures: Figures, built_at: dt.datetime) -> str:
