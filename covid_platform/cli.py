@@ -89,7 +89,8 @@ def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -
     print(connection_help(env), flush=True)
 
     _drop_sample(LandingZone(url=env["LANDING_URL"], s3=S3Resource()), port)
-    _fail_runs_left_running(_instance(env))
+    with _instance(env) as instance:  # disposed: dev holds no connection of its own while it runs
+        _fail_runs_left_running(instance)
     # A shell without job control starts a background job (`covid-platform dev &` in a script) with SIGINT
     # ignored, which children inherit: `dagster dev` would ignore the SIGINT that stops it. Here and in the
     # children, it is what it is in a terminal.
@@ -178,11 +179,11 @@ def _instance_file(home: Path, own_home: bool) -> None:
     """The platform's dagster.yaml into DAGSTER_HOME: always into dev's own (a new version's settings), into
     one you chose only where it has none: yours is kept."""
     home.mkdir(parents=True, exist_ok=True)
-    instance = home / "dagster.yaml"
-    if not own_home and instance.exists() and instance.read_bytes() != INSTANCE_YAML.read_bytes():
+    instance, platform = home / "dagster.yaml", INSTANCE_YAML.read_bytes()
+    if not own_home and instance.exists() and instance.read_bytes() != platform:
         print(f"Dagster instance: {instance} (yours, kept; the platform's is {INSTANCE_YAML})")
         return
-    instance.write_bytes(INSTANCE_YAML.read_bytes())
+    instance.write_bytes(platform)
 
 
 def _instance(env: dict[str, str]):
@@ -213,11 +214,11 @@ def _fail_runs_left_running(instance) -> None:
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # no signal sent: only whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
+    except PermissionError:  # another user's
+        pass
     return True
 
 
