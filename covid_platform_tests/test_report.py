@@ -259,15 +259,19 @@ def test_only_changed_figures_publish_and_the_report_says_what_changed(landing, 
         assert notices[-1]["text"].split("\n")[3] == ("changes: 5 new dates (2021-01-21 to 2021-01-25); "
                                                        "3 revised values on 2 dates the previous report had")
 
-        # A revision without a new date: the same day's page is replaced, earlier days' are not.
+        # A revision without a new date: the same day's page is replaced, earlier days' are not. The page
+        # still lists what changed since the report of 2021-01-20, and says what changed since the one it replaces.
         assert ingest(landing, resources, drop(landing, "us_states/c.csv", one_row), instance).success
         replaced = s3_text(s3_client, bucket, "daily/2021-01-25/index.html")
         assert replaced != page and s3_text(s3_client, bucket, "daily/2021-01-20/index.html") == first_page
         changed = section(replaced, "What changed")
-        assert "the previous report of 2021-01-25, which this one replaces" in changed
-        assert "New dates" not in changed
-        assert [cells[:2] for cells in rows(changed)] == [
-            ["2021-01-22", "cases to date"], ["2021-01-22", "new cases"], ["2021-01-23", "new cases"]]
+        since_page = "3 revised values on 2 dates the previous report had"
+        assert "This report replaces the report of 2021-01-25 built" in changed and since_page in changed
+        assert 'href="../../daily/2021-01-20/index.html"' in changed
+        assert "New dates: 2021-01-21, 2021-01-22, 2021-01-23, 2021-01-24, 2021-01-25." in changed
+        assert rows(changed) == rows(section(page, "What changed"))  # 2021-01-22 is a new date of both
+        assert s3_text(s3_client, bucket, "latest/index.html") == replaced.replace("../../", "../")
+        assert notices[-1]["text"].split("\n")[3] == f"changes: {since_page}"
         assert set(report_keys(s3_client, bucket)) == {
             f"{folder}/{name}" for folder in ("daily/2021-01-20", "daily/2021-01-25", "latest")
             for name in ("index.html", "figures.json")

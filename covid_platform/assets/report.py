@@ -77,22 +77,29 @@ def _publish(context: dg.AssetExecutionContext, reports: site.Site, notifier: No
     from covid_platform.report import page  # altair and pandas: imported by the runs that publish, not by every run
 
     changes = compare(previous, figures.shown())
+    # A report of the day the previous one was of replaces that page: its changes stay those since the report
+    # that page compared with (the day before's, `since`), and it says what changed since the page it replaces.
+    # (A snapshot of an older version has no `since`: that page's changes stay those since the report it replaces.)
+    replaces = previous is not None and previous["day"] == day
+    since = previous.get("since", day) if replaces else previous and previous["day"]
+    replaced = changes if replaces and since != day else None
+    shown = compare(since and reports.read_json(site.daily_figures(since)), figures.shown()) if replaced else changes
     images = page.render_charts(figures)
     day_key = site.daily_page(day)
     # The page of an earlier day is never rewritten: only the day the previous report was of may be
     # replaced (the same data date, revised). A page of this day from an older report (the data's latest
     # date moved back, e.g. after a replay) stays as it was; the new report is then published as latest only.
-    keep_day_page = reports.exists(day_key) and (previous is None or previous["day"] != day)
+    keep_day_page = reports.exists(day_key) and not replaces
     permanent = None if keep_day_page else day_key
-    snapshot = json.dumps({"day": day, "built_at": built_at.isoformat(timespec="seconds"),
+    snapshot = json.dumps({"day": day, "built_at": built_at.isoformat(timespec="seconds"), "since": since,
                            "fingerprint": fingerprint, "figures": figures.shown()}, sort_keys=True)
 
     if not keep_day_page:
-        day_page = page.render(figures, changes, day, built_at, images, page.Place("../../", day_key))
+        day_page = page.render(figures, shown, day, built_at, images, page.Place("../../", day_key), replaced)
         reports.write(day_key, day_page, "text/html")
         reports.write(site.daily_figures(day), snapshot, "application/json")
-    reports.write(site.LATEST_PAGE, page.render(figures, changes, day, built_at, images,
-                                                page.Place("../", permanent)), "text/html")
+    reports.write(site.LATEST_PAGE, page.render(figures, shown, day, built_at, images,
+                                                page.Place("../", permanent), replaced), "text/html")
     # Written last: the next build compares with it, so a build that failed before here is done again.
     reports.write(site.LATEST_FIGURES, snapshot, "application/json")
 

@@ -183,9 +183,13 @@ def _headline(figures: Figures) -> str:
     )) + "</div>"
 
 
-def _changes(changes: Changes, day: str, place: Place) -> str:
+def _changes(changes: Changes, day: str, place: Place, replaced: Changes | None) -> str:
+    text = ""
+    if replaced is not None:
+        text = (f'<p class="note">This report replaces the report of {_e(day)} built '
+                f"{_e(_time(replaced.previous_built_at))}; since that one: {_e(replaced.summary())}.</p>")
     if changes.first:
-        return '<p class="empty">The first report: there is no earlier one to compare with.</p>'
+        return text + '<p class="empty">The first report: there is no earlier one to compare with.</p>'
     # the previous report of the same date is the page this one replaces: nothing to link to
     previous = (f"the previous report of {_e(day)}, which this one replaces" if changes.previous_day == day
                 else f'<a href="{_e(place.root)}daily/{_e(changes.previous_day)}/index.html">the report of '
@@ -206,7 +210,7 @@ def _changes(changes: Changes, day: str, place: Place) -> str:
                      f"{_e(', '.join(changes.testing_revised) or 'no state')}.")
     if not items:
         items.append("The national series and testing are as before; only the top states' figures changed.")
-    text = f"<p>Compared with {previous}{built}:</p><ul class=\"changes\">" + "".join(
+    text += f"<p>Compared with {previous}{built}:</p><ul class=\"changes\">" + "".join(
         f"<li>{item}</li>" for item in items) + "</ul>"
     if changes.revisions:
         shown = changes.revisions[:REVISIONS_LISTED]
@@ -276,8 +280,9 @@ def _image(images: dict[str, str], name: str, alt_text: str) -> str:
 
 
 def render(figures: Figures, changes: Changes, day: str, built_at: dt.datetime, images: dict[str, str],
-           place: Place) -> str:
-    """The page for `place`; `images` from render_charts (rendered once for both copies)."""
+           place: Place, replaced: Changes | None = None) -> str:
+    """The page for `place`; `images` from render_charts (rendered once for both copies); `replaced`: what
+    changed since the report of the same day this one replaces."""
     national = (_image(images, "new_cases", "New cases per day with the 7-day average")
                 + _image(images, "new_deaths", "New deaths per day with the 7-day average")
                 if figures.national else "")
@@ -302,7 +307,7 @@ negative.</p>
 {_headline(figures)}
 
 <h2>What changed since the previous report</h2>
-{_changes(changes, day, place)}
+{_changes(changes, day, place, replaced)}
 
 <h2>National: new cases and deaths per day</h2>
 {f'<p class="note">{_e(span)}; the charts show the last {CHART_DAYS} days at most.</p>' if span else ''}
