@@ -27,6 +27,12 @@ from covid_platform.stream import command as stream
 INSTANCE_YAML = resources.files("covid_platform").joinpath("dagster.yaml")
 # What another shell needs to reach what `dev` runs; the AWS variables of an S3 landing zone are the user's own.
 SHARED_ENV = ("DAGSTER_HOME", "DAGSTER_PG_URL", "DATABASE_URL", "LANDING_URL")
+# Set in dev's environment, a run launched from another shell needs them too (an S3 zone's endpoint and
+# credentials, where reports go, the queue the sensor reads); a secret's value is not printed.
+OPTIONAL_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
+                "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "LANDING_QUEUE_URL",
+                "REPORTS_URL", "REPORTS_PUBLIC_URL", "DATABASE_READ_URL")
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 SAMPLE = ("us_states", "sample/nyt-us-states-2021-01-01_2021-02-14.csv")
 DASHBOARD = Path(__file__).resolve().parent / "dashboard" / "app.py"
@@ -165,11 +171,14 @@ def connection_help(env: dict[str, str]) -> str:
     """How to reach, from another shell, the warehouse (psql) and this Dagster instance (Dagster's own CLI:
     its runs are recorded in the instance's storage and show in the UI)."""
     exports = " ".join(f"{name}={shlex.quote(_shown(env[name]))}" for name in SHARED_ENV)
+    optional = [name for name in OPTIONAL_ENV if env.get(name)]
+    exports += "".join(f" {name}=***" if name in SECRET_ENV else f" {name}={shlex.quote(_shown(env[name]))}"
+                       for name in optional)
     return "\n".join([
         f"Warehouse: psql {shlex.quote(_shown(env['DATABASE_URL']))}",
         "Dagster's CLI on this instance, from another shell in this folder:",
         *_activation(),
-        f"  export {exports}",
+        f"  export {exports}" + ("   # replace each *** with its secret" if "***" in exports else ""),
         "  dg launch --job replay_us_states   # or: dg launch --assets national_daily",
         "  dagster asset materialize -m covid_platform.definitions --select national_daily",
     ])

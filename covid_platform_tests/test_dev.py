@@ -121,6 +121,22 @@ def _in_session(session: int) -> list[str]:
     return found
 
 
+def test_the_export_line_carries_what_a_run_needs_and_no_secret():
+    """dev's S3 endpoint and credentials, where reports go: a run launched from another shell with the printed
+    line reads the same zone; a secret's value (and a URL's password) is never printed."""
+    env = {name: f"value-of-{name}" for name in cli.SHARED_ENV}
+    env |= {"DATABASE_URL": "postgresql://covid:hunter2@db:5432/covid", "AWS_ENDPOINT_URL": "http://127.0.0.1:5000",
+            "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI", "REPORTS_URL": "s3://r/p"}
+    (export,) = [line for line in cli.connection_help(env).splitlines() if line.startswith("  export ")]
+    assert "hunter2" not in export and "wJalrXUtnFEMI" not in export
+    assigned, comment = export.split("#")
+    values = dict(word.split("=", 1) for word in shlex.split(assigned)[1:])
+    assert values == {**{name: env[name] for name in cli.SHARED_ENV}, "DATABASE_URL": "postgresql://covid:***@db:5432/covid",
+                      "AWS_ENDPOINT_URL": "http://127.0.0.1:5000", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+                      "AWS_SECRET_ACCESS_KEY": "***", "REPORTS_URL": "s3://r/p"}
+    assert "***" in comment
+
+
 @pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="not run from a virtual environment")
 def test_the_printed_commands_activate_the_virtual_environment_first(tmp_path, monkeypatch):
     """A fresh shell has neither `dg` nor `dagster` on its PATH (they are the virtual environment's), and dg
