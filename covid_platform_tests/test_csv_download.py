@@ -204,6 +204,23 @@ def test_each_way_of_knowing_a_file_is_unchanged(server, landing, resources, val
     assert objects(landing, "us_states") == [key]
 
 
+def test_the_same_bytes_under_new_validators_are_answered_not_modified_next(server, landing, resources, query):
+    """A publisher's rebuild sends the same bytes under a new ETag and Last-Modified: nothing lands, and the new
+    validators are kept, so the check after it is answered 304 rather than with the body again."""
+    source = server["us_states"]
+    body = nyt_states_slice("2021-02-01", "2021-02-03", STATES)
+    source.publish(body)
+    with dg.instance_for_test() as instance:
+        key = landed(pull("us_states", resources, instance))
+        source.publish(body)
+        assert not pull("us_states", resources, instance).get_asset_materialization_events()
+        assert source.seen[-1][0] == 200
+        assert not pull("us_states", resources, instance).get_asset_materialization_events()
+        assert source.seen[-1][0] == 304
+    assert objects(landing, "us_states") == [key]
+    assert query("SELECT key, etag FROM covid.pull_state WHERE dataset = 'us_states'") == [(key, source.etag)]
+
+
 def test_a_gzip_file_lands_as_csv_gz_and_loads(server, landing, resources, query):
     rows = county_rows("2020-12-20", "2021-01-05", {"Delaware"})
     server["us_counties"].publish(gzip.compress(rows))

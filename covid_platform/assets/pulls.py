@@ -115,7 +115,7 @@ def _build_download_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 if last and (got is None or sha256 == last["sha256"]):
                     # The server said so (304, same ETag), or sent the bytes last landed (a server without
                     # validators): landing them again would only add a duplicate to the ledger.
-                    _checked(conn, dataset.name, url)
+                    _checked(conn, dataset.name, url, got)
                     why = "the server answered Not Modified" if got is None else "the same bytes (sha256)"
                     context.log.info(f"{url} is unchanged ({why}); last landed as {last['key']}")
                     yield dg.AssetObservation(asset_key=context.asset_key, metadata={
@@ -139,9 +139,16 @@ def _last_landed(conn, dataset: str, url: str) -> dict | None:
     return dict(zip(("etag", "last_modified", "sha256", "key"), row)) if row else None
 
 
-def _checked(conn, dataset: str, url: str) -> None:
+def _checked(conn, dataset: str, url: str, got: Validators | None) -> None:
+    """Checked, nothing landed; the same bytes sent again (200) under new validators: those are kept, so the
+    next check is answered 304 rather than with the body again."""
     with conn, conn.cursor() as cur:
-        cur.execute("UPDATE covid.pull_state SET checked_at = now() WHERE dataset = %s AND url = %s", (dataset, url))
+        if got is None:
+            cur.execute("UPDATE covid.pull_state SET checked_at = now() WHERE dataset = %s AND url = %s",
+                        (dataset, url))
+        else:
+            cur.execute("UPDATE covid.pull_state SET checked_at = now(), etag = %s, last_modified = %s "
+                        "WHERE dataset = %s AND url = %s", (got.etag, got.last_modified, dataset, url))
 
 
 def _landed(conn, dataset: str, url: str, got: Validators, sha256: str, key: str) -> None:
