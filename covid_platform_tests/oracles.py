@@ -82,19 +82,21 @@ def expected_counties(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def expected_testing_daily(frame: pd.DataFrame) -> pd.DataFrame:
-    """positivity_7d = Σ new_positive / Σ new_tests over the 7 calendar days ending on the date (NaN-skipping
-    sums, NaN when every value is NaN), NaN when the tests' sum is 0 or NaN."""
+    """positivity_7d = the change in positive results over the change in test results from the date 7 days
+    before to the date, where the state reported both on both dates; NaN otherwise, and where the tests'
+    change is not above 0 or the positives' is below 0. (The platform sums the daily differences over the 7
+    days: the same where both ends are reported.)"""
     frame = with_differences(
         frame, {"positive": "new_positive", "negative": "new_negative", "total_tests": "new_tests"}
     )
-    sums = (
-        frame.set_index("date")
-        .groupby("state")[["new_positive", "new_tests"]]
-        .rolling("7D", min_periods=1)
-        .sum()
-        .reset_index(drop=True)  # groupby sorts by state, as `frame` is sorted: the rows line up
-    )
-    frame["positivity_7d"] = sums["new_positive"] / sums["new_tests"].replace(0, np.nan)
+    both = frame[frame["positive"].notna() & frame["total_tests"].notna()]
+    week_before = both.assign(date=pd.to_datetime(both["date"]) + pd.Timedelta(days=7))[
+        ["state", "date", "positive", "total_tests"]]
+    ends = frame.assign(date=pd.to_datetime(frame["date"])).merge(
+        week_before, on=["state", "date"], how="left", suffixes=("", "_before"))
+    positives = ends["positive"] - ends["positive_before"]
+    tests = ends["total_tests"] - ends["total_tests_before"]
+    frame["positivity_7d"] = (positives / tests).where((tests > 0) & (positives >= 0)).to_numpy()
     return frame[DAILY_COLUMNS]
 
 

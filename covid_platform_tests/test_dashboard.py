@@ -35,7 +35,13 @@ from covid_platform_tests.helpers import (
     nyt_states_slice,
     stop_dev,
 )
-from covid_platform_tests.oracles import read_nyt, with_differences, with_rolling_7d
+from covid_platform_tests.oracles import (
+    expected_testing_daily,
+    read_covidtracking,
+    read_nyt,
+    with_differences,
+    with_rolling_7d,
+)
 
 APP = REPO / "covid_platform" / "dashboard" / "app.py"
 PAGES = ("national", "states", "counties", "schools", "status")
@@ -144,17 +150,14 @@ def test_a_new_load_shows_at_once(dashboard, load):
 
 def new_york_spring() -> tuple[bytes, pd.DataFrame]:
     """The test data's NY rows of the COVID Tracking Project (2020-03-20 to 05-20), and its positives and
-    deaths as a us_states file, so both tables cover the same dates; the expected 7-day positivity
-    (sums of new positives and new tests over 7 calendar days)."""
+    deaths as a us_states file, so both tables cover the same dates; the expected 7-day positivity."""
     tracking = pd.read_csv(COVIDTRACKING, parse_dates=["date"])
     ny = tracking[tracking["state"] == "NY"].sort_values("date").reset_index(drop=True)
-    ny["new_positive"] = ny["positive"].diff().fillna(ny["positive"])
-    ny["new_tests"] = ny["totalTestResults"].diff().fillna(ny["totalTestResults"])
-    sums = ny.set_index("date")[["new_positive", "new_tests"]].rolling("7D").sum().reset_index()
-    sums["positivity_7d"] = sums["new_positive"] / sums["new_tests"]
+    positivity = expected_testing_daily(read_covidtracking(COVIDTRACKING.read_bytes()))
+    positivity = positivity[positivity["state"] == "NY"]
     states = pd.DataFrame({"date": ny["date"].dt.strftime("%Y-%m-%d"), "state": "New York", "fips": "36",
                            "cases": ny["positive"].astype(int), "deaths": ny["death"].astype(int)})
-    return states.to_csv(index=False).encode(), sums[["date", "positivity_7d"]]
+    return states.to_csv(index=False).encode(), positivity[["date", "positivity_7d"]]
 
 
 def test_state_explorer_with_test_positivity(dashboard, load):
@@ -193,10 +196,11 @@ def test_state_explorer_with_test_positivity(dashboard, load):
     assert len(app.dataframe[0].value) == 3
     app.date_input(key="dates").set_value((first, last)).run()
 
-    # from the series' first date: its first week (results to date over the first days) is not charted
+    # from the series' first date: its first week has no positivity (no report 7 days before)
     app.date_input(key="dates").set_value((dt.date(2020, 3, 20), last)).run()
-    assert any("The chart starts a week after the series' first date" in caption.value for caption in app.caption)
-    assert app.dataframe[0].value["positivity_7d"].notna().sum() == positivity["positivity_7d"].notna().sum()
+    shown = app.dataframe[0].value.iloc[::-1].reset_index(drop=True)
+    assert shown["positivity_7d"].first_valid_index() == 7
+    assert shown["positivity_7d"].notna().sum() == positivity["positivity_7d"].notna().sum()
 
     app.selectbox(key="state").set_value("Ohio").run()
     assert any("No test positivity for Ohio" in notice.value for notice in app.info)

@@ -139,9 +139,14 @@ def test_covidtracking_positivity_spans_calendar_days_across_gaps(landing, resou
     seven_rows = (by_rows["new_positive"] / by_rows["new_tests"]).reset_index(drop=True)
     assert (~np.isclose(seven_rows, expected["positivity_7d"], equal_nan=True)).sum() > 10
     assert_same(clean_testing_daily(query), expected)
-    # After NY's 8 missing days, the window of 05-09 holds that day alone, whose differences span 9 days.
-    ny = expected.set_index(["state", "date"]).loc[("NY", pd.Timestamp("2020-05-09"))]
-    assert ny["positivity_7d"] == pytest.approx(ny["new_positive"] / ny["new_tests"])
+    # After NY's 8 missing days, 05-09 has no report 7 days before (its differences span 9 days): no ratio.
+    ny = expected[expected["state"] == "NY"].set_index("date")
+    assert pd.isna(ny.loc[pd.Timestamp("2020-05-09"), "positivity_7d"])
+    # 04-13's 7 days miss 04-10 to 04-12, but both ends are reported: the rows' differences sum to the 7 days'.
+    week = ny.loc[pd.Timestamp("2020-04-07"):pd.Timestamp("2020-04-13")]
+    assert len(week) == 4
+    assert ny.loc[pd.Timestamp("2020-04-13"), "positivity_7d"] == pytest.approx(
+        week["new_positive"].sum() / week["new_tests"].sum())
 
 
 # --- jhu_daily_us -------------------------------------------------------------------------------------

@@ -70,11 +70,9 @@ QUERIES: dict[str, Query] = {
         ORDER BY date
     """),
     # NYT names a state in full, the COVID Tracking Project by its postal code: covid.regions has both
-    # first_week: a date whose 7 days hold the series' first, whose new results are all those up to it
     "positivity": _query(COVIDTRACKING.table, """
-        SELECT date, positivity_7d,
-               date - (SELECT min(s.date) FROM {table} AS s WHERE s.state = t.state) < 7 AS first_week
-        FROM {table} AS t
+        SELECT date, positivity_7d
+        FROM {table}
         WHERE state = (SELECT code FROM {regions} WHERE name = %(state)s)
           AND date BETWEEN %(first)s AND %(last)s AND positivity_7d IS NOT NULL
         ORDER BY date

@@ -19,8 +19,19 @@ FROM (
     WINDOW by_region AS (PARTITION BY {region} ORDER BY date)
 ) AS with_differences
 WINDOW last_7_rows AS (PARTITION BY {region} ORDER BY date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW),
-       last_7_days AS (PARTITION BY {region} ORDER BY date RANGE BETWEEN interval '6 days' PRECEDING AND CURRENT ROW)
+       last_7_days AS (PARTITION BY {region} ORDER BY date RANGE BETWEEN interval '6 days' PRECEDING AND CURRENT ROW),
+       week_before AS (PARTITION BY {region} ORDER BY date
+                       RANGE BETWEEN interval '7 days' PRECEDING AND interval '7 days' PRECEDING)
 """
+# A 7-day ratio: Σ numerator / Σ denominator over the 7 calendar days ending on the row, where both counts
+# are reported on the row and on the date 7 days before it: each sum is then that count's change over the
+# same 7 days (a difference reaches back past empty counts, so the sums telescope), never one count's 6 days
+# over the other's 7, nor a series' first days (whose differences are the counts to date). Null otherwise,
+# and where the denominator's change is not positive or the numerator's is negative (revisions downward).
+RATIO_7D = """CASE WHEN {n} IS NOT NULL AND {d} IS NOT NULL
+    AND count(*) FILTER (WHERE {n} IS NOT NULL AND {d} IS NOT NULL) OVER week_before = 1
+    AND sum({d}) OVER last_7_days > 0 AND sum({n}) OVER last_7_days >= 0
+THEN (sum({n}) OVER last_7_days / sum({d}) OVER last_7_days)::double precision END AS {r}"""
 
 
 def derived_select(dataset: Dataset, rows: sql.Composable, by=None) -> sql.Composed:
@@ -32,8 +43,7 @@ def derived_select(dataset: Dataset, rows: sql.Composable, by=None) -> sql.Compo
         for n in dataset.rolling_7d
     ]
     windowed += [
-        sql.SQL("(sum({n}) OVER last_7_days / nullif(sum({d}) OVER last_7_days, 0))::double precision AS {r}")
-        .format(n=sql.Identifier(num), d=sql.Identifier(den), r=sql.Identifier(ratio))
+        sql.SQL(RATIO_7D).format(n=sql.Identifier(num), d=sql.Identifier(den), r=sql.Identifier(ratio))
         for ratio, (num, den) in dataset.ratios_7d.items()
     ]
     return sql.SQL(DERIVED).format(

@@ -467,7 +467,7 @@ def _ranges(dataset: Dataset) -> sql.Composed:
             "FROM (SELECT coalesce(array_position(c.after, c.next_reported), "
             "(SELECT count(*)::int FROM unnest(c.after) AS d WHERE d <= c.next_reported)) AS k) AS upto), "
             "'infinity')").format(ahead=sql.Literal(AHEAD), table=table, m_tc=m_tc)
-    if dataset.ratios_7d:  # the 6 days after it
+    if dataset.ratios_7d:  # the 6 days after it (so the day 7 days after the change, whose ratio checks it, too)
         end = sql.SQL("greatest({}, c.next_reported + 6)").format(end)
     return sql.SQL(RANGES).format(
         table=table, region=column_list(region), c_region=qualified("c", region),

@@ -50,13 +50,9 @@ if positivity.empty:
     st.info(f"No test positivity for {state} in these dates: it comes from `covid.{COVIDTRACKING.table}` "
             f"(`{COVIDTRACKING.name}` files).")
 else:
-    # as the case charts: the week after the series' first date (its results to date) is not charted
-    charted = positivity[~positivity["first_week"]] if not positivity["first_week"].all() else positivity
-    first_week = " The chart starts a week after the series' first date, whose results are all those up to it." \
-        if len(charted) < len(positivity) else ""
-    st.caption("New positive results over new test results, both summed over the 7 calendar days ending that day."
-               + first_week)
-    view.chart(charts.over_time(charted, "positivity_7d", f"Test positivity in {state}, 7 days (% of tests)",
+    st.caption("New positive results over new test results in the 7 days ending that day; none where the state "
+               "did not report both that day and 7 days before.")
+    view.chart(charts.over_time(positivity, "positivity_7d", f"Test positivity in {state}, 7 days (% of tests)",
                                 "% of tests positive", ".1%"))
     frame = frame.merge(positivity[["date", "positivity_7d"]], on="date", how="left")
     percent["positivity_7d"] = st.column_config.NumberColumn(format="percent")
