@@ -17,6 +17,7 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from covid_platform.assets.report import LOCK, daily_report
+from covid_platform.report.changes import compare
 from covid_platform.report.page import ALL_POSITIVE
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier
@@ -277,6 +278,25 @@ def test_only_changed_figures_publish_and_the_report_says_what_changed(landing, 
             for name in ("index.html", "figures.json")
         }
     assert len(notices) == 3
+
+
+def test_a_file_of_earlier_dates_brings_new_dates_not_revisions():
+    """A file that starts earlier than the data (a backfill): its dates are new dates; the former first date's
+    new cases, its count to date before, is now the difference from the day before, not a revision. A revised
+    count of that date still is one, with the new counts it moves."""
+    def figures(data: bytes) -> dict:
+        national = expected_national(read_nyt(data))
+        national["date"] = national["date"].dt.strftime("%Y-%m-%d")
+        return {"national": national.to_dict("records"), "testing": []}
+
+    later = figures(nyt_states_slice("2021-01-10", "2021-01-20"))
+    backfilled = nyt_states_slice("2021-01-01", "2021-01-20")
+    snapshot = {"day": "2021-01-20", "figures": later}
+    changes = compare(snapshot, figures(backfilled))
+    assert changes.new_dates == [f"2021-01-0{day}" for day in range(1, 10)] and changes.revisions == []
+    changes = compare(snapshot, figures(revised(backfilled, "2021-01-10", "Ohio", 1000)))
+    assert [(r.date, r.column, r.after - r.before) for r in changes.revisions] == [
+        ("2021-01-10", "cases", 1000), ("2021-01-11", "new_cases", -1000)]
 
 
 def test_nothing_loaded_yet_reports_no_data_to_a_folder(resources, notices, tmp_path, monkeypatch):

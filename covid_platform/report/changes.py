@@ -1,11 +1,13 @@
 """What changed since the previous report: the figures it was built from (the JSON snapshot kept beside
 it) against these. New dates are dates the previous report did not have; a revised value is a count of a
-date both have that differs (a later file replaced it). The 7-day averages are not listed: they follow
-from the counts, and one revised count moves seven of them."""
+date both have that differs (a later file replaced it), but not a new count of the date after a new date (a
+file with earlier dates: it is now the difference from that date, not comparable with before). The 7-day
+averages are not listed: they follow from the counts, and one revised count moves seven of them."""
 
 from dataclasses import dataclass, field
 
 REVISABLE = ("cases", "deaths", "new_cases", "new_deaths")
+NEW_COUNTS = ("new_cases", "new_deaths")
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,16 @@ def compare(previous: dict | None, current: dict) -> Changes:
         return Changes(previous_day=None)
     before = {row["date"]: row for row in previous["figures"]["national"]}
     after = {row["date"]: row for row in current["national"]}
+    dates = sorted(after)
+    # the dates after a new date (a file with earlier dates): their new counts are differences from it now, not
+    # comparable with before (the series' first date's was its count to date); a revised count there is listed
+    new_before = {date for earlier, date in zip(dates, dates[1:]) if earlier not in before}
     revisions = [
         Revision(date, column, before[date][column], after[date][column])
         for date in sorted(before.keys() & after.keys())
         for column in REVISABLE
         if before[date][column] != after[date][column]
+        and not (column in NEW_COUNTS and date in new_before)
     ]
     testing_before = {row["state"]: row for row in previous["figures"]["testing"]}
     testing_after = {row["state"]: row for row in current["testing"]}
