@@ -54,6 +54,11 @@ STATE_NAMES = """
     SELECT state FROM names WHERE state IS NOT NULL
 """
 
+# A county's row whose 7 rows are the 7 days to its date, each with the day before: its new cases and their
+# 7-day average are per day (one key lookup of the 7 days before).
+WHOLE_WEEK = """(SELECT count(*) FROM {table} AS w
+    WHERE w.state = t.state AND w.county = t.county AND w.date BETWEEN t.date - 7 AND t.date - 1) = 7"""
+
 QUERIES: dict[str, Query] = {
     "national": _query(US_STATES.summary("national_daily"), """
         SELECT date, new_cases, new_cases_7d, new_deaths, new_deaths_7d, cases, deaths
@@ -80,17 +85,19 @@ QUERIES: dict[str, Query] = {
     # min and max read the two ends of the (date, new_cases_7d) index
     "county_dates": _query(US_COUNTIES.table, "SELECT min(date) AS first, max(date) AS last FROM {table}"),
     "county_states": _query(US_COUNTIES.table, STATE_NAMES),
-    # the last 20 entries of the index (date, new_cases_7d) for that date
+    # the last 20 entries of the index (date, new_cases_7d) for that date whose 7-day average is one of new
+    # cases per day: the county has a row on each of the 7 days before (so its 7 rows are 7 days, and each
+    # row's new cases one day's); else (the week holds its first date in the data, or a gap) it is not ranked
     "top_counties": _query(US_COUNTIES.table, """
         SELECT state, county, fips, new_cases_7d, new_cases, cases, deaths
-        FROM {table}
-        WHERE date = %(date)s AND new_cases_7d IS NOT NULL
+        FROM {table} AS t
+        WHERE date = %(date)s AND new_cases_7d IS NOT NULL AND """ + WHOLE_WEEK + """
         ORDER BY date DESC, new_cases_7d DESC
         LIMIT 20
     """),
     "state_counties": _query(US_COUNTIES.table, """
-        SELECT county, fips, new_cases_7d, new_cases, cases, deaths
-        FROM {table}
+        SELECT county, fips, new_cases_7d, new_cases, cases, deaths, """ + WHOLE_WEEK + """ AS whole_week
+        FROM {table} AS t
         WHERE date = %(date)s AND state = %(state)s
         ORDER BY new_cases_7d DESC NULLS LAST, county
     """),

@@ -15,10 +15,15 @@ if dates.empty or dates["last"].isna().all():
 first, last = dates["first"].iloc[0].date(), dates["last"].iloc[0].date()
 day = st.date_input("Date", value=last, min_value=first, max_value=last, format="YYYY-MM-DD", key="date")
 
+WHOLE_WEEK = ("Only counties with a row on each of the 7 days before are ranked: where the week holds a county's "
+              "first date in the data (its new cases there are its cases to date) or a gap, its new cases count "
+              "more than one day.")
+
 st.subheader(f"The 20 counties with the most new cases on {day}")
 top = queries.read("top_counties", date=day)
+st.caption(WHOLE_WEEK)
 if top.empty:
-    st.info(f"No county reported on {day}.")
+    st.info(f"No county reported on {day} with the 7 days before it.")
 else:
     top.insert(0, "place", top["county"] + ", " + top["state"])
     view.chart(charts.ranked(top, "place", "new_cases_7d", "New cases per day, 7-day average (people)", PEOPLE))
@@ -31,6 +36,11 @@ counties = queries.read("state_counties", state=state, date=day)
 if counties.empty:
     st.info(f"No county of {state} reported on {day}.")
 else:
-    view.chart(charts.ranked(counties, "county", "new_cases_7d",
-                             f"New cases per day in {state}, 7-day average (people)", PEOPLE))
+    ranked = counties[counties["whole_week"]]
+    if not ranked.empty:
+        view.chart(charts.ranked(ranked, "county", "new_cases_7d",
+                                 f"New cases per day in {state}, 7-day average (people)", PEOPLE))
+    if len(ranked) < len(counties):
+        st.caption(f"Charted: the counties with a row on each of the 7 days before ({len(ranked)} of "
+                   f"{len(counties)}; `whole_week` in the table).")
     view.table(counties, view.slug(state, "counties", day))
