@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from urllib.parse import urlparse
 
 import dagster as dg
@@ -28,7 +29,10 @@ from dagster_aws.s3 import S3Resource
 from hypothesis import strategies
 from psycopg2 import sql
 
+from covid_platform.api import catalog
 from covid_platform.api.app import create_app
+from covid_platform.api.errors import BadParameter
+from covid_platform.api.tables import page_request
 from covid_platform.datasets import DATASETS
 from covid_platform.resources.http_source import HttpSources
 from covid_platform.resources.landing import LandingZone
@@ -229,6 +233,8 @@ def test_a_head_request_has_its_gets_status_and_headers(api):
     ("/v1/tables/ingested_files", {}, 404, None),  # in the schema, but not a declared table
     ("/v1/tables/testing_state_summary", {}, 404, None),  # declared, not built: covidtracking loaded nothing
     ("/v1/tables/state_daily", {"columns": "state,secret"}, 400, "columns"),
+    ("/v1/tables/state_daily", {"columns": ""}, 400, "columns"),  # no column named: not every column
+    ("/v1/tables/state_daily", {"columns": " , "}, 400, "columns"),
     ("/v1/tables/state_daily", {"from": "2020-13-01"}, 400, "from"),
     ("/v1/tables/state_daily", {"to": "yesterday"}, 400, "to"),
     # pydantic alone reads a number as a Unix time: from=0 would be 1970-01-01, to=86400 1970-01-02
@@ -257,6 +263,16 @@ def test_bad_requests_are_named(api, path, params, status, parameter):
     assert (answer.status_code, answer.json()["parameter"]) == (status, parameter), answer.text
     if parameter:
         assert answer.json()["detail"].startswith(f"{parameter}: ")
+
+
+def test_an_unknown_parameter_is_told_the_parameters_that_apply():
+    """A table with no date column (school_summary's kind) is not offered from and to, which it would refuse."""
+    dated = catalog.clean_table(DATASETS["us_states"])
+    undated = replace(dated, name="school_summary", columns=tuple(c for c in dated.columns if c.name != "date"))
+    for table, offered in ((dated, True), (undated, False)):
+        with pytest.raises(BadParameter) as error:
+            page_request(table, [("school", "X")], None, None, None, None, 10)
+        assert ("from, to" in str(error.value)) is offered, str(error.value)
 
 
 def test_a_filter_value_in_another_case_names_the_tables_value(api):

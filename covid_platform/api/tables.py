@@ -72,8 +72,9 @@ def page_request(table: Table, query: list[tuple[str, str]], columns: str | None
             continue
         if name not in table.filters:
             known = ", ".join(table.filters) or "none"
+            others = [p for p in API_PARAMETERS if table.has_date or p not in ("from", "to")]
             raise BadParameter(name, f"not a parameter of {table.name} (its filters: {known}; "
-                                     f"and {', '.join(API_PARAMETERS)})")
+                                     f"and {', '.join(others)})")
         filters.setdefault(name, []).append(_text(name, value))
     for name, value in (("from", first), ("to", last)):
         if value is not None and not table.has_date:
@@ -91,6 +92,9 @@ def _text(name: str, value: str) -> str:
 
 def _columns(table: Table, requested: str | None) -> tuple[str, ...]:
     names = [name.strip() for name in (requested or "").split(",") if name.strip()]
+    if requested is not None and not names:
+        raise BadParameter("columns", f"names no column: leave it out for all, or name some of {table.name}'s "
+                                      f"({', '.join(table.column_names)})")
     unknown = [name for name in names if name not in table.column_names]
     if unknown:
         raise BadParameter("columns", f"{table.name} has no column {unknown[0]!r} (its columns: "
