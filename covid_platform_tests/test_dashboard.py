@@ -231,6 +231,25 @@ def test_a_count_not_reported_on_the_latest_date_and_whole_numbers_around_empty_
         assert written[column].dropna().str.fullmatch(r"-?\d+").all(), written[column].tolist()
 
 
+def test_positivity_of_every_test_positive_says_negatives_were_not_reported(dashboard, load):
+    """Puerto Rico's negative results stopped in May 2020: from then on its positivity is 100%, which the page
+    says is not a measured positivity, naming how many of the days shown are so."""
+    tracking = COVIDTRACKING.read_bytes()
+    rows = pd.read_csv(COVIDTRACKING).query("state == 'PR' and positive.notna()")
+    states = pd.DataFrame({"date": rows["date"], "state": "Puerto Rico", "fips": "72",
+                           "cases": rows["positive"].astype(int), "deaths": rows["death"].astype("Int64")})
+    assert load(("us_states/pr.csv", states.to_csv(index=False).encode()),
+                ("covidtracking/all-states-history.csv", tracking)) == [True, True]
+    expected = expected_testing_daily(read_covidtracking(tracking))
+    shown = expected[(expected["state"] == "PR") & expected["date"].between("2020-04-15", "2020-05-20")]
+    all_positive = int((shown["positivity_7d"] >= 1).sum())
+    assert 0 < all_positive < shown["positivity_7d"].notna().sum()
+    app = dashboard("states")
+    app.date_input(key="dates").set_value((dt.date(2020, 4, 15), dt.date(2020, 5, 20))).run()
+    assert any(f"On {all_positive} of these days every test counted was a positive" in caption.value
+               for caption in app.caption)
+
+
 def test_a_change_that_rounds_to_zero_reads_0_without_a_sign(dashboard, load):
     """Puerto Rico's 7-day average of new deaths on 2020-12-10 (11.86) against a week before (12.29): -0.43,
     shown as 0, grey and without an arrow, not as a fall of "-0"."""
