@@ -34,7 +34,8 @@ COLUMNS = ["state", "fips", "date", "cases", "deaths", "new_cases", "new_deaths"
 @dataclass
 class Published:
     """What the server publishes, and what it was asked. `plan`: how to answer the next requests, before
-    the normal answers ("500", or "short": Content-Length beyond the body, then the connection closed)."""
+    the normal answers ("500", "html": a web page answered 200, or "short": Content-Length beyond the body, then
+    the connection closed)."""
 
     body: bytes = b""
     etag: str | None = None
@@ -70,6 +71,9 @@ def server(monkeypatch):
             action = source.plan.pop(0) if source.plan else None
             if action == "500":
                 return self._answer(source, 500, b"")
+            if action == "html":  # a maintenance page, answered 200
+                return self._answer(source, 200, b"<html><body>Down for maintenance</body></html>",
+                                    {"Content-Type": "text/html; charset=utf-8", "ETag": '"page"'})
             if action is None and source.unchanged_for(self.headers):
                 return self._answer(source, 304, b"")
             headers = {}
@@ -262,6 +266,26 @@ def test_a_body_cut_short_is_fetched_again_and_never_landed(server, landing, res
     assert len(source.seen) == 2 + 3 and not source.plan
     assert objects(landing, "us_states") == [key]
     assert query("SELECT key, etag FROM covid.pull_state") == [(key, '"v1"')]
+
+
+def test_a_web_page_answered_200_is_not_landed(server, landing, resources, query):
+    """A maintenance page instead of the file fails the pull, says so, lands nothing and keeps the last
+    version's state: the next pull asks for the file as before."""
+    source = server["us_states"]
+    source.publish(nyt_states_slice("2021-02-01", "2021-02-03", STATES))
+    with dg.instance_for_test() as instance:
+        key = landed(pull("us_states", resources, instance))
+        source.publish(nyt_states_slice("2021-02-01", "2021-02-04", STATES))
+        source.plan = ["html"]
+        result = pull("us_states", resources, instance)
+        assert not result.success
+        (failure,) = [e for e in result.all_events if e.is_step_failure]
+        assert "a web page (text/html), not the file: nothing landed" in failure.event_specific_data.error.message
+        assert objects(landing, "us_states") == [key]
+        assert query("SELECT key, etag FROM covid.pull_state") == [(key, '"v1"')]
+        assert source.seen[-1][1]["If-None-Match"] == '"v1"'
+        newer = landed(pull("us_states", resources, instance))
+    assert landing.open(newer).read() == source.body
 
 
 def test_a_server_that_keeps_failing_fails_the_pull_with_the_url(server, resources):

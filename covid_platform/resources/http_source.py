@@ -31,6 +31,15 @@ class IncompleteBody(requests.exceptions.RequestException):
     """A response's body ended before all of it was read."""
 
 
+class NotAFile(requests.exceptions.RequestException):
+    """A 200 whose body is a web page (a maintenance or login page, a proxy's error), not the file."""
+
+
+# Content types of a page, never of a CSV or gzip file: such a body is not landed (its "header" would only
+# quarantine it, and its version would pass for the file's).
+PAGE_TYPES = ("text/html", "application/xhtml+xml")
+
+
 class HttpSources(dg.ConfigurableResource):
     """Reads a dataset's pull URL from `<DATASET>_URL` (e.g. PCR_TESTING_URL) when set, else the declared
     default, so tests and mirrors point elsewhere without code changes."""
@@ -81,7 +90,8 @@ class HttpSources(dg.ConfigurableResource):
         when the server says it is still the version `known` identifies (304 Not Modified, or the same ETag
         from a server that ignores If-None-Match). Errors before the body (refused connection, 429, 500, 502-504)
         are retried by the session; a body that breaks off is fetched again from the start, with the same
-        backoff, and after the last try raises `IncompleteBody`: `into` then holds a part, never to be used."""
+        backoff, and after the last try raises `IncompleteBody`: `into` then holds a part, never to be used. A web
+        page (`PAGE_TYPES`) instead of the file raises `NotAFile` at once."""
         conditional = {"If-None-Match": known.etag, "If-Modified-Since": known.last_modified}
         headers = {name: value for name, value in conditional.items() if value}
         with self._session() as session:
@@ -93,6 +103,10 @@ class HttpSources(dg.ConfigurableResource):
                     got = Validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
                     if got.etag and got.etag == known.etag:
                         return None
+                    kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                    if kind in PAGE_TYPES:
+                        raise NotAFile(f"the server answered {response.status_code} with a web page ({kind}), "
+                                       "not the file: nothing landed")
                     try:
                         _read_body(response, into)
                         return got
