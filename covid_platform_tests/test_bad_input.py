@@ -140,7 +140,12 @@ BAD_FILES = {
     "binary_blob": Bad(binary_blob(), "csv_readable", ("line 1", "NUL byte at byte offset 0", "not CSV text")),
     "truncated_last_record": Bad(
         truncated(BASE), "csv_readable",
-        ("line 10", "the file is truncated", "no line end", "fewer fields than the header's 5"),
+        ("line 10", "the file is truncated", "no line end", "fewer fields than the header's 5 (3)"),
+    ),
+    # a CRLF file cut between the last line's CR and LF: COPY reads a bare CR in the data
+    "truncated_after_carriage_return": Bad(
+        BASE[:-1], "csv_readable",
+        ("line 10", "the file is truncated", "ends in a carriage return (CR) without the line feed (LF)"),
     ),
     # lines ending in a bare CR (classic Mac OS, some Excel exports): one line for COPY and csv
     "bare_cr_line_ends": Bad(
@@ -192,10 +197,12 @@ BAD_FILES = {
     "empty_state": Bad(
         set_field(BASE, 8, "state", ""), "keys_present", ("column 'state'", "line 8", "an empty field")
     ),
-    # Vermont's 2021-01-06 row relabelled 2021-01-04: same key as line 4, different counts.
+    # Vermont's 2021-01-06 row relabelled 2021-01-04: same key as line 4, different counts, each named.
     "conflicting_duplicate_key": Bad(
         set_field(BASE, 10, "date", "2021-01-04"), "keys_unique",
-        ("2 of 9 rows (22.2%)", "key (state='Vermont', date='2021-01-04') appears on lines 4 and 10 with different values"),
+        ("2 of 9 rows (22.2%)", "key (state='Vermont', date='2021-01-04') appears on lines 4 and 10 with different "
+         "values (" + "; ".join(f"{c}: '{field(BASE, 4, c)}' on line 4, '{field(BASE, 10, c)}' on line 10"
+                                for c in ("cases", "deaths") if field(BASE, 4, c) != field(BASE, 10, c)) + ")"),
     ),
 }
 

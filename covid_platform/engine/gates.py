@@ -418,6 +418,15 @@ def _row_checks(dataset: Dataset, copied: bool) -> list[sql.Composable]:
     return bad
 
 
+def _differs(column: str) -> sql.Composable:
+    """Among a repeated key's rows, where `column` differs: "cases: '179510' on line 12, '179517' on line 57"."""
+    c = sql.Identifier(column)
+    return sql.SQL(
+        "CASE WHEN count(DISTINCT coalesce(nullif({c}, ''), chr(1))) > 1 THEN {name} || ': ' || string_agg("
+        "coalesce(quote_literal(nullif({c}, '')), 'empty') || ' on line ' || line, ', ' ORDER BY line) END"
+    ).format(c=c, name=sql.Literal(column))
+
+
 def _any_of(checks: list[sql.Composable]) -> sql.Composable:
     return sql.SQL(" OR ").join(sql.SQL("({})").format(check) for check in checks)
 
@@ -526,7 +535,8 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
                 """
                 CREATE TEMP TABLE repeats ON COMMIT DROP AS
                 SELECT min({key_text}) AS key_text, array_agg(line ORDER BY line) AS lines,
-                       count(DISTINCT ({values}, ''::text)) > 1 AS conflict  -- a row even for one value column
+                       count(DISTINCT ({values}, ''::text)) > 1 AS conflict,  -- a row even for one value column
+                       concat_ws('; ', {differs}) AS differs
                 FROM {rows_with_day}
                 WHERE {hash} IN (SELECT hash FROM repeated)
                 GROUP BY {key} HAVING count(*) > 1;
@@ -548,7 +558,7 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
                                 THEN array_to_string(lines[1:5], ', ') || ' and ' || cardinality(lines) - 5 || ' more'
                                 ELSE array_to_string(lines[1:cardinality(lines) - 1], ', ') || ' and '
                                      || lines[cardinality(lines)] END
-                        || ' with different values' AS message
+                        || ' with different values (' || differs || ')' AS message
                     FROM repeats WHERE conflict
                 ) AS conflicts
                 GROUP BY line
@@ -569,6 +579,7 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
                 key=sql.SQL(", ").join(key),
                 rows_with_day=rows_with_day,
                 values=values,
+                differs=sql.SQL(", ").join(_differs(c) for c in (*dataset.attributes, *dataset.counts, *dataset.values)),
                 key_text=key_text,
                 hash=hash,
             )

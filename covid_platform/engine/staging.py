@@ -608,6 +608,7 @@ def copy_typed(
 def copy_error_reason(error: psycopg2.Error, header: list[str], reader: CheckedText) -> str:
     """Turn PostgreSQL's COPY error into a line of the file and what was wrong with it."""
     message = error.diag.message_primary or str(error).strip()
+    missing = re.search(r'missing data for column "c(\d+)"', message)  # the record's fields: the ones before it
     # the staging table's columns are c1…cN in the header's order: name the file's own
     message = re.sub(r'column "c(\d+)"', lambda m: f'column "{header[int(m.group(1)) - 1]}"'
                      if 0 < int(m.group(1)) <= len(header) else m.group(0), message)
@@ -616,8 +617,12 @@ def copy_error_reason(error: psycopg2.Error, header: list[str], reader: CheckedT
     where = f"line {line}: " if line else ""
     short = "missing data for column" in message or "unterminated CSV quoted field" in message
     if short and reader.at_end and reader.last_byte not in (b"\n", b"\r"):
-        what = f"fewer fields than the header's {len(header)}" if "missing data" in message else "an unclosed quote"
+        found = f" ({int(missing.group(1)) - 1})" if missing else ""
+        what = f"fewer fields than the header's {len(header)}{found}" if missing else "an unclosed quote"
         return f"{where}the file is truncated: its last record has no line end and {what}"
+    if "unquoted carriage return" in message and reader.at_end and reader.last_byte == b"\r":
+        return (f"{where}the file is truncated: its last line ends in a carriage return (CR) without the line "
+                "feed (LF) its other lines end with")
     if "extra data after last expected column" in message or "missing data for column" in message:
         message = f"expected {len(header)} fields like the header, {message}"
     return f"{where}{message}"
