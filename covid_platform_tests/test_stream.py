@@ -552,6 +552,27 @@ def test_a_retained_message_is_taken_once_not_again_at_each_reconnect(shared_bro
             publish(shared_broker, [b""], retained, retain=True)
 
 
+def test_a_topic_prefix_keeps_a_deployment_to_its_own_topics(shared_broker, bridges, s3_client, bucket):
+    """Two deployments on one broker: STREAM_TOPIC_PREFIX puts this bridge on `<prefix>covid/us_states/#`; a
+    message on the declared topic itself (another deployment's) never comes in. A prefix with a wildcard or
+    without its closing '/' is refused before connecting, naming the option."""
+    prefix = f"trial-{uuid.uuid4().hex[:8]}/"
+    row = {"date": "2021-03-01", "state": "Ohio", "fips": "39", "cases": 100}
+    bridge = bridges(shared_broker, "--batch-seconds", "1", "--topic-prefix", prefix)
+    publish(shared_broker, [json.dumps({**row, "cases": 1}).encode()], TOPIC)
+    publish(shared_broker, [json.dumps(row).encode()], prefix + TOPIC)
+    status = bridge.wait_for(lambda s: s["objects_written"] and not s["pending"], "the prefixed message written")
+    assert status["messages_batched"] == 1
+    (key,) = stream_objects(s3_client, bucket)
+    assert [row["cases"] for row in slice_rows(read_object(s3_client, bucket, key))] == ["100"]
+    assert prefix + "covid/us_states/#" in bridge.log.read_text()
+    for bad in ("x/#/", "staging", "/staging/"):
+        done = subprocess.run([sys.executable, "-m", "covid_platform.cli", "stream", "--topic-prefix", bad],
+                              cwd=REPO, env={**os.environ, "MQTT_URL": "mqtt://127.0.0.1:1", "LANDING_URL": "file:///x"},
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and "--topic-prefix" in done.stderr, (bad, done.stderr)
+
+
 def test_messages_held_for_a_stopped_bridge_survive_a_broker_restart(tmp_path, bridges, s3_client, bucket):
     mosquitto, broker = start_mosquitto(tmp_path)
     try:

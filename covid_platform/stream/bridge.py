@@ -49,6 +49,9 @@ class Settings:
     batch_rows: int = 10_000
     session_expiry_seconds: int = 7 * 24 * 3600
     """How long the broker keeps the session (and queues messages) while the bridge is away."""
+    topic_prefix: str = ""
+    """Before each declared stream: a deployment's own topics on a shared broker (`staging/` takes
+    `staging/covid/us_states/#`)."""
 
 
 class Bridge:
@@ -83,6 +86,10 @@ class Bridge:
 
     # --- the network thread -------------------------------------------------------------------------
 
+    def topic(self, dataset: Dataset) -> str:
+        """The topic filter the bridge subscribes to for `dataset`."""
+        return self.settings.topic_prefix + dataset.stream
+
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             log.error(f"broker {self.broker.host}:{self.broker.port} refused the connection: {reason_code}")
@@ -93,7 +100,7 @@ class Bridge:
         # Each message is taken once, as it is published: never the broker's retained copy of a topic's last
         # message, which it would send again at each subscription, this one of every reconnect included, and
         # which would then win over the corrections published after it.
-        client.subscribe([(d.stream, SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND))
+        client.subscribe([(self.topic(d), SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND))
                           for d in self.datasets])
         with self._lock:
             self._connected = True
@@ -107,7 +114,7 @@ class Bridge:
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
         topic = message.topic
-        matches = [d for d in self.datasets if mqtt.topic_matches_sub(d.stream, topic)]
+        matches = [d for d in self.datasets if mqtt.topic_matches_sub(self.topic(d), topic)]
         dataset, rows, reason = (matches or [None])[0], [], None
         if len(matches) > 1:
             names = ", ".join(d.name for d in matches)

@@ -18,6 +18,7 @@ from covid_platform.stream import health
 from covid_platform.stream.bridge import RECEIVE_MAXIMUM, Bridge, Broker, Settings
 
 BRIDGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a client id every broker takes, and safe in an object key
+TOPIC_PREFIX = re.compile(r"^(?:[^/+#\x00]+/)*$")  # whole topic levels, no wildcard: '' or 'staging/' or 'a/b/'
 
 
 def broker_from_url(url: str) -> Broker:
@@ -52,6 +53,9 @@ def add_parser(commands) -> None:
                      default=int(env("STREAM_SESSION_EXPIRY_SECONDS", "604800")),
                      help="how long the broker keeps the session while the bridge is away "
                           "(env STREAM_SESSION_EXPIRY_SECONDS; default %(default)s, 7 days)")
+    run.add_argument("--topic-prefix", default=env("STREAM_TOPIC_PREFIX", ""),
+                     help="before each dataset's declared topic filter, for a deployment's own topics on a "
+                          "shared broker: 'staging/' takes staging/covid/us_states/# (env STREAM_TOPIC_PREFIX)")
     run.add_argument("--health-port", type=int, default=int(env("STREAM_HEALTH_PORT", "8081")),
                      help="port of GET /health (0: none; env STREAM_HEALTH_PORT; default %(default)s)")
     run.add_argument("--health-address", default=env("STREAM_HEALTH_ADDRESS", "0.0.0.0"))
@@ -70,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         sys.exit(f"--batch-rows must be 1 to {RECEIVE_MAXIMUM:,} and --batch-seconds above 0")
     if args.session_expiry_seconds <= 0:  # the broker would forget what it holds while the bridge restarts
         sys.exit("--session-expiry-seconds must be above 0")
+    if not TOPIC_PREFIX.match(args.topic_prefix):
+        sys.exit(f"--topic-prefix {args.topic_prefix!r}: topic levels ending in '/', without '+', '#' or a "
+                 "leading '/' (e.g. staging/)")
     datasets = [dataset for dataset in DATASETS.values() if dataset.stream]
     if not datasets:
         sys.exit("No dataset declares a stream (Dataset.stream in covid_platform/datasets.py).")
@@ -77,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         broker = broker_from_url(os.environ["MQTT_URL"])
     except ValueError as error:
         sys.exit(str(error))
-    settings = Settings(args.bridge_id, args.batch_seconds, args.batch_rows, args.session_expiry_seconds)
+    settings = Settings(args.bridge_id, args.batch_seconds, args.batch_rows, args.session_expiry_seconds,
+                        args.topic_prefix)
     # S3 endpoint, region and credentials come from the standard AWS environment variables.
     bridge = Bridge(LandingZone(url=os.environ["LANDING_URL"], s3=S3Resource()), datasets, broker, settings)
     if args.health_port:
@@ -85,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    topics = ", ".join(f"{d.stream} → {d.stream_folder}" for d in datasets)
+    topics = ", ".join(f"{bridge.topic(d)} → {d.stream_folder}" for d in datasets)
     logging.getLogger("covid_platform.stream").info(
         f"bridging {topics} in {os.environ['LANDING_URL']}; batches of {args.batch_rows:,} rows or "
         f"{args.batch_seconds:g} s; health on :{args.health_port or '-'}/health")
