@@ -138,9 +138,17 @@ def test_a_replay_gives_the_tables_of_a_fresh_load_under_todays_rules(
             "us_states/a.csv": "loaded", "us_states/b.csv": "loaded", "us_states/c.csv": "quarantined",
             "us_states/c-again.csv": "quarantined", "us_states/d.csv": "loaded",
         }
+        before = {key: (status, at) for key, status, at in
+                  query("SELECT key, status, processed_at FROM covid.ingested_files")}
         result = run_replay(resources, instance)
 
     assert result.success
+    # a verdict as before keeps its file's time (the dataset's last load is not the replay's); a new one is now
+    after = dict(query("SELECT key, processed_at FROM covid.ingested_files"))
+    kept = {key for key, status in TODAY.items() if status == before[key][0]}
+    assert kept == {"us_states/a.csv", "us_states/d.csv"}
+    assert {key for key in after if after[key] == before[key][1]} == kept
+    assert min(after[key] for key in set(TODAY) - kept) > max(at for _, at in before.values())
     assert set(materialized(result)) == SELECTED - {"raw_us_states"}
     metadata = materialized(result)["state_daily"]
     assert metadata["files_replayed"].value == 5

@@ -50,6 +50,9 @@ def replay(conn: psycopg2.extensions.connection, landing: LandingZone, dataset: 
         verdicts = _regate(conn, landing, dataset)
         built = _aside(dataset)
         with ledger.transaction(conn) as cur:  # the new table, the ledger's verdicts and the swap at once
+            cur.execute("SELECT file_id, processed_at FROM covid.ingested_files WHERE file_id = ANY(%s)",
+                        ([verdict.file_id for verdict in verdicts],))
+            processed_at = dict(cur.fetchall())
             _record(cur, verdicts)
             passed = [verdict.file_id for verdict in verdicts if verdict.status == Status.STAGED]
             if passed:  # one by one, as they were dropped: the table a fresh load of the same files gives
@@ -59,6 +62,12 @@ def replay(conn: psycopg2.extensions.connection, landing: LandingZone, dataset: 
                 cur.execute(merge.coverage_ddl(built))
                 history.ddl(cur, built)
                 merged = merge.Merged(decreases=dict.fromkeys(dataset.new, 0))
+            # A file whose verdict is as before keeps the time it was processed: a replay is no new load (a
+            # stale dataset stays stale), and a file it loads or quarantines anew is processed now.
+            kept = [(v.file_id, processed_at[v.file_id]) for v in verdicts if v.after == v.before]
+            cur.execute("UPDATE covid.ingested_files AS f SET processed_at = k.at "
+                        "FROM unnest(%s::bigint[], %s::timestamptz[]) AS k(file_id, at) WHERE f.file_id = k.file_id",
+                        ([file_id for file_id, _ in kept], [at for _, at in kept]))
             _swap(cur, dataset)
     finally:
         if not conn.closed:
