@@ -31,7 +31,7 @@ SHARED_ENV = ("DAGSTER_HOME", "DAGSTER_PG_URL", "DATABASE_URL", "LANDING_URL")
 # credentials, where reports go, the queue the sensor reads); a secret's value is not printed.
 OPTIONAL_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "LANDING_QUEUE_URL",
-                "REPORTS_URL", "REPORTS_PUBLIC_URL", "DATABASE_READ_URL")
+                "REPORTS_URL", "REPORTS_PUBLIC_URL", "DATABASE_READ_URL", "DASHBOARD_URL")
 SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 SAMPLE = ("us_states", "sample/nyt-us-states-2021-01-01_2021-02-14.csv")
@@ -86,6 +86,8 @@ def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -
         print(f"Embedded PostgreSQL running in {state_dir / 'pgdata'}")
     env.setdefault("DAGSTER_PG_URL", sqlalchemy_url(env["DATABASE_URL"]))
     env.setdefault("LANDING_URL", (state_dir / "landing").resolve().as_uri())
+    if dashboard_port:  # the tables' metadata link to the dashboard dev starts
+        env.setdefault("DASHBOARD_URL", f"http://127.0.0.1:{dashboard_port}")
     own_home = not env.get("DAGSTER_HOME")
     env.setdefault("DAGSTER_HOME", str((state_dir / "dagster_home").resolve()))
     _instance_file(Path(env["DAGSTER_HOME"]), own_home)

@@ -46,10 +46,11 @@ def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path, webhook):
     env = {name: value for name, value in os.environ.items() if name not in PLATFORM_ENV}
     env["COVID_SENSOR_INTERVAL_SECONDS"] = "2"
     log_path = tmp_path / "dev.log"
+    dashboard_port = _free_port()
     with open(log_path, "w") as log:
         dev = subprocess.Popen(
             [sys.executable, "-m", "covid_platform.cli", "dev", "--state-dir", str(tmp_path / "state"),
-             "--port", str(_free_port()), "--dashboard-port", "0"],
+             "--port", str(_free_port()), "--dashboard-port", str(dashboard_port), "--api-port", "0"],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
@@ -57,7 +58,9 @@ def test_dev_prints_how_to_reach_its_database_and_instance(tmp_path, webhook):
         printed = wait_for(dev, lambda: re.search(r"^  export (.*)$", log_path.read_text(), re.M), 180,
                            "the export line", log_path)
         exports = dict(item.split("=", 1) for item in shlex.split(printed.group(1)))
-        assert set(exports) == {"DAGSTER_HOME", "DAGSTER_PG_URL", "DATABASE_URL", "LANDING_URL"}
+        assert set(exports) == {"DAGSTER_HOME", "DAGSTER_PG_URL", "DATABASE_URL", "LANDING_URL", "DASHBOARD_URL"}
+        # the tables' metadata link to the dashboard dev started, not to the default port
+        assert exports["DASHBOARD_URL"] == f"http://127.0.0.1:{dashboard_port}"
         (psql,) = re.findall(r"^Warehouse: psql (.*)$", log_path.read_text(), re.M)
         (warehouse,) = shlex.split(psql)
         assert warehouse == exports["DATABASE_URL"]
