@@ -71,6 +71,8 @@ def server(monkeypatch):
             action = source.plan.pop(0) if source.plan else None
             if action == "500":
                 return self._answer(source, 500, b"")
+            if action == "404":
+                return self._answer(source, 404, b"")
             if action == "html":  # a maintenance page, answered 200
                 return self._answer(source, 200, b"<html><body>Down for maintenance</body></html>",
                                     {"Content-Type": "text/html; charset=utf-8", "ETag": '"page"'})
@@ -280,7 +282,8 @@ def test_a_web_page_answered_200_is_not_landed(server, landing, resources, query
         result = pull("us_states", resources, instance)
         assert not result.success
         (failure,) = [e for e in result.all_events if e.is_step_failure]
-        assert "a web page (text/html), not the file: nothing landed" in failure.event_specific_data.error.message
+        message = failure.event_specific_data.error.message
+        assert "a web page (text/html), not the file: nothing landed" in message and "not retried" in message
         assert objects(landing, "us_states") == [key]
         assert query("SELECT key, etag FROM covid.pull_state") == [(key, '"v1"')]
         assert source.seen[-1][1]["If-None-Match"] == '"v1"'
@@ -299,6 +302,21 @@ def test_a_server_that_keeps_failing_fails_the_pull_with_the_url(server, resourc
     assert "GET http://127.0.0.1" in failure.event_specific_data.error.message and "500" in \
         failure.event_specific_data.error.message
     assert len(source.seen) == 3  # the session's retries only: the step's retry policy does not repeat them
+    assert "after retries with backoff" in failure.event_specific_data.error.message
+
+
+def test_a_404_fails_at_once_and_says_it_was_not_retried(server, resources):
+    """A wrong URL is not a flaky server: one request, and the failure says no retry was made."""
+    source = server["us_states"]
+    source.publish(b"date,state,fips,cases,deaths\n")
+    source.plan = ["404"]
+    with dg.instance_for_test() as instance:
+        result = pull("us_states", resources, instance, max_retries=2)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.event_specific_data.error.message
+    assert "404" in message and "not retried" in message and "after retries" not in message
+    assert [status for status, _ in source.seen] == [404]
 
 
 def test_downloads_are_declared_validated_upstream_of_raw_and_off_unless_turned_on(monkeypatch):

@@ -20,7 +20,7 @@ from covid_platform.assets.docs import OWNERS
 from covid_platform.assets.policies import DATASET_TAG, RETRY
 from covid_platform.datasets import CsvDownload, Dataset
 from covid_platform.engine.staging import GZIP_MAGIC
-from covid_platform.resources.http_source import HttpSources, Validators
+from covid_platform.resources.http_source import RETRIED_STATUSES, HttpSources, NotAFile, Validators
 from covid_platform.resources.landing import LandingZone, landing_kinds
 from covid_platform.resources.warehouse import Warehouse
 
@@ -57,7 +57,10 @@ def _failing_clearly(url: str):
     try:
         yield
     except requests.RequestException as error:
-        raise dg.Failure(f"GET {url} failed after retries with backoff: {error}", allow_retries=False) from error
+        status = error.response.status_code if error.response is not None else None
+        once = isinstance(error, NotAFile) or (status is not None and status not in RETRIED_STATUSES)
+        how = "(not retried: a later try would get the same answer)" if once else "after retries with backoff"
+        raise dg.Failure(f"GET {url} failed {how}: {error}", allow_retries=False) from error
 
 
 def _land(landing: LandingZone, dataset: Dataset, spool: BinaryIO) -> tuple[str, int]:

@@ -31,6 +31,11 @@ class IncompleteBody(requests.exceptions.RequestException):
     """A response's body ended before all of it was read."""
 
 
+# Answers a later try may not get again (too many requests, a server's passing fault); any other error
+# status (404, 401, 501, …) is the same on each try: it fails at once.
+RETRIED_STATUSES = (429, 500, 502, 503, 504)
+
+
 class NotAFile(requests.exceptions.RequestException):
     """A 200 whose body is a web page (a maintenance or login page, a proxy's error), not the file."""
 
@@ -56,7 +61,7 @@ class HttpSources(dg.ConfigurableResource):
         retry = Retry(
             total=self.max_retries,
             backoff_factor=self.backoff_seconds,
-            status_forcelist=(429, 500, 502, 503, 504),
+            status_forcelist=RETRIED_STATUSES,
             allowed_methods=("GET",),
             respect_retry_after_header=True,
         )
