@@ -15,12 +15,14 @@ from dagster._core.test_utils import freeze_time
 from dagster._daemon.freshness import FreshnessDaemon
 
 from covid_platform.compat import WILL_RETRY_TAG
+from covid_platform.assets.raw import KEY_TAG
 from covid_platform.definitions import defs
+from covid_platform.engine.ledger import partition_key
 from covid_platform.resources.notifier import Notifier, sns_subject
 from covid_platform.sensors import alerts as alert_sensors
 from covid_platform.sensors.alerts import freshness_alert, ingestion_failure_alert
 from covid_platform_tests.conftest import UI
-from covid_platform_tests.helpers import drop, ingest, nyt_states_slice
+from covid_platform_tests.helpers import ASSETS, drop, ingest, nyt_states_slice
 
 HOUR = 3600
 
@@ -150,6 +152,24 @@ def test_quarantined_file_alerts_with_its_reason(landing, resources, alerts):
     assert "key: us_states/bad.csv" in lines
     assert "line 2, column 'cases': expected a non-negative whole number, got '-700380'" in alert
     assert f"run: {UI}/runs/{result.run_id}" in lines
+
+
+def test_a_quarantined_partition_run_again_from_the_ui_alerts_with_its_key(landing, resources, alerts):
+    """A run of the file's partition launched from the UI or a backfill has no key tag (the sensor's runs do):
+    the alert finds the file in the ledger by the partition."""
+    bad = nyt_states_slice("2021-01-01", "2021-01-03", {"Ohio"}).replace(b",Ohio,39,", b",Ohio,39,-", 1)
+    with dg.instance_for_test() as instance:
+        key = drop(landing, "us_states/bad.csv", bad)
+        assert not ingest(landing, resources, key, instance).success
+        again = dg.materialize(ASSETS, selection=["raw_us_states"], instance=instance, resources=resources,
+                               partition_key=partition_key(key, landing.describe(key).etag), raise_on_error=False)
+        assert not again.success and KEY_TAG not in instance.get_run_by_id(again.run_id).tags
+        run_failure_alert(instance, again, resources)
+    (alert,) = alerts()
+    lines = alert.split("\n")
+    assert lines[0] == "*File quarantined: us_states/bad.csv*"
+    assert "key: us_states/bad.csv" in lines and "dataset: us_states" in lines
+    assert "line 2, column 'cases': expected a non-negative whole number" in alert
 
 
 def test_failed_run_alerts(landing, resources, alerts, bucket, s3_client):

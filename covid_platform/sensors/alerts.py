@@ -40,13 +40,13 @@ def _datasets_of_assets(graph, keys: Iterable[dg.AssetKey]) -> list[str]:
     return sorted({graph.get(key).tags.get(DATASET_TAG) for key in keys} - {None})
 
 
-def _run_dataset(context: dg.RunFailureSensorContext) -> str | None:
+def _run_dataset(context: dg.RunFailureSensorContext, key: str | None) -> str | None:
     """The dataset a run worked on: its job's tag, else the dataset its file's key routes to, else its assets'
     tag (a run of assets launched from the UI)."""
     run = context.dagster_run
     if DATASET_TAG in run.tags:
         return run.tags[DATASET_TAG]
-    routed = route(run.tags.get(KEY_TAG, ""))
+    routed = route(key or "")
     if routed or context.repository_def is None:
         return routed.name if routed else None
     graph = context.repository_def.asset_graph
@@ -85,12 +85,14 @@ def ingestion_failure_alert(context: dg.RunFailureSensorContext, notifier: Notif
     reason = None
     key = run.tags.get(KEY_TAG)
     partition = run.tags.get("dagster/partition")
-    if partition and key:
+    if partition:  # a file's partition; run from the UI or a backfill, its run has no key tag: the ledger's
         with warehouse.connect_read() as conn:
             entry = ledger.lookup(conn, partition)
+            if entry:
+                key = key or entry.key
             if entry and entry.status == Status.QUARANTINED:
                 reason = ledger.reason(conn, entry.file_id)
-    dataset = _run_dataset(context)
+    dataset = _run_dataset(context, key)
     # Dagster's run retries (dagster.yaml) tag a failed run they will launch again: a worker that crashed
     retried = ", will be retried" if run.tags.get(WILL_RETRY_TAG) == "true" else ""
     notifier.send(
