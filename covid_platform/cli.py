@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import parse_qs, urlparse
 
 from dagster_aws.s3 import S3Resource
 
@@ -75,11 +76,20 @@ def api(port: int, address: str, workers: int) -> int:
     return 0
 
 
+def _embedded_wanted(database_url: str | None, state_dir: Path) -> bool:
+    """No DATABASE_URL, or the URL of this state dir's embedded server (dev's export line pasted into the shell
+    that starts dev again): the embedded server is started, where it would otherwise be waited for."""
+    if not database_url:
+        return True
+    host = parse_qs(urlparse(database_url).query).get("host", [""])[0]
+    return bool(host) and Path(host).resolve() == (state_dir / "pgdata").resolve()
+
+
 def dev(state_dir: Path, port: int, dashboard_port: int, api_port: int = 8000) -> int:
     """`dagster dev` (UI + daemon) with an embedded PostgreSQL and a local landing folder unless
     DATABASE_URL / LANDING_URL say otherwise; the sample file is dropped so the first run starts at once."""
     env = dict(os.environ)
-    if not env.get("DATABASE_URL"):
+    if _embedded_wanted(env.get("DATABASE_URL"), state_dir):
         _, urls = embedded.start(state_dir / "pgdata", ("covid", "dagster"))
         env["DATABASE_URL"] = urls["covid"]
         env.setdefault("DAGSTER_PG_URL", sqlalchemy_url(urls["dagster"]))

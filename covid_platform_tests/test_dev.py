@@ -124,6 +124,17 @@ def _in_session(session: int) -> list[str]:
     return found
 
 
+def test_devs_own_export_line_in_its_shell_still_starts_the_embedded_server(tmp_path):
+    """dev's export line pasted into the shell that starts dev again names its own embedded server: started,
+    not waited for (it timed out with "too many retries for DB connection"); any other server is the user's."""
+    state = tmp_path / "state"
+    own = f"postgresql://postgres:@/covid?host={(state / 'pgdata').resolve()}"
+    assert cli._embedded_wanted(None, state) and cli._embedded_wanted("", state)
+    assert cli._embedded_wanted(own, state)
+    assert not cli._embedded_wanted(f"postgresql://postgres:@/covid?host={tmp_path / 'other' / 'pgdata'}", state)
+    assert not cli._embedded_wanted("postgresql://postgres@127.0.0.1:5432/covid", state)
+
+
 def test_the_export_line_carries_what_a_run_needs_and_no_secret():
     """dev's S3 endpoint and credentials, where reports go: a run launched from another shell with the printed
     line reads the same zone; a secret's value (and a URL's password) is never printed."""
