@@ -3,7 +3,6 @@ and the tables read back as frames to compare with them."""
 
 import io
 
-import numpy as np
 import pandas as pd
 
 STATE_COLUMNS = ["state", "fips", "date", "cases", "deaths", "new_cases", "new_deaths", "new_cases_7d", "new_deaths_7d"]

@@ -145,8 +145,8 @@ def test_the_export_line_carries_what_a_run_needs_and_no_secret():
     assert "hunter2" not in export and "wJalrXUtnFEMI" not in export
     assigned, comment = export.split("#")
     values = dict(word.split("=", 1) for word in shlex.split(assigned)[1:])
-    assert values == {**{name: env[name] for name in cli.SHARED_ENV}, "DATABASE_URL": "postgresql://covid:***@db:5432/covid",
-                      "AWS_ENDPOINT_URL": "http://127.0.0.1:5000", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    assert values == {**{name: env[name] for name in cli.SHARED_ENV},
+                      "DATABASE_URL": "postgresql://covid:***@db:5432/covid", "AWS_ENDPOINT_URL": "http://127.0.0.1:5000", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
                       "AWS_SECRET_ACCESS_KEY": "***", "REPORTS_URL": "s3://r/p"}
     assert "***" in comment
 

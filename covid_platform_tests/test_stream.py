@@ -568,8 +568,8 @@ def test_a_topic_prefix_keeps_a_deployment_to_its_own_topics(shared_broker, brid
     assert prefix + "covid/us_states/#" in bridge.log.read_text()
     for bad in ("x/#/", "staging", "/staging/"):
         done = subprocess.run([sys.executable, "-m", "covid_platform.cli", "stream", "--topic-prefix", bad],
-                              cwd=REPO, env={**os.environ, "MQTT_URL": "mqtt://127.0.0.1:1", "LANDING_URL": "file:///x"},
-                              capture_output=True, text=True, timeout=60)
+                              cwd=REPO, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "MQTT_URL": "mqtt://127.0.0.1:1", "LANDING_URL": "file:///x"})
         assert done.returncode != 0 and "--topic-prefix" in done.stderr, (bad, done.stderr)
 
 

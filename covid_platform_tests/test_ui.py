@@ -11,8 +11,9 @@ from covid_platform.compat import RETRY_NUMBER_TAG
 from covid_platform.datasets import DATASETS
 from covid_platform.definitions import defs
 from covid_platform.engine import intake
+from covid_platform.engine.gates import GATES
 from covid_platform.engine.ledger import partition_key
-from covid_platform_tests.helpers import ASSETS, drop, ingest, nyt_states_slice
+from covid_platform_tests.helpers import ASSETS, drop, ingest, negative_cases, nyt_states_slice
 
 STATES = DATASETS["us_states"]
 RAW = dg.AssetKey("raw_us_states")
@@ -90,6 +91,24 @@ def test_checks_that_were_not_evaluated_are_not_reported(landing, resources):
         reported = {e.check_name: e.passed for e in twin.get_asset_check_evaluations()}
         assert "row_count_drop" not in reported  # skipped, not passed: a duplicate is not compared
         assert all(reported.values())
+
+
+def test_a_loaded_partition_run_again_reports_its_gates_as_they_were(landing, resources):
+    """Not gated again, a loaded file's partition run again (a backfill, a re-execution) reports each gate as
+    its first run did: the row gate that set a row aside warns again, never "passed"."""
+    rows = nyt_states_slice("2021-01-01", "2021-01-05")
+    assert rows.count(b"\n") > 100  # one bad row of more than 100 is set aside, not a quarantine
+    key = drop(landing, "us_states/one-bad.csv", negative_cases(rows, [3]))
+    with dg.instance_for_test() as instance:
+        first = ingest(landing, resources, key, instance)
+        again = ingest(landing, resources, key, instance)
+    assert first.success and again.success
+    then = {e.check_name: (e.passed, e.severity) for e in first.get_asset_check_evaluations() if e.check_name in GATES}
+    now = {e.check_name: (e.passed, e.severity) for e in again.get_asset_check_evaluations() if e.check_name in GATES}
+    assert then["counts_valid"] == (False, dg.AssetCheckSeverity.WARN)
+    assert now == then
+    (counts,) = [e for e in again.get_asset_check_evaluations() if e.check_name == "counts_valid"]
+    assert counts.description.startswith("as when the file was first loaded: ") and "line 3" in counts.description
 
 
 def test_raw_assets_carry_the_kind_of_the_landing_zone_in_use(monkeypatch):

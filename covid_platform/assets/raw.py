@@ -72,7 +72,7 @@ def build_raw_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 raise quarantined_failure(entry, ledger.reason(conn, entry.file_id))
             if entry.status in (Status.LOADED, Status.STAGED, Status.DUPLICATE):
                 context.log.info(f"{obj_key} was already {entry.status} (file {entry.file_id}); nothing to redo")
-                yield from _earlier_verdict(entry)
+                yield from _earlier_verdict(entry, ledger.gate_results(conn, entry.file_id))
                 return
             try:
                 yield from _ingest(context, conn, landing, dataset, entry)
@@ -128,7 +128,8 @@ def _ingest(context, conn, landing: LandingZone, dataset: Dataset, entry: ledger
     if status == Status.DUPLICATE:
         with conn, conn.cursor() as cur:
             merge.cover_as(cur, dataset, file_id)
-    ledger.update(conn, file_id, status=status, reason=reason, **({"columns": gated.staged.columns} if staged else {}))
+    ledger.update(conn, file_id, status=status, reason=reason, gates=ledger.gates_of(gated.gates),
+                  **({"columns": gated.staged.columns} if staged else {}))
     with conn, conn.cursor() as cur:  # the typed rows stay for the merge; nothing else does
         staging.drop(cur, file_id, typed=not staged)
 
@@ -177,10 +178,16 @@ def _identity(entry: ledger.LedgerEntry, status: Status) -> dict:
             "status": str(status)}
 
 
-def _earlier_verdict(entry: ledger.LedgerEntry):
-    """Results for a partition processed by an earlier run: its gates passed then. The warnings are not
-    evaluated again (the UI shows them skipped in this run; their results stay on the first run)."""
+def _earlier_verdict(entry: ledger.LedgerEntry, results: dict):
+    """Results for a partition processed by an earlier run: each gate's as it was then (`results`, from the
+    ledger: a row gate that set rows aside warned), not evaluated again; passed for a file gated before results
+    were kept (it passed the gates then). The warnings are not evaluated again (the UI shows them skipped in
+    this run; their results stay on the first run)."""
     yield dg.MaterializeResult(metadata=_identity(entry, entry.status))
+    first = f"when the file was first {entry.status}"
     for name in GATES:
-        yield dg.AssetCheckResult(check_name=name, passed=True, severity=dg.AssetCheckSeverity.ERROR,
-                                  description=f"checked when the file was first {entry.status}")
+        then = results.get(name, {"passed": True, "blocking": True, "reason": ""})
+        yield dg.AssetCheckResult(
+            check_name=name, passed=then["passed"],
+            severity=dg.AssetCheckSeverity.ERROR if then["blocking"] else dg.AssetCheckSeverity.WARN,
+            description=f"as {first}: {then['reason']}" if then["reason"] else f"checked {first}")

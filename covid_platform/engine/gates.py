@@ -579,7 +579,8 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
                 key=sql.SQL(", ").join(key),
                 rows_with_day=rows_with_day,
                 values=values,
-                differs=sql.SQL(", ").join(_differs(c) for c in (*dataset.attributes, *dataset.counts, *dataset.values)),
+                differs=sql.SQL(", ").join(
+                    _differs(c) for c in (*dataset.attributes, *dataset.counts, *dataset.values)),
                 key_text=key_text,
                 hash=hash,
             )

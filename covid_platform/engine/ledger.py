@@ -99,6 +99,19 @@ def _entry(row: tuple) -> LedgerEntry:
     return LedgerEntry(file_id, key, etag, Status(status), archive_key)
 
 
+def gates_of(gates) -> dict:
+    """A file's gate results (`gates.GateResult`s) as the ledger keeps them."""
+    return {g.name: {"passed": g.passed, "blocking": g.blocking, "reason": g.reason} for g in gates}
+
+
+def gate_results(conn: psycopg2.extensions.connection, file_id: int) -> dict:
+    """{gate: {"passed", "blocking", "reason"}} as the file was gated (empty for a file gated before they were
+    kept)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT gates FROM covid.ingested_files WHERE file_id = %s", (file_id,))
+        return cur.fetchone()[0] or {}
+
+
 def reason(conn: psycopg2.extensions.connection, file_id: int) -> str | None:
     with conn.cursor() as cur:
         cur.execute("SELECT reason FROM covid.ingested_files WHERE file_id = %s", (file_id,))
@@ -113,8 +126,9 @@ def update(conn: psycopg2.extensions.connection, file_id: int, **fields) -> None
 
 def set_fields(cur: psycopg2.extensions.cursor, file_id: int, **fields) -> None:
     """`update` in the caller's transaction."""
-    if "columns" in fields:
-        fields["columns"] = Json(fields["columns"])
+    for name in ("columns", "gates"):
+        if name in fields:
+            fields[name] = Json(fields[name])
     assignments = sql.SQL(", ").join(
         sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in fields
     )

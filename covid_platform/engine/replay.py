@@ -35,6 +35,8 @@ class Verdict:
     reason: str | None
     rows: int | None
     columns: dict | None
+    gates: dict
+    """Each gate's result under today's rules ({name: {passed, blocking, reason}}, the ledger's `gates`)."""
 
     @property
     def after(self) -> Status:
@@ -116,7 +118,8 @@ def _regate(conn: psycopg2.extensions.connection, landing: LandingZone, dataset:
         if status == Status.STAGED:
             previous = (gated.sha256, (file_id, key))
         columns = gated.staged.columns if gated.staged else None
-        verdicts.append(Verdict(file_id, key, partition, before, status, reason, gated.rows, columns))
+        verdicts.append(Verdict(file_id, key, partition, before, status, reason, gated.rows, columns,
+                                ledger.gates_of(gated.gates)))
     return verdicts
 
 
@@ -124,7 +127,7 @@ def _record(cur: psycopg2.extensions.cursor, verdicts: list[Verdict]) -> None:
     """Today's verdicts in the ledger, in the caller's transaction (the merge then marks the staged files
     loaded, with the rows each wrote)."""
     for verdict in verdicts:
-        fields = {"status": verdict.status, "reason": verdict.reason, "rows": verdict.rows}
+        fields = {"status": verdict.status, "reason": verdict.reason, "rows": verdict.rows, "gates": verdict.gates}
         if verdict.status == Status.STAGED:
             fields["columns"] = verdict.columns
         else:

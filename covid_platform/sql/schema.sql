@@ -100,6 +100,9 @@ UNION ALL SELECT 'fips', ltrim(fips, '0'), fips, name FROM covid.regions;
 -- when the ledger first saw it if that version's key was already gone. Ledgers older than the column take
 -- received_at, the nearest time they kept.
 SELECT covid.ensure_column('ingested_files', 'issued_at', 'timestamptz');
+-- each gate's result when the file was gated ({name: {passed, blocking, reason}}): what a run of its loaded
+-- partition again reports, not gating it again (added 2026-12-07; null for files gated before)
+SELECT covid.ensure_column('ingested_files', 'gates', 'jsonb');
 UPDATE covid.ingested_files SET issued_at = received_at WHERE issued_at IS NULL;
 
 -- One row per file and clean table: the keys it added, revised (a value differs from the version before it
