@@ -90,8 +90,8 @@ def ingestion_failure_alert(context: dg.RunFailureSensorContext, notifier: Notif
             entry = ledger.lookup(conn, partition)
             if entry:
                 key = key or entry.key
-            if entry and entry.status == Status.QUARANTINED:
-                reason = ledger.reason(conn, entry.file_id)
+                if entry.status == Status.QUARANTINED:
+                    reason = ledger.reason(conn, entry.file_id)
     dataset = _run_dataset(context, key)
     # Dagster's run retries (dagster.yaml) tag a failed run they will launch again: a worker that crashed
     retried = ", will be retried" if run.tags.get(WILL_RETRY_TAG) == "true" else ""
