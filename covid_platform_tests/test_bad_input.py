@@ -406,6 +406,19 @@ def rows_without(data: bytes, lines: list[int]) -> list[tuple]:
     return rows_of(join_lines(kept))
 
 
+def test_each_gate_counts_the_rows_it_set_aside(landing, resources):
+    """Two rows set aside by two gates: each gate's warning gives its own row, and the file's two."""
+    data = damaged_big([(420, "cases", "+5"), (650, "state", "Wuhan Evacuee")])
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, "us_states/two-gates.csv", data), instance)
+    assert result.success
+    for gate, line in (("counts_valid", 420), ("regions_known", 650)):
+        warning = checks(result)[gate]
+        assert warning.description.startswith(
+            "1 row(s) set aside in covid.rejected_rows by this gate (2 by the gates in all): "), warning.description
+        assert f"line {line}" in warning.description and warning.metadata["rejected_rows"].value == 1
+
+
 @pytest.mark.parametrize("name", ROW_DEFECTS)
 def test_bad_row_is_set_aside_and_the_rest_loads(name, landing, resources, query):
     gate, edits, rejected_lines, reason_has = ROW_DEFECTS[name]

@@ -159,9 +159,11 @@ def _row_gates(conn, dataset: Dataset, staged: StagedFile, file_id: int, key: st
             results.append(GateResult(gate, True, metadata={"rejected_rows": 0}))
             continue
         detail = "; ".join(f.detail for f in seen)
+        rows = sum(f.rows for f in seen)
+        said = verdict if too_many or rows == bad_lines else \
+            f"{rows} row(s) set aside in covid.rejected_rows by this gate ({bad_lines} by the gates in all)"
         results.append(
-            GateResult(gate, False, f"{verdict}: {detail}", {"rejected_rows": sum(f.rows for f in seen)},
-                       blocking=too_many, detail=detail)
+            GateResult(gate, False, f"{said}: {detail}", {"rejected_rows": rows}, blocking=too_many, detail=detail)
         )
     return results
 
