@@ -29,11 +29,14 @@ INSTANCE_YAML = resources.files("covid_platform").joinpath("dagster.yaml")
 # What another shell needs to reach what `dev` runs; the AWS variables of an S3 landing zone are the user's own.
 SHARED_ENV = ("DAGSTER_HOME", "DAGSTER_PG_URL", "DATABASE_URL", "LANDING_URL")
 # Set in dev's environment, a run launched from another shell needs them too (an S3 zone's endpoint and
-# credentials, where reports go, the queue the sensor reads); a secret's value is not printed.
+# credentials, where reports go and whom they notify, where alerts go and the links they carry, the queue the
+# sensor reads, the pulls' switch and sources); a secret's value is not printed (a webhook's URL is its secret).
 OPTIONAL_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "LANDING_QUEUE_URL",
-                "REPORTS_URL", "REPORTS_PUBLIC_URL", "DATABASE_READ_URL", "DASHBOARD_URL")
-SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+                "REPORTS_URL", "REPORTS_PUBLIC_URL", "REPORT_WEBHOOK_URL", "REPORT_SNS_TOPIC_ARN",
+                "ALERT_WEBHOOK_URL", "ALERT_SNS_TOPIC_ARN", "DAGSTER_UI_URL", "DATABASE_READ_URL", "DASHBOARD_URL",
+                "COVID_PULLS", *(f"{name.upper()}_URL" for name, dataset in DATASETS.items() if dataset.pull))
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "REPORT_WEBHOOK_URL", "ALERT_WEBHOOK_URL")
 
 SAMPLE = ("us_states", "sample/nyt-us-states-2021-01-01_2021-02-14.csv")
 DASHBOARD = Path(__file__).resolve().parent / "dashboard" / "app.py"

@@ -19,6 +19,7 @@ from covid_platform.assets.raw import KEY_TAG
 from covid_platform.definitions import defs
 from covid_platform.engine.ledger import partition_key
 from covid_platform.resources.notifier import Notifier, sns_subject
+from covid_platform.resources.warehouse import Warehouse
 from covid_platform.sensors import alerts as alert_sensors
 from covid_platform.sensors.alerts import freshness_alert, ingestion_failure_alert
 from covid_platform_tests.conftest import UI
@@ -156,8 +157,10 @@ def test_quarantined_file_alerts_with_its_reason(landing, resources, alerts):
 
 def test_a_quarantined_partition_run_again_from_the_ui_alerts_with_its_key(landing, resources, alerts):
     """A run of the file's partition launched from the UI or a backfill has no key tag (the sensor's runs do):
-    the alert finds the file in the ledger by the partition."""
+    the alert finds the file in the ledger by the partition; with the warehouse down, it still goes, from the
+    run's own failure."""
     bad = nyt_states_slice("2021-01-01", "2021-01-03", {"Ohio"}).replace(b",Ohio,39,", b",Ohio,39,-", 1)
+    down = {**resources, "warehouse": Warehouse(database_url="postgresql://postgres@127.0.0.1:1/down")}
     with dg.instance_for_test() as instance:
         key = drop(landing, "us_states/bad.csv", bad)
         assert not ingest(landing, resources, key, instance).success
@@ -165,11 +168,15 @@ def test_a_quarantined_partition_run_again_from_the_ui_alerts_with_its_key(landi
                                partition_key=partition_key(key, landing.describe(key).etag), raise_on_error=False)
         assert not again.success and KEY_TAG not in instance.get_run_by_id(again.run_id).tags
         run_failure_alert(instance, again, resources)
-    (alert,) = alerts()
+        (alert,) = alerts()
+        run_failure_alert(instance, again, down)
+        (without_ledger,) = alerts()
     lines = alert.split("\n")
     assert lines[0] == "*File quarantined: us_states/bad.csv*"
     assert "key: us_states/bad.csv" in lines and "dataset: us_states" in lines
     assert "line 2, column 'cases': expected a non-negative whole number" in alert
+    assert without_ledger.startswith("*Run failed: "), without_ledger  # no ledger: no file to name
+    assert "line 2, column 'cases'" in without_ledger, without_ledger
 
 
 def test_failed_run_alerts(landing, resources, alerts, bucket, s3_client):

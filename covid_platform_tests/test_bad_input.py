@@ -407,8 +407,9 @@ def rows_without(data: bytes, lines: list[int]) -> list[tuple]:
 
 
 def test_each_gate_counts_the_rows_it_set_aside(landing, resources):
-    """Two rows set aside by two gates: each gate's warning gives its own row, and the file's two."""
-    data = damaged_big([(420, "cases", "+5"), (650, "state", "Wuhan Evacuee")])
+    """Two rows set aside by two gates: each gate's warning gives its own row, and the file's two; a row with
+    two bad counts is one row."""
+    data = damaged_big([(420, "cases", "+5"), (420, "deaths", "x"), (650, "state", "Wuhan Evacuee")])
     with dg.instance_for_test() as instance:
         result = ingest(landing, resources, drop(landing, "us_states/two-gates.csv", data), instance)
     assert result.success
@@ -522,6 +523,23 @@ def test_two_spellings_of_one_key_are_one_key(same_values, spelling, landing, re
         assert [line for line, _ in rejected] == [4, 3247]
         assert "appears on lines 4 and 3247 with different values" in rejected[0][1], rejected
         assert query(STATE_VALUES) == rows_without(BIG, [4])
+
+
+def test_a_key_on_many_lines_names_five_of_them(landing, resources, query):
+    """Line 4's key again on 6 lines at the end, each with other cases: each of the 7 lines is set aside, its
+    reason naming the first 5 lines and their values, not all 7 (a key on k lines would repeat k values on each
+    of its k lines)."""
+    cases = int(field(BIG, 4, "cases"))
+    again = [split_lines(set_field(BIG, 4, "cases", str(cases + n)))[3] for n in range(1, 7)]
+    data = join_lines(split_lines(BIG) + again)
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_states/many.csv", data), instance).success
+    rejected = query("SELECT line, reason FROM covid.rejected_rows ORDER BY line")
+    lines = [4, *range(3247, 3253)]
+    assert [line for line, _ in rejected] == lines
+    values = ", ".join(f"'{cases + n}' on line {line}" for n, line in enumerate(lines[:5]))
+    said = (f"appears on lines 4, 3247, 3248, 3249, 3250 and 2 more with different values (cases: {values}, …)")
+    assert all(said in reason for _, reason in rejected), rejected
 
 
 # A row of a day outside BIG, then the same row written another way that the gates read alike: an exact repeat,

@@ -138,18 +138,22 @@ def test_devs_own_export_line_in_its_shell_still_starts_the_embedded_server(tmp_
 
 
 def test_the_export_line_carries_what_a_run_needs_and_no_secret():
-    """dev's S3 endpoint and credentials, where reports go: a run launched from another shell with the printed
-    line reads the same zone; a secret's value (and a URL's password) is never printed."""
+    """dev's S3 endpoint and credentials, where reports go and whom they notify, where alerts go, a pull's
+    source: a run launched from another shell with the printed line does as dev's runs do; a secret's value (a
+    webhook's URL, a URL's password) is never printed."""
     env = {name: f"value-of-{name}" for name in cli.SHARED_ENV}
     env |= {"DATABASE_URL": "postgresql://covid:hunter2@db:5432/covid", "AWS_ENDPOINT_URL": "http://127.0.0.1:5000",
-            "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI", "REPORTS_URL": "s3://r/p"}
+            "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI", "REPORTS_URL": "s3://r/p",
+            "REPORT_WEBHOOK_URL": "https://hooks.example/T0/B0/XOXO", "ALERT_SNS_TOPIC_ARN": "arn:aws:sns:r:1:alerts",
+            "US_COUNTIES_URL": "http://mirror/us-counties-recent.csv", "UNRELATED": "x"}
     (export,) = [line for line in cli.connection_help(env).splitlines() if line.startswith("  export ")]
-    assert "hunter2" not in export and "wJalrXUtnFEMI" not in export
+    assert "hunter2" not in export and "wJalrXUtnFEMI" not in export and "XOXO" not in export
     assigned, comment = export.split("#")
     values = dict(word.split("=", 1) for word in shlex.split(assigned)[1:])
     assert values == {**{name: env[name] for name in cli.SHARED_ENV},
                       "DATABASE_URL": "postgresql://covid:***@db:5432/covid", "AWS_ENDPOINT_URL": "http://127.0.0.1:5000", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
-                      "AWS_SECRET_ACCESS_KEY": "***", "REPORTS_URL": "s3://r/p"}
+                      "AWS_SECRET_ACCESS_KEY": "***", "REPORTS_URL": "s3://r/p", "REPORT_WEBHOOK_URL": "***",
+                      "ALERT_SNS_TOPIC_ARN": "arn:aws:sns:r:1:alerts", "US_COUNTIES_URL": "http://mirror/us-counties-recent.csv"}
     assert "***" in comment
 
 

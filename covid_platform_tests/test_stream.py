@@ -566,7 +566,7 @@ def test_a_topic_prefix_keeps_a_deployment_to_its_own_topics(shared_broker, brid
     (key,) = stream_objects(s3_client, bucket)
     assert [row["cases"] for row in slice_rows(read_object(s3_client, bucket, key))] == ["100"]
     assert prefix + "covid/us_states/#" in bridge.log.read_text()
-    for bad in ("x/#/", "staging", "/staging/"):
+    for bad in ("x/#/", "staging", "/staging/", "$share/group/", "staging/\n"):
         done = subprocess.run([sys.executable, "-m", "covid_platform.cli", "stream", "--topic-prefix", bad],
                               cwd=REPO, capture_output=True, text=True, timeout=60,
                               env={**os.environ, "MQTT_URL": "mqtt://127.0.0.1:1", "LANDING_URL": "file:///x"})

@@ -132,7 +132,7 @@ def _row_gates(conn, dataset: Dataset, staged: StagedFile, file_id: int, key: st
     """The row gates over the text of `staged` (in the caller's transaction): the bad rows found, set aside
     and `keep()` called to leave the typed rows of the others, unless they are too many; `results` (the
     file-level gates, passed) with the row gates' results after them."""
-    found = _find_bad_rows(conn, dataset, staged)
+    found, lines_per_gate = _find_bad_rows(conn, dataset, staged)
     oversized = [f for f in found if f.gate == "csv_readable"]
     if oversized:
         results[0] = GateResult("csv_readable", False, oversized[0].detail)
@@ -159,7 +159,7 @@ def _row_gates(conn, dataset: Dataset, staged: StagedFile, file_id: int, key: st
             results.append(GateResult(gate, True, metadata={"rejected_rows": 0}))
             continue
         detail = "; ".join(f.detail for f in seen)
-        rows = sum(f.rows for f in seen)
+        rows = lines_per_gate[gate]  # a line with two bad counts is one row
         said = verdict if too_many or rows == bad_lines else \
             f"{rows} row(s) set aside in covid.rejected_rows by this gate ({bad_lines} by the gates in all)"
         results.append(
@@ -421,11 +421,13 @@ def _row_checks(dataset: Dataset, copied: bool) -> list[sql.Composable]:
 
 
 def _differs(column: str) -> sql.Composable:
-    """Among a repeated key's rows, where `column` differs: "cases: '179510' on line 12, '179517' on line 57"."""
+    """Among a repeated key's rows, where `column` differs: "cases: '179510' on line 12, '179517' on line 57"
+    (its first 5 lines, as the message names them: a key on 40 lines would repeat 40 values on each)."""
     c = sql.Identifier(column)
     return sql.SQL(
-        "CASE WHEN count(DISTINCT coalesce(nullif({c}, ''), chr(1))) > 1 THEN {name} || ': ' || string_agg("
-        "coalesce(quote_literal(nullif({c}, '')), 'empty') || ' on line ' || line, ', ' ORDER BY line) END"
+        "CASE WHEN count(DISTINCT coalesce(nullif({c}, ''), chr(1))) > 1 THEN {name} || ': ' || array_to_string(("
+        "array_agg(coalesce(quote_literal(left(nullif({c}, ''), 60)), 'empty') || ' on line ' || line ORDER BY line)"
+        ")[1:5], ', ') || CASE WHEN count(*) > 5 THEN ', …' ELSE '' END END"
     ).format(c=c, name=sql.Literal(column))
 
 
@@ -492,9 +494,9 @@ def _problems(dataset: Dataset, staged: StagedFile) -> list[Problem]:
     return problems
 
 
-def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
+def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> tuple[list[Found], dict[str, int]]:
     """Fill the temp table `rejects(line, reasons)` with every line that has a problem (one scan of the file,
-    and one of the rows whose key repeats), and sum them up per kind of problem. The temp table
+    and one of the rows whose key repeats), and sum them up per kind of problem, and the lines per gate. The temp table
     `repeats(key_text, lines, conflict)` keeps each repeated key: exact repeats of one row are not problems,
     but only their first line is kept (`_keep_good_rows`)."""
     problems = _problems(dataset, staged)
@@ -597,8 +599,12 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> list[Found]:
             """
         )
         found = cur.fetchall()
-    gates = [p.gate for p in problems] + ["keys_unique"]
-    return [Found(gates[i - 1], line, message, count, distinct) for i, count, line, message, distinct in found]
+        gates = [p.gate for p in problems] + ["keys_unique"]
+        cur.execute("SELECT (%s::text[])[i], count(DISTINCT line) FROM rejects, generate_subscripts(reasons, 1) AS i "
+                    "WHERE reasons[i] IS NOT NULL GROUP BY 1", (gates,))
+        lines_per_gate = dict(cur.fetchall())
+    return [Found(gates[i - 1], line, message, count, distinct)
+            for i, count, line, message, distinct in found], lines_per_gate
 
 
 def _find_good_dates(cur, dataset: Dataset, rows: sql.Composable) -> None:

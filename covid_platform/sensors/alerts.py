@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import psycopg2
 
 from covid_platform.assets.policies import DATASET_TAG
 from covid_platform.assets.raw import KEY_TAG
@@ -86,12 +87,15 @@ def ingestion_failure_alert(context: dg.RunFailureSensorContext, notifier: Notif
     key = run.tags.get(KEY_TAG)
     partition = run.tags.get("dagster/partition")
     if partition:  # a file's partition; run from the UI or a backfill, its run has no key tag: the ledger's
-        with warehouse.connect_read() as conn:
-            entry = ledger.lookup(conn, partition)
-            if entry:
-                key = key or entry.key
-                if entry.status == Status.QUARANTINED:
-                    reason = ledger.reason(conn, entry.file_id)
+        try:
+            with warehouse.connect_read() as conn:
+                entry = ledger.lookup(conn, partition)
+                if entry:
+                    key = key or entry.key
+                    if entry.status == Status.QUARANTINED:
+                        reason = ledger.reason(conn, entry.file_id)
+        except psycopg2.Error as error:  # the warehouse down (maybe why the run failed): alerted without it
+            context.log.warning(f"Alert of run {run.run_id} sent without the ledger's entry: {error}".strip())
     dataset = _run_dataset(context, key)
     # Dagster's run retries (dagster.yaml) tag a failed run they will launch again: a worker that crashed
     retried = ", will be retried" if run.tags.get(WILL_RETRY_TAG) == "true" else ""

@@ -17,8 +17,10 @@ from covid_platform.resources.landing import LandingZone
 from covid_platform.stream import health
 from covid_platform.stream.bridge import RECEIVE_MAXIMUM, Bridge, Broker, Settings
 
-BRIDGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a client id every broker takes, and safe in an object key
-TOPIC_PREFIX = re.compile(r"^(?:[^/+#\x00]+/)*$")  # whole topic levels, no wildcard: '' or 'staging/' or 'a/b/'
+# matched whole (fullmatch: '$' would let a trailing line feed through)
+BRIDGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a client id every broker takes, and safe in an object key
+# whole topic levels, no wildcard, not a broker's own ('$SYS/', '$share/group/'): '' or 'staging/' or 'a/b/'
+TOPIC_PREFIX = re.compile(r"(?!\$)(?:[^/+#\x00\n]+/)*")
 
 
 def broker_from_url(url: str) -> Broker:
@@ -68,15 +70,15 @@ def run(args: argparse.Namespace) -> int:
         sys.exit("Set MQTT_URL (mqtt://host:1883 or mqtts://host:8883) to the broker the messages arrive at.")
     if not os.environ.get("LANDING_URL"):
         sys.exit("Set LANDING_URL (s3://bucket/prefix or file:///folder): where the batches are written.")
-    if not BRIDGE_ID.match(args.bridge_id):
+    if not BRIDGE_ID.fullmatch(args.bridge_id):
         sys.exit(f"--bridge-id {args.bridge_id!r}: 1 to 64 letters, digits, '-' or '_'")
     if not 0 < args.batch_rows <= RECEIVE_MAXIMUM or args.batch_seconds <= 0:
         sys.exit(f"--batch-rows must be 1 to {RECEIVE_MAXIMUM:,} and --batch-seconds above 0")
     if args.session_expiry_seconds <= 0:  # the broker would forget what it holds while the bridge restarts
         sys.exit("--session-expiry-seconds must be above 0")
-    if not TOPIC_PREFIX.match(args.topic_prefix):
-        sys.exit(f"--topic-prefix {args.topic_prefix!r}: topic levels ending in '/', without '+', '#' or a "
-                 "leading '/' (e.g. staging/)")
+    if not TOPIC_PREFIX.fullmatch(args.topic_prefix):
+        sys.exit(f"--topic-prefix {args.topic_prefix!r}: topic levels ending in '/', without '+', '#', a "
+                 "leading '/' or '$' (e.g. staging/)")
     datasets = [dataset for dataset in DATASETS.values() if dataset.stream]
     if not datasets:
         sys.exit("No dataset declares a stream (Dataset.stream in covid_platform/datasets.py).")

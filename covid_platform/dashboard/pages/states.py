@@ -50,11 +50,14 @@ if positivity.empty:
     st.info(f"No test positivity for {state} in these dates: it comes from `covid.{COVIDTRACKING.table}` "
             f"(`{COVIDTRACKING.name}` files).")
 else:
-    all_positive = int((positivity["positivity_7d"] >= 1).sum())
+    all_positive = int((positivity["positivity_7d"] == 1).sum())
+    above = int((positivity["positivity_7d"] > 1).sum())
     st.caption("New positive results over new test results in the 7 days ending that day; none where the state "
                "did not report both that day and 7 days before."
                + (f" On {all_positive} of these days every test counted was a positive: the state's negative "
-                  "results were not reported (100% is not a measured positivity)." if all_positive else ""))
+                  "results were not reported (100% is not a measured positivity)." if all_positive else "")
+               + (f" On {above} of these days positive results rose more than test results (one of them revised): "
+                  "above 100% is not a measured positivity." if above else ""))
     view.chart(charts.over_time(positivity, "positivity_7d", f"Test positivity in {state}, 7 days (% of tests)",
                                 "% of tests positive", ".1%"))
     frame = frame.merge(positivity[["date", "positivity_7d"]], on="date", how="left")
