@@ -542,6 +542,27 @@ def test_a_key_on_many_lines_names_five_of_them(landing, resources, query):
     assert all(said in reason for _, reason in rejected), rejected
 
 
+@pytest.mark.parametrize("same_cases", [True, False], ids=["repeat", "conflict"])
+def test_a_fips_code_without_its_leading_zero_is_the_same_code(same_cases, landing, resources, query):
+    """A row again at the end with its FIPS code '01' written '1' (as it is stored: '01'): an exact repeat,
+    loaded once; with other cases, a conflict that names the cases only."""
+    line = next(n for n, text in enumerate(split_lines(BIG), start=1) if ",Alabama,01," in text)
+    again = set_field(BIG, line, "fips", "1")
+    if not same_cases:
+        again = set_field(again, line, "cases", str(int(field(BIG, line, "cases")) + 1))
+    data = join_lines(split_lines(BIG) + [split_lines(again)[line - 1]])
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_states/unpadded.csv", data), instance).success
+    rejected = query("SELECT line, reason FROM covid.rejected_rows ORDER BY line")
+    if same_cases:
+        assert rejected == []
+        assert query(STATE_VALUES) == rows_of(BIG)
+    else:
+        assert [n for n, _ in rejected] == [line, 3247]
+        assert rejected[0][1].endswith(f"with different values (cases: '{field(BIG, line, 'cases')}' on line {line}, "
+                                       f"'{int(field(BIG, line, 'cases')) + 1}' on line 3247)"), rejected
+
+
 # A row of a day outside BIG, then the same row written another way that the gates read alike: an exact repeat,
 # loaded once, whichever way the file is read (an impossible date on a last line stops the typed COPY).
 TEXAS = "2010-10-10,Texas,48,5,"

@@ -26,6 +26,7 @@ from covid_platform.engine.staging import (
     staging_table,
     text_table,
     typed_count,
+    zero_padded,
 )
 
 GATES = {
@@ -420,10 +421,16 @@ def _row_checks(dataset: Dataset, copied: bool) -> list[sql.Composable]:
     return bad
 
 
-def _differs(column: str) -> sql.Composable:
+def _as_stored(dataset: Dataset, column: str) -> sql.Composable:
+    """A value column's text as it is stored: '5' and '05' are one FIPS code of width 2."""
+    c = sql.Identifier(column)
+    return zero_padded(dataset, column, c) if column in dataset.zero_pad else c
+
+
+def _differs(dataset: Dataset, column: str) -> sql.Composable:
     """Among a repeated key's rows, where `column` differs: "cases: '179510' on line 12, '179517' on line 57"
     (its first 5 lines, as the message names them: a key on 40 lines would repeat 40 values on each)."""
-    c = sql.Identifier(column)
+    c = _as_stored(dataset, column)
     return sql.SQL(
         "CASE WHEN count(DISTINCT coalesce(nullif({c}, ''), chr(1))) > 1 THEN {name} || ': ' || array_to_string(("
         "array_agg(coalesce(quote_literal(left(nullif({c}, ''), 60)), 'empty') || ' on line ' || line ORDER BY line)"
@@ -510,7 +517,7 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> tuple[list[Fou
         for p in problems
     ]
     # as they load: empty, quoted or not (or spaces, trimmed), is null
-    values = sql.SQL(", ").join(sql.SQL("nullif({}, '')").format(sql.Identifier(c))
+    values = sql.SQL(", ").join(sql.SQL("nullif({}, '')").format(_as_stored(dataset, c))
                                 for c in (*dataset.attributes, *dataset.counts, *dataset.values))
     key_text = sql.SQL(" || ', ' || ").join(
         sql.SQL("{} || '=' || quote_nullable({})").format(sql.Literal(c), sql.Identifier(c)) for c in dataset.key
@@ -584,7 +591,7 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> tuple[list[Fou
                 rows_with_day=rows_with_day,
                 values=values,
                 differs=sql.SQL(", ").join(
-                    _differs(c) for c in (*dataset.attributes, *dataset.counts, *dataset.values)),
+                    _differs(dataset, c) for c in (*dataset.attributes, *dataset.counts, *dataset.values)),
                 key_text=key_text,
                 hash=hash,
             )

@@ -370,10 +370,16 @@ def _staged_column(dataset: Dataset, column: str) -> sql.Composable:
         return sql.SQL("s.{c}::{t} AS {c}").format(c=c, t=sql.SQL(numbers.sql_type(dataset, column)))
     if column in dataset.region_names:
         return sql.SQL("{} AS {}").format(regions.canonical_value(dataset, "s", "m"), c)
-    if column in dataset.zero_pad:  # length() first: the pattern is tested on the short values only
-        return sql.SQL("CASE WHEN length(s.{c}) < {n} AND s.{c} ~ '^[0-9]+$' THEN lpad(s.{c}, {n}, '0') "
-                       "ELSE s.{c} END AS {c}").format(c=c, n=sql.Literal(dataset.zero_pad[column]))
+    if column in dataset.zero_pad:
+        return sql.SQL("{} AS {}").format(zero_padded(dataset, column, sql.Identifier("s", column)), c)
     return sql.Identifier("m" if column in dataset.region_columns else "s", column)
+
+
+def zero_padded(dataset: Dataset, column: str, value: sql.Composable) -> sql.Composable:
+    """An attribute's text with the leading zeros its `zero_pad` width gives digits ('5' → '05'), as stored."""
+    # length() first: the pattern is tested on the short values only
+    return sql.SQL("CASE WHEN length({v}) < {n} AND {v} ~ '^[0-9]+$' THEN lpad({v}, {n}, '0') ELSE {v} END").format(
+        v=value, n=sql.Literal(dataset.zero_pad[column]))
 
 
 def drop(cur, file_id: int, typed: bool = True) -> None:
