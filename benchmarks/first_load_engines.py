@@ -1,7 +1,6 @@
 """The first load's work in PostgreSQL, as the platform does it, against DuckDB (a columnar engine in the
 process, parallel): the evaluation the performance issue asks for, on the same file in one run.
 
-    .venv/bin/python -m pip install duckdb   # not a dependency of the platform: this evaluates it
     .venv/bin/python benchmarks/first_load_engines.py [--copies N] [--data DIR] [--threads N] [--memory MB]
 
 Builds the county file of `ingest_vs_copy.py` (N copies of the JHU county file, default 8: 15M rows; the
@@ -15,9 +14,11 @@ rows the gates would reject dropped) and measures, on a scratch database:
      windows, streamed into a second `county_daily` by COPY (DuckDB writes CSV into a pipe that PostgreSQL's
      COPY reads, both at once), and the same key and index built after; in a child process, so its peak
      RSS is DuckDB's and the stream's alone;
+     Apart, for the split: DuckDB's windows alone into a file, and PostgreSQL's COPY of that file alone;
   4. exactness: the two tables compared on every column (the 7-day mean exactly, and within 1e-9).
 The platform's remaining first-load work (archive, the ledger, the history, the summaries) is the same on
-either path and is measured by `ingest_vs_copy.py`. PostgreSQL: BENCH_POSTGRES_URL.
+either path and is measured by `ingest_vs_copy.py`. DuckDB comes with the `bench` extra; the platform does
+not use it. PostgreSQL: BENCH_POSTGRES_URL.
 """
 
 import argparse
