@@ -266,13 +266,15 @@ def test_bad_requests_are_named(api, path, params, status, parameter):
 
 
 def test_an_unknown_parameter_is_told_the_parameters_that_apply():
-    """A table with no date column (school_summary's kind) is not offered from and to, which it would refuse."""
+    """A table with no date column (school_summary's kind) is not offered from and to, which it would refuse;
+    a table that keeps no past versions (a summary but national_daily) is not offered as_of."""
     dated = catalog.clean_table(DATASETS["us_states"])
     undated = replace(dated, name="school_summary", columns=tuple(c for c in dated.columns if c.name != "date"))
     for table, offered in ((dated, True), (undated, False)):
         with pytest.raises(BadParameter) as error:
-            page_request(table, [("school", "X")], None, None, None, None, 10)
+            page_request(table, [("school", "X")], None, None, None, None, 10, as_of=offered)
         assert ("from, to" in str(error.value)) is offered, str(error.value)
+        assert ("as_of" in str(error.value)) is offered, str(error.value)
 
 
 def test_a_filter_value_in_another_case_names_the_tables_value(api):

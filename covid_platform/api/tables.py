@@ -64,15 +64,17 @@ def parse_as_of(value: str | None) -> dt.datetime | None:
 
 
 def page_request(table: Table, query: list[tuple[str, str]], columns: str | None, first: dt.date | None,
-                 last: dt.date | None, cursor: str | None, limit: int) -> PageRequest:
-    """The request checked against the table; a BadParameter names what is wrong."""
+                 last: dt.date | None, cursor: str | None, limit: int, as_of: bool = True) -> PageRequest:
+    """The request checked against the table (`as_of`: whether it takes one); a BadParameter names what is
+    wrong."""
     filters: dict[str, list[str]] = {}
     for name, value in query:
         if name in API_PARAMETERS:
             continue
         if name not in table.filters:
             known = ", ".join(table.filters) or "none"
-            others = [p for p in API_PARAMETERS if table.has_date or p not in ("from", "to")]
+            others = [p for p in API_PARAMETERS
+                      if (table.has_date or p not in ("from", "to")) and (as_of or p != "as_of")]
             raise BadParameter(name, f"not a parameter of {table.name} (its filters: {known}; "
                                      f"and {', '.join(others)})")
         filters.setdefault(name, []).append(_text(name, value))

@@ -126,10 +126,10 @@ def read_table(
     described = catalog.table(conn, table)
     if described is None:
         raise NotFound(f"{table} is declared but not built yet (its dataset has loaded nothing)")
-    page = _page(request, described, params)
+    function = catalog.as_of_function(conn, described)
+    page = _page(request, described, params, as_of=function is not None)
     when = parse_as_of(params.as_of)
     if when is not None:
-        function = catalog.as_of_function(conn, described)
         if function is None:
             raise BadParameter("as_of", f"{table} keeps no past versions (clean tables and national_daily do)")
         page = replace(page, as_of=when, as_of_function=function)
@@ -157,9 +157,9 @@ def read_revisions(
     return _respond(request, conn, page, params.format)
 
 
-def _page(request: Request, described: catalog.Table, params: Params) -> PageRequest:
+def _page(request: Request, described: catalog.Table, params: Params, as_of: bool = True) -> PageRequest:
     return page_request(described, request.query_params.multi_items(), params.columns, params.first, params.last,
-                        params.cursor, params.limit)
+                        params.cursor, params.limit, as_of)
 
 
 def _respond(request: Request, conn, page: PageRequest, format: str) -> Response:
