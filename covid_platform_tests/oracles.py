@@ -48,9 +48,10 @@ def expected_daily(frame: pd.DataFrame, region: list[str], rolling: bool) -> pd.
 
 def reported_by_all(states: pd.DataFrame) -> pd.DataFrame:
     """The states' rows of the dates every state still reporting has reported: up to the earliest latest date
-    of the states whose latest date is within 14 days of the newest."""
-    latest = pd.to_datetime(states.groupby("state")["date"].max())
-    cutoff = latest[latest >= latest.max() - pd.Timedelta(days=14)].min()
+    of the states whose latest date is within 14 days of their median latest date (the lower middle one)."""
+    latest = pd.to_datetime(states.groupby("state")["date"].max()).sort_values()
+    median = latest.iloc[(len(latest) - 1) // 2]
+    cutoff = latest[latest >= median - pd.Timedelta(days=14)].min()
     return states[pd.to_datetime(states["date"]) <= cutoff]
 
 

@@ -463,7 +463,8 @@ def test_share_of_bad_rows_decides_between_set_aside_and_quarantine(bad_rows, la
         assert query("SELECT count(*) FROM covid.state_daily") == [(3245 - 32,)]
     else:
         assert not result.success and status == "quarantined" and rejected == 0
-        assert reason.startswith("33 of 3245 rows (1.0%) have bad values, more than the 1% a file may have: "
+        # (1.02%: 1.0% would read as the limit, not above it)
+        assert reason.startswith("33 of 3245 rows (1.02%) have bad values, more than the 1% a file may have: "
                                  "line 2, column 'cases'"), reason
         assert "(32 more like it)" in reason
         assert query("SELECT to_regclass('covid.state_daily')") == [(None,)]  # the merge never ran
@@ -523,6 +524,19 @@ def test_two_spellings_of_one_key_are_one_key(same_values, spelling, landing, re
         assert [line for line, _ in rejected] == [4, 3247]
         assert "appears on lines 4 and 3247 with different values" in rejected[0][1], rejected
         assert query(STATE_VALUES) == rows_without(BIG, [4])
+
+
+def test_other_values_of_a_column_are_not_said_to_be_like_the_first(landing, resources):
+    """An empty count, then two counts written 'n/a': the warning names the first, and says the others differ,
+    with the first of them, instead of "(2 more like it)" (which sends the user looking for empty fields)."""
+    data = damaged_big([(420, "cases", ""), (421, "cases", "n/a"), (422, "cases", "n/a")])
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, "us_states/values.csv", data), instance)
+    assert result.success
+    expected = "a non-negative whole number"
+    assert checks(result)["counts_valid"].description.endswith(
+        f"line 420, column 'cases': expected {expected}, got an empty field (2 more in that column, 2 different "
+        "values found: line 421 got 'n/a')"), checks(result)["counts_valid"].description
 
 
 def test_a_key_on_many_lines_names_five_of_them(landing, resources, query):

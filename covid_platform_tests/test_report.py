@@ -18,7 +18,7 @@ from dagster_aws.s3 import S3Resource
 
 from covid_platform.assets.report import LOCK, daily_report
 from covid_platform.report.changes import compare
-from covid_platform.report.page import ALL_POSITIVE
+from covid_platform.report.page import ABOVE_ALL, ALL_POSITIVE
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
@@ -346,7 +346,7 @@ def test_test_positivity_and_the_screenshot(landing, resources, notices, tmp_pat
     ]
     # the caveat where every test of the 7 days is a positive (Puerto Rico's negatives stopped on 05-06)
     caveats = {state: cells[4] for state, cells in zip(latest["state"], shown)}
-    assert caveats == {state: ALL_POSITIVE if value >= 1 else ""
+    assert caveats == {state: ALL_POSITIVE if value == 1 else ABOVE_ALL if value > 1 else ""
                        for state, value in zip(latest["state"], latest["positivity_7d"])}
     assert caveats["PR"] == ALL_POSITIVE and list(caveats.values()).count("") >= 5
     # to date: of each state's latest date reporting both outcomes (Puerto Rico's of 05-05)

@@ -64,8 +64,10 @@ def test_a_date_one_state_reported_ahead_of_the_others_waits_for_them(landing, r
              ("others.csv", nyt_states_slice("2021-01-11", "2021-01-11", {"Ohio", "Texas"})),
              # Ohio and Texas silent for 14 days: still awaited
              ("vermont-late.csv", nyt_states_slice("2021-01-14", "2021-01-25", {"Vermont"})),
-             # for 15: taken as stopped, they hold Vermont back no more, and count with their last values
-             ("vermont-later.csv", nyt_states_slice("2021-01-26", "2021-01-26", {"Vermont"}))]
+             # for 15, or any longer (a date mistyped a month ahead): one state of three is not the nation
+             ("vermont-later.csv", nyt_states_slice("2021-01-26", "2021-01-26", {"Vermont"})),
+             # two of three are: Texas, 15 days behind them, is taken as stopped, and counts with its last values
+             ("ohio.csv", nyt_states_slice("2021-01-12", "2021-01-26", {"Ohio"}))]
     loaded = []
     latest = []
     with dg.instance_for_test() as instance:
@@ -75,11 +77,12 @@ def test_a_date_one_state_reported_ahead_of_the_others_waits_for_them(landing, r
             assert_tables_match(query, pd.concat(loaded, ignore_index=True))
             latest.append(query("SELECT max(date)::text, count(*) FILTER (WHERE states < 3) FROM covid.national_daily")[0])
     assert latest == [("2021-01-10", 0), ("2021-01-10", 0), ("2021-01-11", 0), ("2021-01-11", 0),
-                      ("2021-01-26", 15)]
-    # no drop to Vermont's count alone: the day's new cases are Vermont's
+                      ("2021-01-11", 0), ("2021-01-26", 15)]
+    # no drop to two states' count alone: the day's new cases are Ohio's and Vermont's
     (nation,) = query("SELECT new_cases FROM covid.national_daily WHERE date = '2021-01-26'")
-    (vermont,) = query("SELECT new_cases FROM covid.state_daily WHERE state = 'Vermont' AND date = '2021-01-26'")
-    assert nation == vermont
+    (states,) = query("SELECT sum(new_cases) FROM covid.state_daily WHERE state IN ('Ohio', 'Vermont') "
+                      "AND date = '2021-01-26'")
+    assert nation == states
 
 
 def test_county_daily(landing, resources, query):

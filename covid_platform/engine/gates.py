@@ -88,12 +88,23 @@ class Found:
     """What is wrong on that line."""
     rows: int
     distinct: int
+    other_line: int | None = None
+    """The first line where this problem has another message (another value found), and that message."""
+    other: str | None = None
 
     @property
     def detail(self) -> str:
         if self.gate == "keys_unique":  # the message already names every line of its key
             return self.message + (f" ({self.distinct - 1} more key(s) like it)" if self.distinct > 1 else "")
-        return f"line {self.line}, {self.message}" + (f" ({self.rows - 1} more like it)" if self.rows > 1 else "")
+        said = f"line {self.line}, {self.message}"
+        if self.rows == 1:
+            return said
+        if self.other is None:
+            return f"{said} ({self.rows - 1} more like it)"
+        # the same column and expectation, another value found: say which ("got '1,234'"), not "like it"
+        found = self.other[self.other.rfind(", got ") + 2:] if ", got " in self.other else self.other
+        return f"{said} ({self.rows - 1} more in that column, {self.distinct} different values found: line " \
+               f"{self.other_line} {found})"
 
 
 def evaluate(
@@ -152,8 +163,9 @@ def _row_gates(conn, dataset: Dataset, staged: StagedFile, file_id: int, key: st
     elif stream_batch:
         verdict = f"each of the batch's {staged.rows} rows has bad values"
     else:
-        verdict = (f"{bad_lines} of {staged.rows} rows ({share:.1%}) have bad values, more than the "
-                   f"{dataset.max_bad_row_share:.0%} a file may have")
+        limit = dataset.max_bad_row_share
+        verdict = (f"{bad_lines} of {staged.rows} rows ({_percent(share, limit)}) have bad values, more than "
+                   f"the {limit:.0%} a file may have")
     for gate in ROW_GATES:
         seen = [f for f in found if f.gate == gate]
         if not seen:
@@ -167,6 +179,16 @@ def _row_gates(conn, dataset: Dataset, staged: StagedFile, file_id: int, key: st
             GateResult(gate, False, f"{said}: {detail}", {"rejected_rows": rows}, blocking=too_many, detail=detail)
         )
     return results
+
+
+def _percent(share: float, limit: float) -> str:
+    """A share with the digits that tell it from the limit and from 100% (33 of 3,245 rows: 1.02%, not the
+    1.0% it exceeds; 3,271 of 3,272: 99.97%, not 100.0%)."""
+    for digits in (1, 2, 3):
+        text = f"{share:.{digits}%}"
+        if share in (limit, 1) or text not in (f"{limit:.{digits}%}", f"{1:.{digits}%}"):
+            return text
+    return text
 
 
 def passed(staged: StagedFile) -> list[GateResult]:
@@ -596,12 +618,17 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> tuple[list[Fou
                 hash=hash,
             )
         )
-        # per kind of problem: rows, the first line and its message, distinct messages (keys, for conflicts)
+        # per kind of problem: rows, the first line and its message, distinct messages (keys, for conflicts),
+        # and the first line whose message differs (another value: '1,234' after an empty field)
         cur.execute(
             """
-            SELECT i, count(*), min(line), (array_agg(reasons[i] ORDER BY line))[1], count(DISTINCT reasons[i])
-            FROM rejects, generate_subscripts(reasons, 1) AS i
-            WHERE reasons[i] IS NOT NULL
+            SELECT i, count(*), min(line), min(first), count(DISTINCT message),
+                   min(line) FILTER (WHERE message <> first), (array_agg(message ORDER BY line) FILTER (WHERE message <> first))[1]
+            FROM (
+                SELECT i, line, reasons[i] AS message, first_value(reasons[i]) OVER (PARTITION BY i ORDER BY line) AS first
+                FROM rejects, generate_subscripts(reasons, 1) AS i
+                WHERE reasons[i] IS NOT NULL
+            ) AS problems
             GROUP BY i ORDER BY i
             """
         )
@@ -610,8 +637,8 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> tuple[list[Fou
         cur.execute("SELECT (%s::text[])[i], count(DISTINCT line) FROM rejects, generate_subscripts(reasons, 1) AS i "
                     "WHERE reasons[i] IS NOT NULL GROUP BY 1", (gates,))
         lines_per_gate = dict(cur.fetchall())
-    return [Found(gates[i - 1], line, message, count, distinct)
-            for i, count, line, message, distinct in found], lines_per_gate
+    return [Found(gates[i - 1], line, message, count, distinct, other_line, other)
+            for i, count, line, message, distinct, other_line, other in found], lines_per_gate
 
 
 def _find_good_dates(cur, dataset: Dataset, rows: sql.Composable) -> None:

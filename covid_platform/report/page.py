@@ -33,6 +33,7 @@ TESTING_ROWS = 10
 # A 7-day positivity of 100% (or more, through revisions): every test counted is a positive, as for a state
 # whose negative results stopped while its positives went on (Puerto Rico from May 2020).
 ALL_POSITIVE = "every test of these 7 days a positive: negative results not reported"
+ABOVE_ALL = "more new positives than new tests: one of them revised, not a measured positivity"
 REVISIONS_LISTED = 20
 LABELS = {"cases": "cases to date", "deaths": "deaths to date", "new_cases": "new cases",
           "new_deaths": "new deaths"}
@@ -242,13 +243,17 @@ def _testing(figures: Figures) -> str:
     shown = figures.testing[:TESTING_ROWS]
     rows = [[f"{r['state_name'] or r['state']} ({r['state']})", r["date"],
              percent(r["positivity_7d"]), percent(r["positivity_to_date"]),
-             ALL_POSITIVE if r["positivity_7d"] >= 1 else ""] for r in shown]
+             _caveat(r["positivity_7d"])] for r in shown]
     headers = [("state", False), ("date", False), ("7-day positivity", True), ("positivity to date", True),
                ("caveat", False)]
     return (f'<p class="note">Positive tests as a share of tests over the 7 days to each state\'s latest '
             f"date (latest: {_e(latest)}); {_plural(figures.testing, 'state')} with testing data, the "
             f"{len(shown)} highest shown. To date: positive / (positive + negative) on the latest date "
             f"reporting both (<code>covid.{_e(TESTING_SUMMARY)}</code>).</p>" + _table(headers, rows))
+
+
+def _caveat(positivity: float) -> str:
+    return ALL_POSITIVE if positivity == 1 else ABOVE_ALL if positivity > 1 else ""
 
 
 def _status(figures: Figures, built_at: dt.datetime) -> str:
@@ -262,7 +267,9 @@ def _status(figures: Figures, built_at: dt.datetime) -> str:
             f"</code>) when this report was built, at {_e(built_at.strftime('%Y-%m-%d %H:%M'))} UTC. A report "
             "is published only when its figures change: files settled since (a duplicate, a quarantined file, "
             "a load that changed no figure) are not counted here. The dashboard's Data status page is "
-            "current.</p>" + _table(headers, rows))
+            "current. Rows loaded: each loaded file's rows the table took when it was merged (new, revised or "
+            "repeating its values), summed over the files: a row several files sent counts once per file."
+            "</p>" + _table(headers, rows))
 
 
 def _links(place: Place) -> str:

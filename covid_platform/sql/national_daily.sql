@@ -6,9 +6,10 @@
 -- new_x is null where x is, else x minus the latest earlier non-null x; new_x_7d is the mean of the non-null
 -- new_x of the row and the 6 before.
 -- A date is in it once every state still reporting has reported it: up to the earliest latest date of the
--- states whose latest date is within 14 days of the newest. A date one state streamed ahead of the others
--- waits for them (its sum would be that state's alone). A state silent for longer has stopped: it holds the
--- others back no more.
+-- states whose latest date is within 14 days of the states' median latest date (the lower middle one). A date
+-- one state streamed ahead of the others waits for them (its sum would be that state's alone), however far
+-- ahead it is (a mistyped year or month): the nation moves on with at least half of its states. A state
+-- silent for longer than 14 days behind that median has stopped: it holds the others back no more.
 -- Rebuilt from covid.state_daily (about 1,100 dates, milliseconds) in one transaction: readers keep the
 -- old rows until it commits.
 CREATE TABLE IF NOT EXISTS covid.national_daily (
@@ -50,7 +51,8 @@ WITH states AS (
     SELECT max(date) AS date FROM states GROUP BY state
 ), dates AS (
     SELECT date, count(*)::integer AS states FROM states
-    WHERE date <= (SELECT min(date) FROM latest WHERE date >= (SELECT max(date) FROM latest) - 14)
+    WHERE date <= (SELECT min(date) FROM latest
+                   WHERE date >= (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY date) FROM latest) - 14)
     GROUP BY date
 ), steps AS (  -- by how much each date moves the states' latest values of each count: the totals' steps
     SELECT date, sum(cases - coalesce(previous_cases[2], 0)) AS cases,

@@ -39,7 +39,9 @@ elif stale:
 else:
     st.success("Every dataset loaded so far is fresh.")
 
-view.table(status, "dataset_status", "A dataset is fresh while its last load is younger than its window.")
+view.table(status, "dataset_status", "A dataset is fresh while its last load is younger than its window. "
+           "rows_loaded: each loaded file's rows the table took when it was merged (new, revised or repeating "
+           "its values), summed over the files: a row several files sent counts once per file.")
 
 # (title, query and file name, what an empty result says, the table's caption)
 SECTIONS = [
