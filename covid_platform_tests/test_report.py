@@ -18,7 +18,7 @@ from dagster_aws.s3 import S3Resource
 
 from covid_platform.assets.report import LOCK, daily_report
 from covid_platform.report.changes import compare
-from covid_platform.report.page import ABOVE_ALL, ALL_POSITIVE
+from covid_platform.report.page import ABOVE_ALL, ALL_POSITIVE, _spans
 from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
@@ -249,7 +249,7 @@ def test_only_changed_figures_publish_and_the_report_says_what_changed(landing, 
 
         changed = section(page, "What changed")
         assert 'href="../../daily/2021-01-20/index.html"' in changed
-        assert "New dates: 2021-01-21, 2021-01-22, 2021-01-23, 2021-01-24, 2021-01-25." in changed
+        assert "New dates: 2021-01-21 to 2021-01-25 (5 dates)." in changed
         assert rows(changed) == [
             [date, label, number(before.loc[date, column]), number(national.loc[date, column])]
             for date, label, column in (("2021-01-18", "cases to date", "cases"),
@@ -269,7 +269,7 @@ def test_only_changed_figures_publish_and_the_report_says_what_changed(landing, 
         since_page = "3 revised values on 2 dates the previous report had"
         assert "This report replaces the report of 2021-01-25 built" in changed and since_page in changed
         assert 'href="../../daily/2021-01-20/index.html"' in changed
-        assert "New dates: 2021-01-21, 2021-01-22, 2021-01-23, 2021-01-24, 2021-01-25." in changed
+        assert "New dates: 2021-01-21 to 2021-01-25 (5 dates)." in changed
         assert rows(changed) == rows(section(page, "What changed"))  # 2021-01-22 is a new date of both
         assert s3_text(s3_client, bucket, "latest/index.html") == replaced.replace("../../", "../")
         assert notices[-1]["text"].split("\n")[3] == f"changes: {since_page}"
@@ -297,6 +297,16 @@ def test_a_file_of_earlier_dates_brings_new_dates_not_revisions():
     changes = compare(snapshot, figures(revised(backfilled, "2021-01-10", "Ohio", 1000)))
     assert [(r.date, r.column, r.after - r.before) for r in changes.revisions] == [
         ("2021-01-10", "cases", 1000), ("2021-01-11", "new_cases", -1000)]
+
+
+def test_new_dates_are_said_as_runs_of_days():
+    """A full history's 1,158 new dates are one run, not 1,158 dates listed; gaps start new runs; past 10 runs
+    the rest are counted."""
+    days = pd.date_range("2020-01-21", "2023-03-23").strftime("%Y-%m-%d").tolist()
+    assert _spans(days) == f"2020-01-21 to 2023-03-23 ({len(days):,} dates)"
+    assert _spans(["2021-01-01", "2021-01-02", "2021-01-05"]) == "2021-01-01 to 2021-01-02, 2021-01-05 (3 dates)"
+    every_other = days[:40:2]
+    assert _spans(every_other) == ", ".join(every_other[:10]) + f" and 10 more runs ({len(every_other)} dates)"
 
 
 def test_nothing_loaded_yet_reports_no_data_to_a_folder(resources, notices, tmp_path, monkeypatch):
@@ -356,7 +366,7 @@ def test_test_positivity_and_the_screenshot(landing, resources, notices, tmp_pat
     status = {cells[0]: cells for cells in rows(section(page, "Data status"))}
     assert status["us_states"][2] == "2" and status["us_states"][6] == "1"
     assert status["covidtracking"][2] == "1"
-    assert "2021-01-26, 2021-01-27" in section(page, "What changed")
+    assert "New dates: 2021-01-26 to 2021-01-31 (6 dates)." in section(page, "What changed")
     # The figures the notice names are those of the page.
     assert f"new_cases_7d: {figure(page, 'new_cases_7d')}" in notices[-1]["text"].split("\n")
 

@@ -198,9 +198,9 @@ def _changes(changes: Changes, day: str, place: Place, replaced: Changes | None)
     built = f", built {_e(_time(changes.previous_built_at))}" if changes.previous_built_at else ""
     items = []
     if changes.new_dates:
-        items.append(f"New dates: {_e(', '.join(changes.new_dates))}.")
+        items.append(f"New dates: {_e(_spans(changes.new_dates))}.")
     if changes.removed_dates:
-        items.append(f"No longer in the data: {_e(', '.join(changes.removed_dates))}.")
+        items.append(f"No longer in the data: {_e(_spans(changes.removed_dates))}.")
     if changes.revisions:
         items.append(f"{_plural(changes.revisions, 'revised value')} on dates the previous report already "
                      "had (a later file replaced a state's counts):")
@@ -220,6 +220,20 @@ def _changes(changes: Changes, day: str, place: Place, replaced: Changes | None)
         if len(changes.revisions) > len(shown):
             text += f'<p class="note">…and {len(changes.revisions) - len(shown):,} more.</p>'
     return text
+
+
+def _spans(days: list[str], shown: int = 10) -> str:
+    """Sorted dates as runs of consecutive days ("2020-01-21 to 2023-03-23 (1,158 dates)"), the first `shown`
+    runs of them."""
+    runs: list[list[dt.date]] = []
+    for day in map(dt.date.fromisoformat, days):
+        if runs and day - runs[-1][-1] == dt.timedelta(days=1):
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    text = ", ".join(f"{run[0]}" if len(run) == 1 else f"{run[0]} to {run[-1]}" for run in runs[:shown])
+    more = f" and {len(runs) - shown:,} more runs" if len(runs) > shown else ""
+    return text + more + (f" ({len(days):,} dates)" if len(days) > 1 else "")
 
 
 def _states(figures: Figures, images: dict[str, str]) -> str:
