@@ -526,6 +526,29 @@ def test_two_spellings_of_one_key_are_one_key(same_values, spelling, landing, re
         assert query(STATE_VALUES) == rows_without(BIG, [4])
 
 
+def test_a_date_a_month_ahead_warns_and_the_nation_waits(landing, resources, query):
+    """After January, one row of Ohio's dated 2021-03-15 (a month mistyped): loaded as written, with a warning
+    naming it and the date before it; national_daily stays at January's end. A file of the next days warns of
+    nothing, and the nation moves on with it."""
+    january = nyt_states_slice("2021-01-01", "2021-01-31")
+    ohio = [line for line in split_lines(january) if ",Ohio," in line][-1]  # 2021-01-31
+    typo = join_lines([split_lines(january)[0], ohio.replace("2021-01-31", "2021-03-15")])
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_states/january.csv", january), instance).success
+        result = ingest(landing, resources, drop(landing, "us_states/typo.csv", typo), instance)
+        assert result.success
+        warning = checks(result)["dates_ahead"]
+        assert (warning.passed, warning.severity) == (False, dg.AssetCheckSeverity.WARN)
+        assert warning.description.startswith(
+            "1 row(s) dated 2021-03-15 or later, 43 days after the latest date before it (2021-01-31)"), warning
+        assert query("SELECT max(date)::text FROM covid.national_daily") == [("2021-01-31",)]
+        assert query("SELECT count(*) FROM covid.state_daily WHERE date = '2021-03-15'") == [(1,)]
+        result = ingest(landing, resources, drop(landing, "us_states/february.csv",
+                                                 nyt_states_slice("2021-02-01", "2021-02-02")), instance)
+        assert checks(result)["dates_ahead"].passed
+        assert query("SELECT max(date)::text FROM covid.national_daily") == [("2021-02-02",)]
+
+
 def test_other_values_of_a_column_are_not_said_to_be_like_the_first(landing, resources):
     """An empty count, then two counts written 'n/a': the warning names the first, and says the others differ,
     with the first of them, instead of "(2 more like it)" (which sends the user looking for empty fields)."""

@@ -14,7 +14,7 @@ from covid_platform.definitions import defs
 REPO = Path(__file__).resolve().parents[1]
 GATES = ["csv_readable", "required_columns", "not_empty", "keys_present", "regions_known", "dates_valid", "counts_valid",
          "keys_unique"]
-WARNINGS = ["row_count_drop"]
+WARNINGS = ["row_count_drop", "dates_ahead"]
 
 
 def test_asset_graph_snapshot():

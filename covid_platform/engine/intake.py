@@ -21,14 +21,20 @@ from covid_platform.engine.staging import (
     copies_typed,
     date_from_file_name,
     stage,
+    staged_rows,
 )
 from covid_platform.resources.landing import ISSUED_AT, LandingZone, ObjectChanged, issue_time
 
 S3_KEY_BYTES = 1024
 # A file with less than this share of the previous file's rows is reported (non-blocking).
 ROW_DROP_RATIO = 0.5
+# A file's date this many days after the latest date before it (loaded, or of the file), past the table's latest
+# date, is reported (non-blocking): a mistyped month or year (2023-04-23 for 2023-03-23).
+DAYS_AHEAD = 14
 WARNINGS = {
     "row_count_drop": f"The file has under {ROW_DROP_RATIO:.0%} of the rows of the dataset's previous file.",
+    "dates_ahead": f"No date of the file is more than {DAYS_AHEAD} days after the latest date before it "
+                   "(the table's latest, or the file's own), as a mistyped month or year would be.",
     "wide_total_matches": "Each row's total column equals the sum of its date columns (wide files).",
 }
 
@@ -175,10 +181,42 @@ def settle(landing: LandingZone, gated: Gated, obj_key: str, etag: str, archive_
 
 def warnings(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> list[GateResult]:
     """The non-blocking checks of a staged file."""
-    results = [_row_drop(conn, dataset, file_id, staged)]
+    results = [_row_drop(conn, dataset, file_id, staged), _dates_ahead(conn, dataset, file_id)]
     if dataset.wide_total:
         results.append(_wide_total(conn, dataset, staged))
     return results
+
+
+# The first of the file's dates after the table's latest that is more than DAYS_AHEAD days after the date before
+# it (of the table or the file), that date, and the file's rows from it on.
+DATES_AHEAD = """
+WITH loaded AS (SELECT max(date) AS date FROM {table}),
+dates AS (SELECT DISTINCT date FROM ({staged}) AS s UNION SELECT date FROM loaded),
+gaps AS (SELECT date, lag(date) OVER (ORDER BY date) AS before FROM dates WHERE date IS NOT NULL)
+SELECT g.date, g.before, (SELECT count(*) FROM ({staged}) AS s WHERE s.date >= g.date)
+FROM gaps AS g, loaded AS l
+WHERE g.before >= l.date AND g.date - g.before > {days}
+ORDER BY g.date LIMIT 1
+"""
+
+
+def _dates_ahead(conn, dataset: Dataset, file_id: int) -> GateResult:
+    table = f"covid.{dataset.table}"
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+        found = None
+        if cur.fetchone()[0]:  # a first load has nothing to be ahead of
+            cur.execute(sql.SQL(DATES_AHEAD).format(table=sql.Identifier("covid", dataset.table),
+                                                    staged=staged_rows(dataset, file_id), days=sql.Literal(DAYS_AHEAD)))
+            found = cur.fetchone()
+    if found is None:
+        return GateResult("dates_ahead", True, "", {"days_ahead": 0}, blocking=False)
+    date, before, rows = found
+    return GateResult(
+        "dates_ahead", False,
+        f"{rows} row(s) dated {date} or later, {(date - before).days} days after the latest date before it "
+        f"({before}): a mistyped month or year? Loaded as written (no file removes a row)",
+        {"days_ahead": (date - before).days, "rows": rows}, blocking=False)
 
 
 def _row_drop(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> GateResult:
