@@ -21,7 +21,7 @@ from covid_platform.engine.staging import (
     copies_typed,
     date_from_file_name,
     stage,
-    staged_rows,
+    staging_table,
 )
 from covid_platform.resources.landing import ISSUED_AT, LandingZone, ObjectChanged, issue_time
 
@@ -188,12 +188,12 @@ def warnings(conn, dataset: Dataset, file_id: int, staged: StagedFile) -> list[G
 
 
 # The first of the file's dates after the table's latest that is more than DAYS_AHEAD days after the date before
-# it (of the table or the file), that date, and the file's rows from it on.
+# it (of the table or the file), that date, and the file's rows from it on (its typed rows: a date column).
 DATES_AHEAD = """
 WITH loaded AS (SELECT max(date) AS date FROM {table}),
-dates AS (SELECT DISTINCT date FROM ({staged}) AS s UNION SELECT date FROM loaded),
+dates AS (SELECT DISTINCT date FROM {staged} UNION SELECT date FROM loaded),
 gaps AS (SELECT date, lag(date) OVER (ORDER BY date) AS before FROM dates WHERE date IS NOT NULL)
-SELECT g.date, g.before, (SELECT count(*) FROM ({staged}) AS s WHERE s.date >= g.date)
+SELECT g.date, g.before, (SELECT count(*) FROM {staged} AS s WHERE s.date >= g.date)
 FROM gaps AS g, loaded AS l
 WHERE g.before >= l.date AND g.date - g.before > {days}
 ORDER BY g.date LIMIT 1
@@ -207,7 +207,7 @@ def _dates_ahead(conn, dataset: Dataset, file_id: int) -> GateResult:
         found = None
         if cur.fetchone()[0]:  # a first load has nothing to be ahead of
             cur.execute(sql.SQL(DATES_AHEAD).format(table=sql.Identifier("covid", dataset.table),
-                                                    staged=staged_rows(dataset, file_id), days=sql.Literal(DAYS_AHEAD)))
+                                                    staged=staging_table(file_id), days=sql.Literal(DAYS_AHEAD)))
             found = cur.fetchone()
     if found is None:
         return GateResult("dates_ahead", True, "", {"days_ahead": 0}, blocking=False)
