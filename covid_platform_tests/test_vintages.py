@@ -141,6 +141,27 @@ def test_history_holds_only_what_changed_and_revisions_count_it(vintages, query)
         (state, date, column, old, new) for state, date, column, old, new, _ in top.itertuples(index=False)]
 
 
+def test_a_value_withdrawn_ranks_by_its_size_among_the_largest_revisions(landing, resources, query):
+    """A revision that empties a cell (a value withdrawn: not reported now) ranks by the value it withdrew, not
+    after every numeric one."""
+    first = first_vintage()
+    second, changes = revised(first)
+    frame = pd.read_csv(io.BytesIO(second), dtype={"fips": str})
+    row = frame.loc[frame["date"] <= "2020-12-31", "deaths"].idxmax()  # of a key the first file had
+    withdrawn = (frame.at[row, "state"], frame.at[row, "date"], "deaths", int(frame.at[row, "deaths"]), None)
+    frame["deaths"] = frame["deaths"].astype("Int64")
+    frame.at[row, "deaths"] = pd.NA
+    with dg.instance_for_test() as instance:
+        for name, data in (("us_states/a.csv", first), ("us_states/b.csv", frame.to_csv(index=False).encode())):
+            assert ingest(landing, resources, drop(landing, name, data), instance).success
+    changes = changes[~((changes["state"] == withdrawn[0]) & (changes["date"] == withdrawn[1])
+                        & (changes["column"] == "deaths"))]
+    assert withdrawn[3] > (changes["new"] - changes["old"]).abs().max()  # the largest change of all
+    (largest,) = query("SELECT largest FROM covid.revisions ORDER BY file_id DESC LIMIT 1")[0]
+    assert (largest[0]["region"]["state"], largest[0]["date"], largest[0]["column"], largest[0]["old"],
+            largest[0]["new"]) == withdrawn
+
+
 def test_the_clean_step_reports_revision_counts(landing, resources):
     first = first_vintage()
     second, changes = revised(first)
