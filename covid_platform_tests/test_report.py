@@ -23,6 +23,7 @@ from covid_platform.resources.landing import LandingZone
 from covid_platform.resources.notifier import Notifier
 from covid_platform.resources.warehouse import Warehouse
 from covid_platform_tests.helpers import (
+    COVIDTRACKING,
     REPO,
     covidtracking_slice,
     drop,
@@ -307,6 +308,32 @@ def test_new_dates_are_said_as_runs_of_days():
     assert _spans(["2021-01-01", "2021-01-02", "2021-01-05"]) == "2021-01-01 to 2021-01-02, 2021-01-05 (3 dates)"
     every_other = days[:40:2]
     assert _spans(every_other) == ", ".join(every_other[:10]) + f" and 10 more runs ({len(every_other)} dates)"
+
+
+def test_testing_figures_withdrawn_on_the_latest_date_are_a_revision():
+    """New York's positives and Washington's negatives emptied on the file's latest date: New York's 7-day
+    positivity is now of the day before, Washington's positivity to date of an earlier date. Both are testing
+    figures revised (the states whose figures are unchanged are not named)."""
+    def figures(frame: pd.DataFrame) -> dict:
+        daily = expected_testing_daily(frame).dropna(subset=["positivity_7d"])
+        latest = daily.sort_values("date").groupby("state").tail(1)
+        to_date = expected_state_summary(frame).set_index("state")["positivity"]
+        return {"national": [], "testing": [
+            {"state": state, "date": date.strftime("%Y-%m-%d"), "positivity_7d": value,
+             "positivity_to_date": None if pd.isna(to_date.get(state)) else to_date[state]}
+            for state, date, value in zip(latest["state"], latest["date"], latest["positivity_7d"])]}
+
+    frame = read_covidtracking(COVIDTRACKING.read_bytes())
+    frame = frame[frame["state"].isin(["AK", "NY", "OR", "WA"])].reset_index(drop=True)
+    last = frame["date"] == frame["date"].max()
+    withdrawn = frame.copy()
+    withdrawn.loc[last & (withdrawn["state"] == "NY"), "positive"] = float("nan")
+    withdrawn.loc[last & (withdrawn["state"] == "WA"), "negative"] = float("nan")
+    before, after = figures(frame), figures(withdrawn)
+    assert before["testing"] != after["testing"]
+    changes = compare({"day": "2020-12-10", "figures": before}, after)
+    assert (changes.testing_newer, changes.testing_revised) == ([], ["NY", "WA"])
+    assert "testing figures of 2 states updated" in changes.summary()
 
 
 def test_nothing_loaded_yet_reports_no_data_to_a_folder(resources, notices, tmp_path, monkeypatch):

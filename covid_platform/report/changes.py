@@ -31,7 +31,8 @@ class Changes:
     testing_newer: list[str] = field(default_factory=list)
     """States whose latest 7-day positivity is of a later date than before."""
     testing_revised: list[str] = field(default_factory=list)
-    """States whose 7-day positivity changed on the date both reports had."""
+    """States whose figures changed otherwise: the 7-day positivity of the same date, the positivity to date,
+    a latest date moved back (its value withdrawn), or no positivity now."""
 
     @property
     def first(self) -> bool:
@@ -91,7 +92,9 @@ def compare(previous: dict | None, current: dict) -> Changes:
                         max(testing_after.values(), key=lambda r: r["date"], default={}).get("date")),
         testing_newer=sorted(state for state, row in testing_after.items()
                              if state not in testing_before or row["date"] > testing_before[state]["date"]),
-        testing_revised=sorted(state for state, row in testing_after.items()
-                               if state in testing_before and row["date"] == testing_before[state]["date"]
-                               and row["positivity_7d"] != testing_before[state]["positivity_7d"]),
+        testing_revised=sorted(
+            state for state, row in testing_before.items()
+            if state not in testing_after or (testing_after[state]["date"] <= row["date"] and any(
+                testing_after[state].get(figure) != row.get(figure)
+                for figure in ("date", "positivity_7d", "positivity_to_date")))),
     )
