@@ -208,6 +208,20 @@ def test_state_explorer_with_test_positivity(dashboard, load):
     assert len(app.get("vega_lite_chart")) == 2
 
 
+def test_another_state_shows_its_own_latest_days(dashboard, load):
+    """New York to 2020-11-20, Ohio to 2020-11-30: picking Ohio after New York shows Ohio's days to its latest,
+    not New York's range (which lies within Ohio's dates)."""
+    assert load(("us_states/ny.csv", nyt_states_slice("2020-11-01", "2020-11-20", {"New York"})),
+                ("us_states/ohio.csv", nyt_states_slice("2020-11-01", "2020-11-30", {"Ohio"}))) == [True, True]
+    app = dashboard("states")
+    assert app.selectbox(key="state").value == "New York" and metric(app, "Latest date") == "2020-11-20"
+    app.selectbox(key="state").set_value("Ohio").run()
+    assert metric(app, "Latest date") == "2020-11-30"
+    assert app.date_input(key="dates").value == (dt.date(2020, 11, 1), dt.date(2020, 11, 30))
+    app.date_input(key="dates").set_value((dt.date(2020, 11, 5), dt.date(2020, 11, 9))).run()  # kept while Ohio
+    assert metric(app, "Latest date") == "2020-11-09"
+
+
 def test_a_count_not_reported_on_the_latest_date_and_whole_numbers_around_empty_ones(dashboard, load, monkeypatch,
                                                                                      database_url):
     """Ohio's deaths left empty on two dates, the latest among them: the figure is the latest value reported,

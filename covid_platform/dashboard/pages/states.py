@@ -20,10 +20,12 @@ state = pick.selectbox("State", states, index=states.index(DEFAULT_STATE) if DEF
                       key="state")
 dates = queries.read("state_dates", state=state).iloc[0]
 first, last = dates["first"].date(), dates["last"].date()
-chosen = span.date_input(
-    "Dates", value=(max(first, last - pd.Timedelta(days=DEFAULT_DAYS).to_pytimedelta()), last),
-    min_value=first, max_value=last, format="YYYY-MM-DD", key="dates",
-)
+if st.session_state.get("dates_of") != state:
+    # another state: its own latest days, not the range chosen for the one before (which Streamlit keeps
+    # while it lies within the new state's dates, hiding the days a state reported ahead of the other)
+    st.session_state["dates"] = (max(first, last - pd.Timedelta(days=DEFAULT_DAYS).to_pytimedelta()), last)
+    st.session_state["dates_of"] = state
+chosen = span.date_input("Dates", min_value=first, max_value=last, format="YYYY-MM-DD", key="dates")
 if len(chosen) != 2:
     st.info("Choose the last date of the range.")  # the picker returns one date until the second is chosen
     st.stop()
