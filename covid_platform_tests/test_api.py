@@ -284,6 +284,10 @@ def test_a_filter_value_in_another_case_names_the_tables_value(api):
     answer = get(api, "/v1/tables/county_daily/revisions", state="Puerto Rico", county="PONCE")
     assert (answer.status_code, answer.json()["parameter"]) == (400, "county")
     assert "'Ponce'" in answer.json()["detail"]
+    # a region named as the table does not write it: state_daily names states, testing_daily writes codes
+    answer = get(api, "/v1/tables/state_daily", state="OH")
+    assert (answer.status_code, answer.json()["parameter"]) == (400, "state")
+    assert "the table writes that region 'Ohio'" in answer.json()["detail"], answer.text
     # a value the table does not have in any case is no rows, as before; so is an empty page without filters
     assert get(api, "/v1/tables/state_daily", state="Atlantis").json()["rows"] == []
     answer = get(api, "/v1/tables/state_daily", **{"from": "2099-01-01"})

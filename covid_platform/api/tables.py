@@ -226,8 +226,26 @@ def _refuse_other_case(cur, page: PageRequest) -> None:
                     held_value = held[value.lower()]
                     raise BadParameter(name, f"no row has {name} {value!r}; the table has {held_value!r} "
                                              "(filters match exactly, case included)")
+            _refuse_other_spelling(cur, page, name, [value for value in values if value not in found])
     except psycopg2.extensions.QueryCanceledError:
         return
+
+
+def _refuse_other_spelling(cur, page: PageRequest, name: str, values: list[str]) -> None:
+    """A region named as the table does not write it (`New York` where testing_daily has `NY`, or the other
+    way): a 400 naming the table's spelling."""
+    for value in values:
+        cur.execute("SELECT ARRAY[name, code] FROM covid.regions WHERE lower(name) = lower(%s) OR code = upper(%s)",
+                    (value, value))
+        spellings = [spelling for row in cur.fetchall() for spelling in row[0] if spelling and spelling != value]
+        if not spellings:
+            continue
+        cur.execute(sql.SQL("SELECT {c} FROM {t} WHERE {c} = ANY (%s::text[]) LIMIT 1").format(
+            c=sql.Identifier(name), t=sql.Identifier(SCHEMA, page.table.name)), (spellings,))
+        held = cur.fetchone()
+        if held:
+            raise BadParameter(name, f"no row has {name} {value!r}; the table writes that region {held[0]!r} "
+                                     "(filters match exactly)")
 
 
 def json_body(page: PageRequest, result: Page) -> str:
