@@ -34,7 +34,8 @@ FILTERS = {
     "description": "One parameter per filter column of the table (`filters` in /v1/datasets: its region "
                    "columns), e.g. `state=Ohio`; repeat it for several values (`state=Ohio&state=Texas`). "
                    "Values match exactly, case included (an empty page for a value the table holds in "
-                   "another case is a 400 naming it). Any other name is a 400.",
+                   "another case, or a region it writes otherwise (`OH` for `Ohio`), is a 400 naming it). Any other "
+                   "name is a 400.",
     "schema": {"type": "object", "additionalProperties": {"type": "string"}},
 }
 AS_OF = ("The table as it was at this time (ISO 8601, e.g. 2021-03-18T00:00:00Z; UTC when no zone is given): "
