@@ -288,6 +288,9 @@ def test_a_filter_value_in_another_case_names_the_tables_value(api):
     answer = get(api, "/v1/tables/state_daily", state="OH")
     assert (answer.status_code, answer.json()["parameter"]) == (400, "state")
     assert "the table writes that region 'Ohio'" in answer.json()["detail"], answer.text
+    # a county is no region of covid.regions: county=FL is no rows, not Puerto Rico's municipio Florida
+    assert get(api, "/v1/tables/county_daily", county="Florida").json()["rows"]
+    assert get(api, "/v1/tables/county_daily", county="FL").json()["rows"] == []
     # a value the table does not have in any case is no rows, as before; so is an empty page without filters
     assert get(api, "/v1/tables/state_daily", state="Atlantis").json()["rows"] == []
     answer = get(api, "/v1/tables/state_daily", **{"from": "2099-01-01"})

@@ -220,6 +220,13 @@ def test_another_state_shows_its_own_latest_days(dashboard, load):
     assert app.date_input(key="dates").value == (dt.date(2020, 11, 1), dt.date(2020, 11, 30))
     app.date_input(key="dates").set_value((dt.date(2020, 11, 5), dt.date(2020, 11, 9))).run()  # kept while Ohio
     assert metric(app, "Latest date") == "2020-11-09"
+    # another page, then this one again (Streamlit forgets the widgets' values), from New York and from Ohio
+    for state in ("New York", "Ohio"):
+        app.selectbox(key="state").set_value(state).run()
+        app.switch_page("pages/national.py").run()
+        app.switch_page("pages/states.py").run()
+        assert [e.value for e in app.exception] == []
+        assert metric(app, "Latest date") == "2020-11-20"  # the page opens on New York
 
 
 def test_a_count_not_reported_on_the_latest_date_and_whole_numbers_around_empty_ones(dashboard, load, monkeypatch,

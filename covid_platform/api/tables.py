@@ -20,7 +20,10 @@ from psycopg2 import sql
 
 from covid_platform.api.catalog import SCHEMA, Table
 from covid_platform.api.errors import BadParameter
-from covid_platform.datasets import API_PARAMETERS
+from covid_platform.datasets import API_PARAMETERS, DATASETS
+
+# the columns that name a region as covid.regions does (by name or by code: `state`)
+REGION_NAMES = {column for dataset in DATASETS.values() for column in dataset.region_names}
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
@@ -226,7 +229,8 @@ def _refuse_other_case(cur, page: PageRequest) -> None:
                     held_value = held[value.lower()]
                     raise BadParameter(name, f"no row has {name} {value!r}; the table has {held_value!r} "
                                              "(filters match exactly, case included)")
-            _refuse_other_spelling(cur, page, name, [value for value in values if value not in found])
+            if name in REGION_NAMES:
+                _refuse_other_spelling(cur, page, name, [value for value in values if value not in found])
     except psycopg2.extensions.QueryCanceledError:
         return
 

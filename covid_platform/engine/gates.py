@@ -102,7 +102,8 @@ class Found:
         if self.other is None:
             return f"{said} ({self.rows - 1} more like it)"
         # the same column and expectation, another value found: say which ("got '1,234'"), not "like it"
-        found = self.other[self.other.rfind(", got ") + 2:] if ", got " in self.other else self.other
+        # (the first ", got ": no expected text has one, a value may)
+        found = self.other[self.other.find(", got ") + 2:] if ", got " in self.other else self.other
         return f"{said} ({self.rows - 1} more in that column, {self.distinct} different values found: line " \
                f"{self.other_line} {found})"
 

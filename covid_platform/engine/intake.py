@@ -33,8 +33,9 @@ ROW_DROP_RATIO = 0.5
 DAYS_AHEAD = 14
 WARNINGS = {
     "row_count_drop": f"The file has under {ROW_DROP_RATIO:.0%} of the rows of the dataset's previous file.",
-    "dates_ahead": f"No date of the file is more than {DAYS_AHEAD} days after the latest date before it "
-                   "(the table's latest, or the file's own), as a mistyped month or year would be.",
+    "dates_ahead": f"No date of the file past the table's latest is more than {DAYS_AHEAD} days after the date "
+                   "before it (the table's latest, or the file's own), as a mistyped month or year would be "
+                   "(or days not loaded yet: per-day files loaded out of order). Not checked on a first load.",
     "wide_total_matches": "Each row's total column equals the sum of its date columns (wide files).",
 }
 
@@ -215,7 +216,8 @@ def _dates_ahead(conn, dataset: Dataset, file_id: int) -> GateResult:
     return GateResult(
         "dates_ahead", False,
         f"{rows} row(s) dated {date} or later, {(date - before).days} days after the latest date before it "
-        f"({before}): a mistyped month or year? Loaded as written (no file removes a row)",
+        f"({before}): a mistyped month or year, or the days between not loaded yet? Loaded as written (no file "
+        "removes a row)",
         {"days_ahead": (date - before).days, "rows": rows}, blocking=False)
 
 

@@ -232,7 +232,8 @@ def _spans(days: list[str], shown: int = 10) -> str:
         else:
             runs.append([day])
     text = ", ".join(f"{run[0]}" if len(run) == 1 else f"{run[0]} to {run[-1]}" for run in runs[:shown])
-    more = f" and {len(runs) - shown:,} more runs" if len(runs) > shown else ""
+    hidden = len(runs) - shown
+    more = f" and {hidden:,} more run{'' if hidden == 1 else 's'}" if hidden > 0 else ""
     return text + more + (f" ({len(days):,} dates)" if len(days) > 1 else "")
 
 

@@ -49,7 +49,9 @@ class Warehouse(dg.ConfigurableResource):
     def connect_read(self) -> Iterator[psycopg2.extensions.connection]:
         """A connection whose transactions are all READ ONLY; it does not migrate (a reader cannot)."""
         url = os.environ.get(self.read_url_env) or self.database_url
-        conn = psycopg2.connect(url, application_name="covid_platform_read")
+        # a server that does not answer (not one that refuses) fails in seconds, not at TCP's timeout: an alert
+        # sensor reading the ledger must still send its alert within its tick
+        conn = psycopg2.connect(url, application_name="covid_platform_read", connect_timeout=10)
         try:
             conn.set_session(readonly=True)
             yield conn

@@ -8,7 +8,7 @@
 -- A date is in it once every state still reporting has reported it: up to the earliest latest date of the
 -- states whose latest date is within 14 days of the states' median latest date (the lower middle one). A date
 -- one state streamed ahead of the others waits for them (its sum would be that state's alone), however far
--- ahead it is (a mistyped year or month): the nation moves on with at least half of its states. A state
+-- ahead it is (a mistyped year or month): the nation moves on with more than half of its states. A state
 -- silent for longer than 14 days behind that median has stopped: it holds the others back no more.
 -- Rebuilt from covid.state_daily (about 1,100 dates, milliseconds) in one transaction: readers keep the
 -- old rows until it commits.

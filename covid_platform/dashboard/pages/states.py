@@ -20,9 +20,10 @@ state = pick.selectbox("State", states, index=states.index(DEFAULT_STATE) if DEF
                       key="state")
 dates = queries.read("state_dates", state=state).iloc[0]
 first, last = dates["first"].date(), dates["last"].date()
-if st.session_state.get("dates_of") != state:
+if "dates" not in st.session_state or st.session_state.get("dates_of") != state:
     # another state: its own latest days, not the range chosen for the one before (which Streamlit keeps
-    # while it lies within the new state's dates, hiding the days a state reported ahead of the other)
+    # while it lies within the new state's dates, hiding the days a state reported ahead of the other); or
+    # the page opened again (Streamlit forgets a widget's value when another page is shown)
     st.session_state["dates"] = (max(first, last - pd.Timedelta(days=DEFAULT_DAYS).to_pytimedelta()), last)
     st.session_state["dates_of"] = state
 chosen = span.date_input("Dates", min_value=first, max_value=last, format="YYYY-MM-DD", key="dates")
