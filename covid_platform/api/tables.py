@@ -239,9 +239,9 @@ def _refuse_other_spelling(cur, page: PageRequest, name: str, values: list[str])
     """A region named as the table does not write it (`New York` where testing_daily has `NY`, or the other
     way): a 400 naming the table's spelling."""
     for value in values:
-        cur.execute("SELECT ARRAY[name, code] FROM covid.regions WHERE lower(name) = lower(%s) OR code = upper(%s)",
-                    (value, value))
-        spellings = [spelling for row in cur.fetchall() for spelling in row[0] if spelling and spelling != value]
+        cur.execute("SELECT ARRAY[name, code] FROM covid.regions "
+                    "WHERE lower(name) = lower(%s) OR code = upper(%s)", (value, value))
+        spellings = [spelling for (row,) in cur.fetchall() for spelling in row if spelling and spelling != value]
         if not spellings:
             continue
         cur.execute(sql.SQL("SELECT {c} FROM {t} WHERE {c} = ANY (%s::text[]) LIMIT 1").format(

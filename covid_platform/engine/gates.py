@@ -526,8 +526,8 @@ def _problems(dataset: Dataset, staged: StagedFile) -> list[Problem]:
 
 def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> tuple[list[Found], dict[str, int]]:
     """Fill the temp table `rejects(line, reasons)` with every line that has a problem (one scan of the file,
-    and one of the rows whose key repeats), and sum them up per kind of problem, and the lines per gate. The temp table
-    `repeats(key_text, lines, conflict)` keeps each repeated key: exact repeats of one row are not problems,
+    and one of the rows whose key repeats), and sum them up per kind of problem; and the lines per gate. The
+    temp table `repeats(key_text, lines, conflict)` keeps each repeated key: exact repeats of one row are not problems,
     but only their first line is kept (`_keep_good_rows`)."""
     problems = _problems(dataset, staged)
     rows = source_rows(dataset, staged)
@@ -624,9 +624,11 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> tuple[list[Fou
         cur.execute(
             """
             SELECT i, count(*), min(line), min(first), count(DISTINCT message),
-                   min(line) FILTER (WHERE message <> first), (array_agg(message ORDER BY line) FILTER (WHERE message <> first))[1]
+                   min(line) FILTER (WHERE message <> first),
+                   (array_agg(message ORDER BY line) FILTER (WHERE message <> first))[1]
             FROM (
-                SELECT i, line, reasons[i] AS message, first_value(reasons[i]) OVER (PARTITION BY i ORDER BY line) AS first
+                SELECT i, line, reasons[i] AS message,
+                       first_value(reasons[i]) OVER (PARTITION BY i ORDER BY line) AS first
                 FROM rejects, generate_subscripts(reasons, 1) AS i
                 WHERE reasons[i] IS NOT NULL
             ) AS problems
@@ -635,8 +637,8 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> tuple[list[Fou
         )
         found = cur.fetchall()
         gates = [p.gate for p in problems] + ["keys_unique"]
-        cur.execute("SELECT (%s::text[])[i], count(DISTINCT line) FROM rejects, generate_subscripts(reasons, 1) AS i "
-                    "WHERE reasons[i] IS NOT NULL GROUP BY 1", (gates,))
+        cur.execute("SELECT (%s::text[])[i], count(DISTINCT line) FROM rejects, "
+                    "generate_subscripts(reasons, 1) AS i WHERE reasons[i] IS NOT NULL GROUP BY 1", (gates,))
         lines_per_gate = dict(cur.fetchall())
     return [Found(gates[i - 1], line, message, count, distinct, other_line, other)
             for i, count, line, message, distinct, other_line, other in found], lines_per_gate

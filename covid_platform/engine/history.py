@@ -334,7 +334,9 @@ LEFT JOIN (
                                                  'old', old, 'new', new) ORDER BY rank) AS largest
     FROM (
         SELECT v.file_id, jsonb_build_object({region_pairs}) AS region, v.date, d.column_name, d.old, d.new,
-               row_number() OVER (PARTITION BY v.file_id ORDER BY abs(coalesce(d.new, 0) - coalesce(d.old, 0)) DESC, {v_key}, d.column_name) AS rank
+               -- a value withdrawn (now empty) ranks by its size
+               row_number() OVER (PARTITION BY v.file_id ORDER BY abs(coalesce(d.new, 0) - coalesce(d.old, 0)) DESC,
+                                                                   {v_key}, d.column_name) AS rank
         FROM vintages AS v CROSS JOIN LATERAL (VALUES {unpivot}) AS d(column_name, old, new)
         WHERE v.is_new AND v.previous_file IS NOT NULL AND d.old IS DISTINCT FROM d.new
     ) AS ranked

@@ -30,8 +30,8 @@ from covid_platform.report.figures import (
 CHART_WIDTH = 880
 CHART_DAYS = 180  # the daily charts show the last 180 days: a daily report is read for the recent trend
 TESTING_ROWS = 10
-# A 7-day positivity of 100% (or more, through revisions): every test counted is a positive, as for a state
-# whose negative results stopped while its positives went on (Puerto Rico from May 2020).
+# A 7-day positivity of 100%: every test counted is a positive, as for a state whose negative results stopped
+# while its positives went on (Puerto Rico from May 2020); above 100%, positives rose more than tests.
 ALL_POSITIVE = "every test of these 7 days a positive: negative results not reported"
 ABOVE_ALL = "more new positives than new tests: one of them revised, not a measured positivity"
 REVISIONS_LISTED = 20
