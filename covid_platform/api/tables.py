@@ -239,8 +239,10 @@ def _refuse_other_spelling(cur, page: PageRequest, name: str, values: list[str])
     """A region named as the table does not write it (`New York` where testing_daily has `NY`, or the other
     way): a 400 naming the table's spelling."""
     for value in values:
-        cur.execute("SELECT ARRAY[name, code] FROM covid.regions "
-                    "WHERE lower(name) = lower(%s) OR code = upper(%s)", (value, value))
+        # the region by its name or any of its codes, normalised as covid.region_keys keeps them
+        cur.execute("SELECT ARRAY[r.name, r.code] FROM covid.region_keys AS k JOIN covid.regions AS r USING (fips) "
+                    "WHERE (k.naming = 'name' AND k.key = lower(%s)) OR (k.naming = 'code' AND k.key = upper(%s))",
+                    (value, value))
         spellings = [spelling for (row,) in cur.fetchall() for spelling in row if spelling and spelling != value]
         if not spellings:
             continue

@@ -244,7 +244,9 @@ def forget_rejected_rows(conn: psycopg2.extensions.connection, file_id: int) -> 
 
 
 # Each dataset's files by outcome and its rows set aside: the data status the dashboard and the daily
-# report show (both read it with their read-only connections).
+# report show (both read it with their read-only connections), and what its rows_loaded is, as both say it.
+ROWS_LOADED = ("each loaded file's rows the table took when it was merged (new, revised or repeating its values), "
+               "summed over the files: a row several files sent counts once per file.")
 STATUS_BY_DATASET = sql.SQL("""
     SELECT files.*, coalesce(set_aside.rows, 0) AS rows_set_aside
     FROM (

@@ -16,6 +16,7 @@ import pandas as pd
 import vl_convert
 
 from covid_platform.dashboard import charts
+from covid_platform.engine import ledger
 from covid_platform.report.changes import Changes
 from covid_platform.report.figures import (
     NATIONAL,
@@ -282,9 +283,7 @@ def _status(figures: Figures, built_at: dt.datetime) -> str:
             f"</code>) when this report was built, at {_e(built_at.strftime('%Y-%m-%d %H:%M'))} UTC. A report "
             "is published only when its figures change: files settled since (a duplicate, a quarantined file, "
             "a load that changed no figure) are not counted here. The dashboard's Data status page is "
-            "current. Rows loaded: each loaded file's rows the table took when it was merged (new, revised or "
-            "repeating its values), summed over the files: a row several files sent counts once per file."
-            "</p>" + _table(headers, rows))
+            f"current. Rows loaded: {_e(ledger.ROWS_LOADED)}</p>" + _table(headers, rows))
 
 
 def _links(place: Place) -> str:

@@ -6,6 +6,7 @@ import streamlit as st
 
 from covid_platform.dashboard import queries, view
 from covid_platform.datasets import DATASETS
+from covid_platform.engine import ledger
 
 st.title("Data status")
 files = queries.read("files_by_dataset")
@@ -40,8 +41,7 @@ else:
     st.success("Every dataset loaded so far is fresh.")
 
 view.table(status, "dataset_status", "A dataset is fresh while its last load is younger than its window. "
-           "rows_loaded: each loaded file's rows the table took when it was merged (new, revised or repeating "
-           "its values), summed over the files: a row several files sent counts once per file.")
+           f"rows_loaded: {ledger.ROWS_LOADED}")
 
 # (title, query and file name, what an empty result says, the table's caption)
 SECTIONS = [
