@@ -77,6 +77,9 @@ SPLIT = [
     (RAW, "covid_platform.engine.intake", "stage", "text path: COPY as text"),
     (RAW, "covid_platform.engine.gates", "create_typed", "text path: typed cast of the text"),
     (CLEAN, "covid_platform.assets.clean", "merge_pending", "merge into the clean table"),
+    (CLEAN, "covid_platform.engine.merge", "_first_load", "  of which a first load's rows, indexes"),
+    (CLEAN, "covid_platform.engine.merge", "_merge_changes", "  of which the changes' rows"),
+    (CLEAN, "covid_platform.engine.history", "record", "  of which history and revisions"),
 ]
 
 
