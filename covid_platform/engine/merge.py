@@ -47,11 +47,16 @@ ORDER BY {key}, file_id DESC;
 """
 INCOMING_ONE = "CREATE TEMP VIEW incoming AS {staged};"
 
-# What each file of the batch reported per region: the date range and the keys in it (one pass over the rows).
+# What each file of the batch reported per region: the date range and the keys in it (one pass over the rows),
+# by a hash of the regions, a few thousand: the planner, unable to count the canonical region's values (an
+# expression over the region map), would take every row for a group of its own and sort them all first
+# (15M county rows: 11.0 s against 8.2 s).
 REPORTED = """
+SET LOCAL enable_sort = off;
 CREATE TEMP TABLE reported ON COMMIT DROP AS
 SELECT file_id, {region}, min(date) AS first_date, max(date) AS last_date, count(*) AS keys
 FROM incoming GROUP BY file_id, {region};
+SET LOCAL enable_sort TO DEFAULT;
 """
 
 # A first load's regions, numbered in their key order ("region id": no declared column has a space): its
