@@ -323,12 +323,7 @@ INSERT INTO covid.revisions (file_id, table_name, keys_added, keys_revised, keys
 SELECT f.file_id, {table_name}, coalesce(c.added, 0), coalesce(c.revised, 0), {unchanged},
        coalesce(l.largest, '[]'::jsonb)
 FROM vintage_files AS f
-LEFT JOIN (
-    SELECT file_id, count(*) FILTER (WHERE previous_file IS NULL) AS added,
-           count(*) FILTER (WHERE previous_file IS NOT NULL AND changed) AS revised,
-           count(*) FILTER (WHERE NOT changed) AS unchanged
-    FROM vintages WHERE is_new GROUP BY file_id
-) AS c USING (file_id)
+LEFT JOIN ({counts}) AS c USING (file_id)
 LEFT JOIN (
     SELECT file_id, jsonb_agg(jsonb_build_object('region', region, 'date', date, 'column', column_name,
                                                  'old', old, 'new', new) ORDER BY rank) AS largest
@@ -358,7 +353,14 @@ SELECT (v.first_in_flight IS NULL OR v.first_in_flight > v.file_id) AND v.file_i
 FROM vintage_files AS v LEFT JOIN covid.ingested_files AS e ON e.dataset = %(dataset)s AND e.status = 'loaded'
 GROUP BY v.file_id, v.first_in_flight, v.issued_at
 """
-# Into an empty history (a first load), every row of the one file is a version.
+COUNTS = """
+SELECT file_id, count(*) FILTER (WHERE previous_file IS NULL) AS added,
+       count(*) FILTER (WHERE previous_file IS NOT NULL AND changed) AS revised,
+       count(*) FILTER (WHERE NOT changed) AS unchanged
+FROM vintages WHERE is_new GROUP BY file_id
+"""
+# Into an empty history (a first load), every row of the one file is a version: every key added (counted
+# as they are written, not read again: 15M county rows, 4.8 s).
 FIRST = """
 CREATE TEMP VIEW vintages AS
 SELECT s.*, v.issued_at, true AS is_new, true AS changed, NULL::bigint AS previous_file, {no_previous}
@@ -389,6 +391,7 @@ def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed
     cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(history))
     first = cur.fetchone()[0] and len(file_ids) == 1
     unchanged = sql.SQL("coalesce(c.unchanged, 0)")
+    counts = sql.SQL(COUNTS)
     parts = dict(history=history, key=column_list(dataset.key), values=column_list(values))
     if follows:
         cur.execute(sql.SQL(CHANGES).format(**parts))
@@ -399,9 +402,12 @@ def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed
             cur.execute(sql.SQL(FIRST).format(
                 staged=staged[0], **parts,
                 no_previous=sql.SQL(", ").join(sql.SQL("NULL::numeric AS {}").format(previous(c)) for c in values)))
+            counts = sql.SQL("SELECT file_id, {} AS added, 0 AS revised, 0 AS unchanged FROM vintage_files").format(
+                sql.Literal(cur.rowcount))
     else:
         _sequence(cur, dataset, staged, lost)
     cur.execute(sql.SQL(REVISIONS).format(
+        counts=counts,
         unchanged=unchanged,
         table_name=sql.Literal(dataset.table),
         region_pairs=sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier("v", c))
