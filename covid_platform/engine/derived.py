@@ -34,13 +34,28 @@ RATIO_7D = """CASE WHEN {n} IS NOT NULL AND {d} IS NOT NULL
 THEN (sum({n}) OVER last_7_days / sum({d}) OVER last_7_days)::double precision END AS {r}"""
 
 
+# The 7-row mean of the difference of a whole count every row reports: the differences over the 7 rows
+# telescope to the count's change over them (from the region's first row: the count itself), so the mean is
+# computed beside the differences, in their window pass, not in a pass of its own over them (avg's own
+# numeric division: the same value to the last digit; 15M county rows: one sort-free pass less). A merge's
+# island starts 7 rows before its first row written, or at the region's first row.
+TELESCOPED_7D = """({c} - coalesce(lag({c}, 7) OVER by_region, 0))::numeric
+    / least(row_number() OVER by_region, 7) AS {a}"""
+
+
 def derived_select(dataset: Dataset, rows: sql.Composable, by=None) -> sql.Composed:
     """`rows` with the derived columns added (and whatever else `rows` has: select the columns wanted); the
     windows partitioned by the region, or by the columns `by` (the merge's islands of a region)."""
     differences = [_difference(dataset, count, new) for count, new in dataset.new.items()]
+    telescoped = {new: count for count, new in dataset.new.items()
+                  if count not in dataset.nullable and count not in dataset.decimals}
+    differences += [
+        sql.SQL(TELESCOPED_7D).format(c=sql.Identifier(telescoped[n]), a=sql.Identifier(f"{n}_7d"))
+        for n in dataset.rolling_7d if n in telescoped
+    ]
     windowed = [
         sql.SQL("avg({n}) OVER last_7_rows AS {a}").format(n=sql.Identifier(n), a=sql.Identifier(f"{n}_7d"))
-        for n in dataset.rolling_7d
+        for n in dataset.rolling_7d if n not in telescoped
     ]
     windowed += [
         sql.SQL(RATIO_7D).format(n=sql.Identifier(num), d=sql.Identifier(den), r=sql.Identifier(ratio))
