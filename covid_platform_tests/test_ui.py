@@ -111,6 +111,30 @@ def test_a_loaded_partition_run_again_reports_its_gates_as_they_were(landing, re
     assert counts.description.startswith("as when the file was first loaded: ") and "line 3" in counts.description
 
 
+def test_a_partition_run_again_reports_its_warnings_as_they_were(landing, resources):
+    """A file whose warnings warned (a day 15 days past the table's latest, a fifth of the previous file's
+    rows) run again reports them as they were, not skipped, and not compared again with what loaded since."""
+    first = nyt_states_slice("2021-01-01", "2021-01-05")
+    late = nyt_states_slice("2021-01-20", "2021-01-20")
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_states/first.csv", first), instance).success
+        key = drop(landing, "us_states/late.csv", late)
+        then = ingest(landing, resources, key, instance)
+        again = ingest(landing, resources, key, instance)
+
+    def warnings(result):
+        return {e.check_name: (e.passed, e.severity, e.description) for e in result.get_asset_check_evaluations()
+                if e.asset_key == RAW and e.check_name not in GATES}
+
+    assert {name for name, (passed, _, _) in warnings(then).items() if not passed} == {"row_count_drop", "dates_ahead"}
+    assert {name: (passed, severity) for name, (passed, severity, _) in warnings(again).items()} == {
+        name: (passed, severity) for name, (passed, severity, _) in warnings(then).items()}
+    for name, (_, _, description) in warnings(again).items():
+        said = warnings(then)[name][2]
+        assert description == (f"as when the file was first loaded: {said}" if said else
+                               "checked when the file was first loaded")
+
+
 def test_raw_assets_carry_the_kind_of_the_landing_zone_in_use(monkeypatch):
     monkeypatch.setenv("LANDING_URL", "file:///tmp/landing")
     assert build_raw_asset(STATES).specs_by_key[RAW].kinds == {"postgres"}

@@ -72,7 +72,7 @@ def build_raw_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 raise quarantined_failure(entry, ledger.reason(conn, entry.file_id))
             if entry.status in (Status.LOADED, Status.STAGED, Status.DUPLICATE):
                 context.log.info(f"{obj_key} was already {entry.status} (file {entry.file_id}); nothing to redo")
-                yield from _earlier_verdict(entry, ledger.gate_results(conn, entry.file_id))
+                yield from _earlier_verdict(dataset, entry, ledger.gate_results(conn, entry.file_id))
                 return
             try:
                 yield from _ingest(context, conn, landing, dataset, entry)
@@ -128,7 +128,7 @@ def _ingest(context, conn, landing: LandingZone, dataset: Dataset, entry: ledger
     if status == Status.DUPLICATE:
         with conn, conn.cursor() as cur:
             merge.cover_as(cur, dataset, file_id)
-    ledger.update(conn, file_id, status=status, reason=reason, gates=ledger.gates_of(gated.gates),
+    ledger.update(conn, file_id, status=status, reason=reason, gates=ledger.gates_of(gated.gates + warnings),
                   **({"columns": gated.staged.columns} if staged else {}))
     with conn, conn.cursor() as cur:  # the typed rows stay for the merge; nothing else does
         staging.drop(cur, file_id, typed=not staged)
@@ -178,14 +178,15 @@ def _identity(entry: ledger.LedgerEntry, status: Status) -> dict:
             "status": str(status)}
 
 
-def _earlier_verdict(entry: ledger.LedgerEntry, results: dict):
-    """Results for a partition processed by an earlier run: each gate's as it was then (`results`, from the
-    ledger: a row gate that set rows aside warned), not evaluated again; passed for a file gated before results
-    were kept (it passed the gates then). The warnings are not evaluated again (the UI shows them skipped in
-    this run; their results stay on the first run)."""
+def _earlier_verdict(dataset: Dataset, entry: ledger.LedgerEntry, results: dict):
+    """Results for a partition processed by an earlier run: each gate's and warning's as it was then
+    (`results`, from the ledger: a row gate that set rows aside warned), not evaluated again; a gate passed for
+    a file gated before results were kept (it passed the gates then), a warning not reported then (skipped:
+    kept since 2026-12-08; a replay keeps none, its files merged in another order)."""
     yield dg.MaterializeResult(metadata=_identity(entry, entry.status))
     first = f"when the file was first {entry.status}"
-    for name in GATES:
+    kept = [name for name in intake.warnings_of(dataset) if name in results]
+    for name in [*GATES, *kept]:
         then = results.get(name, {"passed": True, "blocking": True, "reason": ""})
         yield dg.AssetCheckResult(
             check_name=name, passed=then["passed"],
