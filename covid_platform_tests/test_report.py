@@ -204,6 +204,26 @@ def test_a_load_publishes_a_self_contained_report_whose_figures_match(landing, r
     assert f"report: s3://{bucket}/{REPORTS}daily/2021-01-31/index.html" in lines
 
 
+def test_a_top_state_that_did_not_report_deaths_shows_its_latest_reported(landing, resources, notices, s3_client,
+                                                                         bucket):
+    """Deaths left empty on the latest date by a top state: the table shows its latest reported deaths and their
+    date (as the nation counts them), not a dash."""
+    data = nyt_states_slice("2021-01-01", "2021-01-31")
+    (state, _), *_ = top_states(read_nyt(data))
+    prefix = f"2021-01-31,{state},".encode()
+    (line,) = [line for line in data.split(b"\r\n") if line.startswith(prefix)]
+    data = data.replace(line, line.rsplit(b",", 1)[0] + b",")
+    states = read_nyt(data)
+    earlier = states[(states["state"] == state) & states["deaths"].notna()].sort_values("date").iloc[-1]
+    assert earlier["date"] == pd.Timestamp("2021-01-30")
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_states/jan.csv", data), instance).success
+    page = s3_text(s3_client, bucket, "daily/2021-01-31/index.html")
+    shown = {cells[0]: cells for cells in rows(section(page, "states with the most new cases"))}
+    assert shown[state][5] == f"{number(earlier['deaths'])} (on 2021-01-30)"
+    assert all(cells[5] != "–" for cells in shown.values())
+
+
 def revised(data: bytes, date: str, state: str, extra_cases: int) -> bytes:
     """The slice with `extra_cases` more cumulative cases on one state's row of `date`."""
     prefix = f"{date},{state},".encode()

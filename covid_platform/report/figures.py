@@ -51,11 +51,18 @@ QUERIES = {
         FROM {national_daily} ORDER BY date
     """),
     # on the national series' last date (one every state still reporting has reported)
+    # deaths not reported that day: the state's latest reported, with its date (as the nation counts them)
     "top_states": _query((STATES, NATIONAL), """
-        SELECT state, date, new_cases_7d, new_cases, new_deaths_7d, cases, deaths
-        FROM {state_daily}
-        WHERE date = (SELECT max(date) FROM {national_daily}) AND new_cases_7d IS NOT NULL
-        ORDER BY new_cases_7d DESC, state
+        SELECT s.state, s.date, s.new_cases_7d, s.new_cases, s.new_deaths_7d, s.cases,
+               coalesce(s.deaths, earlier.deaths) AS deaths, earlier.date AS deaths_date
+        FROM {state_daily} AS s
+        LEFT JOIN LATERAL (
+            SELECT t.deaths, t.date FROM {state_daily} AS t
+            WHERE t.state = s.state AND t.date < s.date AND t.deaths IS NOT NULL
+            ORDER BY t.date DESC LIMIT 1
+        ) AS earlier ON s.deaths IS NULL
+        WHERE s.date = (SELECT max(date) FROM {national_daily}) AND s.new_cases_7d IS NOT NULL
+        ORDER BY s.new_cases_7d DESC, s.state
         LIMIT %(limit)s
     """),
     # each state's latest 7-day positivity, and its positivity to date (testing_state_summary)

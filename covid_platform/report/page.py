@@ -243,12 +243,17 @@ def _states(figures: Figures, images: dict[str, str]) -> str:
         return _no_data(STATES, "us_states")
     day = figures.top_states[0]["date"]
     rows = [[r["state"], number(r["new_cases_7d"]), number(r["new_cases"]), number(r["new_deaths_7d"], 1),
-             number(r["cases"]), number(r["deaths"])] for r in figures.top_states]
+             number(r["cases"]), _as_of(number(r["deaths"]), r.get("deaths_date"))] for r in figures.top_states]
     headers = [("state", False), ("new cases, 7-day avg", True), ("new cases that day", True),
                ("new deaths, 7-day avg", True), ("cases to date", True), ("deaths to date", True)]
     return (f'<p class="note">On {_e(day)}, by the 7-day average of new cases (people per day).</p>'
             + _image(images, "top_states", "Top states by 7-day average of new cases")
             + _table(headers, rows))
+
+
+def _as_of(value: str, day: str | None) -> str:
+    """A count not reported on the table's day: its latest reported value, and the day it was."""
+    return f"{value} (on {day})" if day else value
 
 
 def _testing(figures: Figures) -> str:
