@@ -197,6 +197,12 @@ BAD_FILES = {
     "empty_state": Bad(
         set_field(BASE, 8, "state", ""), "keys_present", ("column 'state'", "line 8", "an empty field")
     ),
+    # cases and deaths swapped in the header: every row's deaths above its cases (line 2 is Ohio's)
+    "swapped_cases_and_deaths": Bad(
+        BASE.replace(b"date,state,fips,cases,deaths", b"date,state,fips,deaths,cases", 1), "counts_valid",
+        (f"line 2: deaths {int(field(BASE, 2, 'cases')):,} is more than cases {int(field(BASE, 2, 'deaths')):,} "
+         "(expected deaths at most cases), and so on 9 of the 9 rows that report both", "(date, state, fips, deaths, cases)"),
+    ),
     # Vermont's 2021-01-06 row relabelled 2021-01-04: same key as line 4, different counts, each named.
     "conflicting_duplicate_key": Bad(
         set_field(BASE, 10, "date", "2021-01-04"), "keys_unique",

@@ -192,6 +192,36 @@ def _percent(share: float, limit: float) -> str:
     return text
 
 
+# Cumulative deaths above cumulative cases on most rows of a file: no publisher's series (a state's first
+# days at most), but its two columns swapped or mislabelled in the header. Loaded, each count would stand for
+# the other in every table, summary and report; the file is quarantined instead (`counts_valid`).
+SWAPPED = """
+WITH m AS (SELECT s.line, s.{cases}::bigint AS c, s.{deaths}::bigint AS d FROM {table} AS s)
+SELECT count(*) FILTER (WHERE d > c), count(*) FILTER (WHERE d IS NOT NULL AND c IS NOT NULL),
+       (SELECT ARRAY[line, c, d] FROM m WHERE d > c ORDER BY line LIMIT 1)
+FROM m
+"""
+
+
+def measures_swapped(conn, dataset: Dataset, staged: StagedFile, file_id: int) -> GateResult | None:
+    """A failed `counts_valid` where the dataset's deaths exceed its cases on more than half the rows that
+    report both (the measures it declares); None otherwise."""
+    if not {"cases", "deaths"} <= dataset.measures.keys():
+        return None
+    cases, deaths = dataset.measures["cases"], dataset.measures["deaths"]
+    with conn, conn.cursor() as cur:
+        cur.execute(sql.SQL(SWAPPED).format(cases=sql.Identifier(cases), deaths=sql.Identifier(deaths),
+                                            table=staging_table(file_id)))
+        above, both, first = cur.fetchone()
+    if above * 2 <= both:
+        return None
+    line, c, d = first
+    return GateResult("counts_valid", False, (
+        f"line {line}: {deaths} {d:,} is more than {cases} {c:,} (expected {deaths} at most {cases}), and so on "
+        f"{above:,} of the {both:,} rows that report both: the two columns look swapped or mislabelled in the "
+        f"header ({', '.join(staged.header)})"))
+
+
 def passed(staged: StagedFile) -> list[GateResult]:
     """The gates' results for a file that passed them all."""
     return [

@@ -12,7 +12,7 @@ from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
 from covid_platform.engine import ledger
-from covid_platform.engine.gates import GateResult, copy_checked, evaluate, reason_of
+from covid_platform.engine.gates import GateResult, copy_checked, evaluate, measures_swapped, reason_of
 from covid_platform.engine.ledger import Status
 from covid_platform.engine.staging import (
     CheckedText,
@@ -131,7 +131,19 @@ class Gated:
 
 def gate_archived(conn, landing: LandingZone, dataset: Dataset, file_id: int, obj_key: str, archive_key: str) -> Gated:
     """Stream the archived copy into staging and run the gates of the day; the typed rows of a file that
-    passed are left in `staging_table(file_id)` for the merge.
+    passed are left in `staging_table(file_id)` for the merge. A file whose rows passed is then refused
+    whole if its deaths exceed its cases on most rows (`gates.measures_swapped`)."""
+    gated = _gate_archived(conn, landing, dataset, file_id, obj_key, archive_key)
+    swapped = None if gated.failed else measures_swapped(conn, dataset, gated.staged, file_id)
+    if swapped:
+        ledger.forget_rejected_rows(conn, file_id)  # a quarantined file sets no row aside
+        gated.gates = [swapped if gate.name == swapped.name else gate for gate in gated.gates]
+    return gated
+
+
+def _gate_archived(conn, landing: LandingZone, dataset: Dataset, file_id: int, obj_key: str, archive_key: str
+                   ) -> Gated:
+    """`gate_archived`'s gates of the rows.
 
     A file whose layout allows it is first COPYed straight into typed columns and checked by one aggregate,
     only the rows that aggregate does not admit gated as text (`gates.copy_checked`): a file is read once.
