@@ -50,17 +50,19 @@ def drop(landing: LandingZone, key: str, body: bytes | Path) -> str:
     return key
 
 
-def ingest(landing: LandingZone, resources: dict, key: str, instance: dg.DagsterInstance, etag: str | None = None):
+def ingest(landing: LandingZone, resources: dict, key: str, instance: dg.DagsterInstance, etag: str | None = None,
+           raw_only: bool = False):
     """Materialize the file's raw partition and everything downstream, tagged as the sensor tags it.
 
-    `etag`: the version the sensor listed (default: the current one)."""
+    `etag`: the version the sensor listed (default: the current one); `raw_only`: the raw step alone (a run
+    whose merge is still to come)."""
     dataset = DATASETS[key.split("/", 1)[0]]
     etag = etag or landing.describe(key).etag
     partition = partition_key(key, etag)
     instance.add_dynamic_partitions(files_partitions(dataset).name, [partition])
     return dg.materialize(
         ASSETS,
-        selection=dg.AssetSelection.assets(f"raw_{dataset.name}").downstream(),
+        selection=dg.AssetSelection.assets(f"raw_{dataset.name}").downstream(depth=0 if raw_only else None),
         partition_key=partition,
         instance=instance,
         resources=resources,

@@ -96,6 +96,43 @@ def vintages(landing, resources, query):
     return first, second, changes, issued
 
 
+def test_the_bytes_of_a_file_not_merged_yet_load_again_and_keep_its_values(landing, resources, query):
+    """A file gated and staged, its merge still to come (another run's clean step), then its bytes dropped
+    again: the second is no duplicate (its coverage would keep the first's merge from every key it repeats);
+    both load, and the table holds their values."""
+    first = first_vintage()
+    second, _ = revised(first)
+    with dg.instance_for_test() as instance:
+        assert ingest(landing, resources, drop(landing, "us_states/a.csv", first), instance).success
+        assert ingest(landing, resources, drop(landing, "us_states/b.csv", second), instance, raw_only=True).success
+        assert ingest(landing, resources, drop(landing, "us_states/b-again.csv", second), instance).success
+    assert query("SELECT key, status FROM covid.ingested_files ORDER BY file_id") == [
+        ("us_states/a.csv", "loaded"), ("us_states/b.csv", "loaded"), ("us_states/b-again.csv", "loaded")]
+    current = table(query, f"SELECT {', '.join(COLUMNS)} FROM covid.state_daily ORDER BY state, date", None, COLUMNS)
+    assert_same(current, derived(second))
+
+
+def test_a_duplicate_issued_before_the_file_it_repeats_is_seen_from_its_issue(landing, resources, query):
+    """A vintage loaded, a revised one issued later, then the revised bytes again as issued in between (a past
+    vintage placed at its publisher's date): that duplicate's versions are seen from its issue time, after a
+    replay too."""
+    first = first_vintage()
+    second, _ = revised(first)
+    day = datetime(2021, 1, 1, tzinfo=timezone.utc)
+    with dg.instance_for_test() as instance:
+        for name, data, issued in (("a.csv", first, day), ("b.csv", second, day + timedelta(days=9)),
+                                   ("b-vintage.csv", second, day + timedelta(days=4))):
+            landing.put(f"us_states/{name}", io.BytesIO(data), issued_at=issued)
+            assert ingest(landing, resources, f"us_states/{name}", instance).success
+        assert [status for (status,) in query("SELECT status FROM covid.ingested_files ORDER BY file_id")] == [
+            "loaded", "loaded", "duplicate"]
+        for replayed in (False, True):
+            if replayed:
+                assert run_replay(resources, instance).success
+            assert_same(as_of(query, "state_daily_as_of", day + timedelta(days=5), COLUMNS), derived(second))
+            assert_same(as_of(query, "state_daily_as_of", day + timedelta(days=3), COLUMNS), derived(first))
+
+
 def as_of(query, function: str, when, columns: list[str], order: str = "state, date") -> pd.DataFrame:
     return table(query, f"SELECT {', '.join(columns)} FROM covid.{function}(%s) ORDER BY {order}", (when,), columns)
 

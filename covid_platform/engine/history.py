@@ -24,6 +24,7 @@ from psycopg2 import sql
 
 from covid_platform.datasets import Dataset
 from covid_platform.engine.derived import derived_select
+from covid_platform.engine.staging import staged_rows
 from covid_platform.engine.tables import (
     base_columns,
     column_list,
@@ -425,6 +426,32 @@ def record(cur, dataset: Dataset, file_ids: list[int], staged: list[sql.Composed
     cur.execute(sql.SQL("DROP {} pg_temp.vintages; DROP TABLE pg_temp.vintage_files").format(
         sql.SQL("VIEW" if follows or first else "TABLE")))
     return revisions
+
+
+# A duplicate (the bytes of the file before it, not merged) issued earlier than that file: the versions it
+# repeats, each key's latest before it, are seen from its issue time (a version is seen from the earliest
+# issue of the files that reported it in a row).
+REPEATED = """
+UPDATE {history} AS h SET issued_at = f.issued_at
+FROM (
+    SELECT DISTINCT ON ({h_key}) {h_key}, h.file_id
+    FROM ({rows}) AS s JOIN {history} AS h ON {match} AND h.file_id < %(file_id)s
+    ORDER BY {h_key}, h.file_id DESC
+) AS v, covid.ingested_files AS f
+WHERE f.file_id = %(file_id)s AND {match_hv} AND h.file_id = v.file_id AND h.issued_at > f.issued_at
+"""
+
+
+def repeat(cur, dataset: Dataset, file_id: int, duplicate_of: int) -> None:
+    """A duplicate's issue time given to the versions it repeats (`REPEATED`), from its typed rows; only where
+    it was issued before the file it repeats (else no version it repeats is seen later than it)."""
+    cur.execute("SELECT d.issued_at < o.issued_at FROM covid.ingested_files AS d, covid.ingested_files AS o "
+                "WHERE d.file_id = %s AND o.file_id = %s", (file_id, duplicate_of))
+    row = cur.fetchone()
+    if row and row[0]:
+        cur.execute(sql.SQL(REPEATED).format(
+            history=_history(dataset), rows=staged_rows(dataset, file_id), h_key=qualified("h", dataset.key),
+            match=match("s", "h", dataset.key), match_hv=match("h", "v", dataset.key)), {"file_id": file_id})
 
 
 def _sequence(cur, dataset: Dataset, staged: list[sql.Composed], lost: bool) -> None:

@@ -155,10 +155,11 @@ def note_failure(conn: psycopg2.extensions.connection, file_id: int, reason: str
 
 def loaded_with_same_content(conn, dataset: str, sha256: str, file_id: int) -> tuple[int, str] | None:
     """The dataset's previous file in ledger order (quarantined files and duplicates left out), when it has
-    these exact bytes and was (or is being) loaded: loading them again would change nothing. Bytes loaded
-    before another file changed some of their values load again, and win as any later file does (a publisher
-    back to an earlier version, a user restoring a good file); so does a file whose previous one is still in
-    flight (loading identical bytes twice is harmless). A replay decides as a fresh load does (`replay`)."""
+    these exact bytes and was loaded: loading them again would change nothing. Bytes loaded before another
+    file changed some of their values load again, and win as any later file does (a publisher back to an
+    earlier version, a user restoring a good file); so does a file whose previous one is still in flight or
+    staged, its merge to come (loading identical bytes twice is harmless, where a duplicate's coverage would
+    keep that merge from the keys it repeats). A replay decides as a fresh load does (`replay`)."""
     with conn.cursor() as cur:
         cur.execute(
             """
@@ -167,10 +168,10 @@ def loaded_with_same_content(conn, dataset: str, sha256: str, file_id: int) -> t
                 WHERE dataset = %(dataset)s AND file_id < %(file_id)s AND status NOT IN %(left_out)s
                 ORDER BY file_id DESC LIMIT 1
             ) AS previous
-            WHERE sha256 = %(sha256)s AND status IN %(loading)s
+            WHERE sha256 = %(sha256)s AND status = %(loaded)s
             """,
             {"dataset": dataset, "sha256": sha256, "file_id": file_id,
-             "left_out": (Status.QUARANTINED, Status.DUPLICATE), "loading": (Status.LOADED, Status.STAGED)},
+             "left_out": (Status.QUARANTINED, Status.DUPLICATE), "loaded": Status.LOADED},
         )
         return cur.fetchone()
 

@@ -37,6 +37,8 @@ class Verdict:
     columns: dict | None
     gates: dict
     """Each gate's result under today's rules ({name: {passed, blocking, reason}}, the ledger's `gates`)."""
+    duplicate_of: int | None = None
+    """For a duplicate: the file whose bytes it repeats (its typed rows kept until that file is merged)."""
 
     @property
     def after(self) -> Status:
@@ -56,9 +58,18 @@ def replay(conn: psycopg2.extensions.connection, landing: LandingZone, dataset: 
                         ([verdict.file_id for verdict in verdicts],))
             processed_at = dict(cur.fetchall())
             _record(cur, verdicts)
-            passed = [verdict.file_id for verdict in verdicts if verdict.status == Status.STAGED]
-            if passed:  # one by one, as they were dropped: the table a fresh load of the same files gives
-                merged = _merged([merge.merge_files(cur, built, [file_id]) for file_id in passed])
+            if any(verdict.status == Status.STAGED for verdict in verdicts):
+                # one by one, as they were dropped: the table a fresh load of the same files gives, each
+                # duplicate's coverage and issue time recorded as the raw step does, after its file's merge
+                merges = []
+                for verdict in verdicts:
+                    if verdict.status == Status.STAGED:
+                        merges.append(merge.merge_files(cur, built, [verdict.file_id]))
+                    elif verdict.duplicate_of:
+                        merge.cover_as(cur, built, verdict.file_id)
+                        history.repeat(cur, built, verdict.file_id, verdict.duplicate_of)
+                        staging.drop(cur, verdict.file_id)
+                merged = _merged(merges)
             else:
                 cur.execute(table_ddl(built))
                 cur.execute(merge.coverage_ddl(built))
@@ -113,13 +124,13 @@ def _regate(conn: psycopg2.extensions.connection, landing: LandingZone, dataset:
         duplicate_of = same_rows(dataset, key, previous[1]) \
             if previous and not gated.failed and previous[0] == gated.sha256 else None
         status, reason = settle(landing, gated, key, etag, archive_key, duplicate_of)
-        with conn, conn.cursor() as cur:
-            staging.drop(cur, file_id, typed=status != Status.STAGED)
+        with conn, conn.cursor() as cur:  # a duplicate's typed rows kept for `replay`
+            staging.drop(cur, file_id, typed=status not in (Status.STAGED, Status.DUPLICATE))
         if status == Status.STAGED:
             previous = (gated.sha256, (file_id, key))
         columns = gated.staged.columns if gated.staged else None
         verdicts.append(Verdict(file_id, key, partition, before, status, reason, gated.rows, columns,
-                                ledger.gates_of(gated.gates)))
+                                ledger.gates_of(gated.gates), duplicate_of and duplicate_of[0]))
     return verdicts
 
 
