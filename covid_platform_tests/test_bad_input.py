@@ -407,6 +407,26 @@ def damaged_big(edits: list[tuple[int, str, str | None]]) -> bytes:
     return data
 
 
+def test_a_file_quarantined_for_swapped_columns_sets_no_row_aside(landing, resources, query):
+    """Bad rows under 1% of a file whose counts are swapped: the file is quarantined, so none is set aside, and
+    the gates that found them say so (not "set aside in covid.rejected_rows")."""
+    data = damaged_big([(650, "state", "Wuhan Evacuee"), (420, "cases", "-5")])
+    data = data.replace(b"date,state,fips,cases,deaths", b"date,state,fips,deaths,cases", 1)
+    with dg.instance_for_test() as instance:
+        result = ingest(landing, resources, drop(landing, "us_states/swapped.csv", data), instance)
+    assert not result.success
+    assert ledger_row(query, "us_states/swapped.csv")[0] == "quarantined"
+    assert query("SELECT count(*) FROM covid.rejected_rows") == [(0,)]
+    evaluations = checks(result)
+    regions, counts = evaluations["regions_known"], evaluations["counts_valid"]
+    assert (regions.passed, regions.severity) == (False, dg.AssetCheckSeverity.WARN)
+    assert regions.description.startswith("1 row(s) found, not set aside (the file is quarantined): line 650")
+    assert (counts.passed, counts.severity) == (False, dg.AssetCheckSeverity.ERROR)
+    assert counts.description.startswith("line 2: deaths ")
+    assert "; besides, 1 row(s) found, not set aside (the file is quarantined): line 420" in counts.description
+    assert not any("rejected_rows" in (e.description or "") for e in evaluations.values())
+
+
 def rows_without(data: bytes, lines: list[int]) -> list[tuple]:
     kept = [line for n, line in enumerate(split_lines(data), start=1) if n not in lines]
     return rows_of(join_lines(kept))

@@ -4,7 +4,7 @@ The raw assets run it for each dropped file, a replay for each archived one."""
 
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import botocore.exceptions
@@ -137,8 +137,17 @@ def gate_archived(conn, landing: LandingZone, dataset: Dataset, file_id: int, ob
     swapped = None if gated.failed else measures_swapped(conn, dataset, gated.staged, file_id)
     if swapped:
         ledger.forget_rejected_rows(conn, file_id)  # a quarantined file sets no row aside
-        gated.gates = [swapped if gate.name == swapped.name else gate for gate in gated.gates]
+        gated.gates = [_not_set_aside(gate, swapped) for gate in gated.gates]
     return gated
+
+
+def _not_set_aside(gate: GateResult, swapped: GateResult) -> GateResult:
+    """A gate's result once its file is quarantined by `swapped`: the bad rows it found are not set aside."""
+    rows = gate.metadata.get("rejected_rows", 0)
+    found = f"{rows} row(s) found, not set aside (the file is quarantined): {gate.detail}" if rows else ""
+    if gate.name == swapped.name:
+        return replace(swapped, reason=f"{swapped.reason}; besides, {found}") if found else swapped
+    return replace(gate, reason=found, metadata={**gate.metadata, "rejected_rows": 0}) if found else gate
 
 
 def _gate_archived(conn, landing: LandingZone, dataset: Dataset, file_id: int, obj_key: str, archive_key: str

@@ -141,7 +141,10 @@ def read(conn: psycopg2.extensions.connection) -> Figures:
     the figures agree with each other even while a summary is rebuilt)."""
     with conn.cursor() as cur:
         national = _rows(cur, QUERIES["national"])
-        top_states = _rows(cur, QUERIES["top_states"], {"limit": TOP_STATES})
+        # `deaths_date` only where deaths are an earlier day's: the figures of a report built before it
+        # existed read the same (no new report for them alone)
+        top_states = [{name: value for name, value in row.items() if name != "deaths_date" or value}
+                      for row in _rows(cur, QUERIES["top_states"], {"limit": TOP_STATES})]
         testing = _rows(cur, QUERIES["testing"])
         by_dataset = {row["dataset"]: row for row in _rows(cur, QUERIES["status"])}
     status = [
