@@ -12,7 +12,7 @@ from covid_platform.assets.policies import DATASET_TAG, RETRY
 from covid_platform.assets.pulls import pull_asset_key
 from covid_platform.compat import RETRY_NUMBER_TAG
 from covid_platform.datasets import Dataset
-from covid_platform.engine import history, intake, ledger, merge, staging
+from covid_platform.engine import intake, ledger, merge, staging
 from covid_platform.engine.gates import GATES
 from covid_platform.engine.ledger import Status
 from covid_platform.resources.landing import LandingZone, ObjectChanged, landing_kinds
@@ -127,8 +127,7 @@ def _ingest(context, conn, landing: LandingZone, dataset: Dataset, entry: ledger
     rejected = 0 if gated.failed else ledger.rejected_rows(conn, file_id)
     if status == Status.DUPLICATE:
         with conn, conn.cursor() as cur:
-            merge.cover_as(cur, dataset, file_id)
-            history.repeat(cur, dataset, file_id, duplicate_of[0])
+            merge.cover_as(cur, dataset, file_id, duplicate_of[0])
     ledger.update(conn, file_id, status=status, reason=reason, gates=ledger.gates_of(gated.gates + warnings),
                   **({"columns": gated.staged.columns} if staged else {}))
     with conn, conn.cursor() as cur:  # the typed rows stay for the merge; nothing else does

@@ -236,11 +236,12 @@ def coverage_ddl(dataset: Dataset) -> sql.Composed:
              region=column_list(dataset.region))
 
 
-def cover_as(cur, dataset: Dataset, file_id: int) -> None:
-    """A duplicate (the same bytes as the dataset's previous file, not merged) still reported its rows: the
-    date ranges of the regions it reported in full are its coverage, so that a file older than it in the
-    ledger, merged later (a quarantined file run again), does not win the keys it repeated. Read from its
-    typed rows, before they are dropped; in the caller's transaction."""
+def cover_as(cur, dataset: Dataset, file_id: int, duplicate_of: int) -> None:
+    """A duplicate (the same bytes as the dataset's previous file, `duplicate_of`, loaded; not merged) still
+    reported its rows: the date ranges of the regions it reported in full are its coverage, so that a file
+    older than it in the ledger, merged later (a quarantined file run again), does not win the keys it
+    repeated; and the versions it repeats are seen from its issue time if that is earlier (`history.repeat`).
+    Read from its typed rows, before they are dropped; in the caller's transaction."""
     table = sql.Identifier("covid", dataset.table)
     lock(cur, dataset.table)
     cur.execute(sql.SQL("SELECT to_regclass({})").format(sql.Literal(table.as_string(cur))))
@@ -258,6 +259,7 @@ def cover_as(cur, dataset: Dataset, file_id: int) -> None:
     """).format(coverage=coverage_table(dataset), region=region, r_region=qualified("r", dataset.region),
                 rows=staged_rows(dataset, file_id), table=table,
                 region_match_rt=match("r", "t", dataset.region)), (file_id,))
+    history.repeat(cur, dataset, file_id, duplicate_of)
 
 
 @dataclass

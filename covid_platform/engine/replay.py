@@ -66,8 +66,7 @@ def replay(conn: psycopg2.extensions.connection, landing: LandingZone, dataset: 
                     if verdict.status == Status.STAGED:
                         merges.append(merge.merge_files(cur, built, [verdict.file_id]))
                     elif verdict.duplicate_of:
-                        merge.cover_as(cur, built, verdict.file_id)
-                        history.repeat(cur, built, verdict.file_id, verdict.duplicate_of)
+                        merge.cover_as(cur, built, verdict.file_id, verdict.duplicate_of)
                         staging.drop(cur, verdict.file_id)
                 merged = _merged(merges)
             else:
