@@ -133,6 +133,21 @@ def test_a_duplicate_issued_before_the_file_it_repeats_is_seen_from_its_issue(la
             assert_same(as_of(query, "state_daily_as_of", day + timedelta(days=3), COLUMNS), derived(first))
 
 
+def test_a_vintage_issued_before_its_own_dates_is_refused(landing, resources, query):
+    """An issue time mistyped before the file's last days (their versions would be seen before the days they
+    report): those days are bad dates, here more than the 1% a file may have, and nothing loads."""
+    data = nyt_states_slice("2021-01-01", "2021-01-05", {"Ohio", "Texas", "Vermont"})
+    landing.put("us_states/early.csv", io.BytesIO(data), issued_at=datetime(2021, 1, 3, 12, tzinfo=timezone.utc))
+    with dg.instance_for_test() as instance:
+        assert not ingest(landing, resources, "us_states/early.csv", instance).success
+    ((status, reason),) = query("SELECT status, reason FROM covid.ingested_files")
+    assert status == "quarantined"
+    assert reason.startswith("3 of 15 rows (20.0%) have bad values")
+    assert "column 'date': expected a date up to 2021-01-04, the day after the file's issue time, got '2021-01-05'" \
+        in reason
+    assert query("SELECT to_regclass('covid.state_daily')") == [(None,)]  # never merged
+
+
 def as_of(query, function: str, when, columns: list[str], order: str = "state, date") -> pd.DataFrame:
     return table(query, f"SELECT {', '.join(columns)} FROM covid.{function}(%s) ORDER BY {order}", (when,), columns)
 

@@ -37,7 +37,7 @@ GATES = {
     "regions_known": "Regions name a region of covid.regions, written as the dataset declares (full name, postal "
                      "code or FIPS), where it declares region_names.",
     "dates_valid": "Dates are real calendar dates written as the dataset declares (YYYY-MM-DD unless it declares "
-                   "a date_format) and not in the future.",
+                   "a date_format), not in the future nor after the day after the file's issue time.",
     "counts_valid": "Counts are non-negative whole numbers (or empty, where the dataset allows: not reported; "
                     "signed or decimal, where it declares so).",
     "keys_unique": "No two rows share a key with different values.",
@@ -145,7 +145,7 @@ def _row_gates(conn, dataset: Dataset, staged: StagedFile, file_id: int, key: st
     """The row gates over the text of `staged` (in the caller's transaction): the bad rows found, set aside
     and `keep()` called to leave the typed rows of the others, unless they are too many; `results` (the
     file-level gates, passed) with the row gates' results after them."""
-    found, lines_per_gate = _find_bad_rows(conn, dataset, staged)
+    found, lines_per_gate = _find_bad_rows(conn, dataset, staged, file_id)
     oversized = [f for f in found if f.gate == "csv_readable"]
     if oversized:
         results[0] = GateResult("csv_readable", False, oversized[0].detail)
@@ -276,7 +276,7 @@ def _typed_checks(cur, dataset: Dataset, file_id: int, copied: bool, empty: sql.
     transaction's temporary table `unadmitted(line, row_at, empty)` (their line, where they are in the typed
     table, whether they are `empty`), for `_stage_unadmitted`: read by where they are, not by a second scan.
     copied: the rows of `copy_typed`, else of `create_typed`."""
-    bad = _row_checks(dataset, copied)
+    bad = _row_checks(dataset, copied, _last_day(cur, file_id)[0])
     if dataset.region_names:
         (column,) = dataset.region_names
         bad.append(sql.SQL("{c} IN (SELECT {c} FROM {map} WHERE state_fips IS NULL)").format(
@@ -435,7 +435,19 @@ def _delete_kept_out(cur, file_id: int, gated: bool = False) -> None:
     cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(staging_table(file_id), where.format(lines)))
 
 
-def _row_checks(dataset: Dataset, copied: bool) -> list[sql.Composable]:
+def _last_day(cur, file_id: int) -> tuple[sql.Composable, str]:
+    """The latest date a file's rows may name, and the gate's words for it: today, or the day after its issue
+    time when that is earlier (a past vintage reports no later day: its `issued-at` mistyped, its versions
+    would be seen before their days)."""
+    cur.execute("SELECT (issued_at AT TIME ZONE 'UTC')::date + 1 FROM covid.ingested_files "
+                "WHERE file_id = %s AND (issued_at AT TIME ZONE 'UTC')::date + 1 < current_date", (file_id,))
+    row = cur.fetchone()
+    if row is None:
+        return sql.SQL("current_date"), "a date that is not in the future"
+    return sql.Literal(row[0]), f"a date up to {row[0]}, the day after the file's issue time"
+
+
+def _row_checks(dataset: Dataset, copied: bool, last: sql.Composable) -> list[sql.Composable]:
     """Conditions on a typed row, each true where the row breaks a row gate: keys present, dates not in the
     future, counts non-negative and present where not nullable (regions known and keys unique are checked
     apart: the region map, a hash of each key).
@@ -449,7 +461,7 @@ def _row_checks(dataset: Dataset, copied: bool) -> list[sql.Composable]:
     bad += [sql.SQL("length({}) > {}").format(sql.Identifier(c), sql.Literal(MAX_FIELD_CHARS)) for c in text]
     if copied:
         bad += [sql.SQL("{c} LIKE ' %' OR {c} LIKE '% '").format(c=sql.Identifier(c)) for c in text]
-    bad.append(sql.SQL("date IS NULL OR date > current_date"))
+    bad.append(sql.SQL("date IS NULL OR date > {}").format(last))
     if not dataset.date_format:  # the date's input reads '0999-01-01', the gates' YYYY-MM-DD a year from 1000
         bad.append(sql.SQL("date < DATE '1000-01-01'"))
     if copied:  # a field the text path finds too long (a midnight timestamp's zeros are not bounded)
@@ -513,7 +525,7 @@ def reason_of(results: list[GateResult]) -> str:
     return "; ".join(gate.reason for gate in failed)
 
 
-def _problems(dataset: Dataset, staged: StagedFile) -> list[Problem]:
+def _problems(dataset: Dataset, staged: StagedFile, last: tuple[sql.Composable, str]) -> list[Problem]:
     date = sql.Identifier("date")
     date_ok = dates.date_ok(dataset.date_format, date)
     problems = [
@@ -535,8 +547,8 @@ def _problems(dataset: Dataset, staged: StagedFile) -> list[Problem]:
                             dates.expected(dataset.date_format), surely_good=good_date,
                             note=dates.no_such_day(dataset.date_format, date)))
     problems.append(
-        Problem("dates_valid", "date", sql.SQL("CASE WHEN {} THEN {} > current_date ELSE false END")
-                .format(date_ok, dates.date_value(dataset.date_format, date)), "a date that is not in the future",
+        Problem("dates_valid", "date", sql.SQL("CASE WHEN {} THEN {} > {} ELSE false END")
+                .format(date_ok, dates.date_value(dataset.date_format, date), last[0]), last[1],
                 surely_good=good_date)
     )
     for column in (*dataset.counts, *dataset.values):
@@ -554,12 +566,15 @@ def _problems(dataset: Dataset, staged: StagedFile) -> list[Problem]:
     return problems
 
 
-def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> tuple[list[Found], dict[str, int]]:
+def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile, file_id: int
+                   ) -> tuple[list[Found], dict[str, int]]:
     """Fill the temp table `rejects(line, reasons)` with every line that has a problem (one scan of the file,
     and one of the rows whose key repeats), and sum them up per kind of problem; and the lines per gate. The
     temp table `repeats(key_text, lines, conflict)` keeps each repeated key: exact repeats of one row are not problems,
     but only their first line is kept (`_keep_good_rows`)."""
-    problems = _problems(dataset, staged)
+    with conn.cursor() as cur:
+        last = _last_day(cur, file_id)
+    problems = _problems(dataset, staged, last)
     rows = source_rows(dataset, staged)
     messages = [
         sql.SQL("CASE WHEN {bad} THEN {text} || CASE WHEN coalesce({v}, '') = '' THEN 'an empty field' "
@@ -581,7 +596,7 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> tuple[list[Fou
         cur.execute("SET LOCAL work_mem = '200MB'; SET LOCAL jit = off; SET LOCAL enable_sort = off")
         if dataset.region_names:
             regions.find_unknown(cur, dataset, rows)
-        _find_good_dates(cur, dataset, rows)
+        _find_good_dates(cur, dataset, rows, last[0])
         # Repeated keys: each key's hash (fixed-size groups) first, then only the rows of the hashes seen twice
         # grouped by key (a sort of every row by its key would cost far more).
         # A key's date is the day it names (two spellings of one day are one key: '3/1/2021', '03/01/2021').
@@ -674,7 +689,7 @@ def _find_bad_rows(conn, dataset: Dataset, staged: StagedFile) -> tuple[list[Fou
             for i, count, line, message, distinct, other_line, other in found], lines_per_gate
 
 
-def _find_good_dates(cur, dataset: Dataset, rows: sql.Composable) -> None:
+def _find_good_dates(cur, dataset: Dataset, rows: sql.Composable, last: sql.Composable) -> None:
     """The temp table `good_dates(_text, _day)` (dropped at commit): each distinct date text of the file that
     is a date written as declared and not in the future, and the day it names. A file has few distinct
     dates: each is checked once, not each row's."""
@@ -684,9 +699,9 @@ def _find_good_dates(cur, dataset: Dataset, rows: sql.Composable) -> None:
         # MATERIALIZED: the condition is not pushed down to every row
         "CREATE TEMP TABLE good_dates ON COMMIT DROP AS WITH d AS MATERIALIZED (SELECT DISTINCT date AS _text "
         "FROM ({rows}) AS s) SELECT _text, {day} AS _day FROM d "
-        "WHERE CASE WHEN {ok} THEN NOT {day} > current_date ELSE false END; "
+        "WHERE CASE WHEN {ok} THEN NOT {day} > {last} ELSE false END; "
         "ANALYZE good_dates"
-    ).format(rows=rows, ok=date_ok, day=dates.date_value(dataset.date_format, text)))
+    ).format(rows=rows, ok=date_ok, day=dates.date_value(dataset.date_format, text), last=last))
 
 
 def _count_rejects(conn) -> int:
